@@ -1,0 +1,62 @@
+# fbsflow: `make run` runs the card for the example municipality; `make test` runs the tests.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+EXAMPLE := config/municipalities/eksempel-kommune.yaml
+# Keep Prefect's local database inside the project, not in the user's home.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+# Tools the project calls outside Python: WeasyPrint's Pango, poppler (PDF text, PDF to PNG),
+# zbar (QR decoding in tests), Chromium (accessibility check, UI screenshot), fonts with æøå.
+APT_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 poppler-utils zbar-tools fonts-dejavu-core chromium
+APT_COMMANDS := pdftotext pdftoppm zbarimg chromium
+
+.PHONY: run test test-fast bench lint system-deps serve clean
+
+run: $(VENV)/.run-installed system-deps
+	$(BIN)/fbsflow run $(EXAMPLE) --approve
+
+test: $(VENV)/.dev-installed system-deps node_modules/axe-core/axe.min.js
+	$(BIN)/pytest -q
+
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+bench: $(VENV)/.dev-installed system-deps
+	$(BIN)/python bench/email.py
+	$(BIN)/python bench/sms.py
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+
+serve: $(VENV)/.run-installed system-deps
+	$(BIN)/fbsflow serve $(EXAMPLE)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.run-installed
+
+# Installs the Debian packages only when one of their commands is missing (needs root, as here).
+system-deps:
+	@missing=0; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	fc-list 2>/dev/null | grep -qi dejavu || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else echo "Missing system packages; run: sudo apt-get install $(APT_PACKAGES)"; exit 1; fi; \
+	fi
+
+node_modules/axe-core/axe.min.js: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+clean:
+	rm -rf $(VENV) outbox .prefect .fbsflow node_modules .pytest_cache

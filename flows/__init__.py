@@ -1,0 +1,1 @@
+"""fbsflow's Prefect flows: orchestration only, reading like the task card's method steps."""

@@ -1,0 +1,153 @@
+"""The `fbsflow` command: check a municipality's config, show its plan, run the card."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tasks.errors import ConfigError, FbsflowError
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tasks.config import load_card, load_municipality
+
+    config = load_municipality(args.config)
+    card = load_card(config.card)
+    channels = ", ".join(c.value for c in config.channels.enabled())
+    print(f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
+          f"go-live {config.go_live.isoformat()}, channels: {channels}")
+    return 0
+
+
+def _audience_path(args: argparse.Namespace, config_path: Path) -> Path | None:
+    from tasks.config import load_municipality, resolve_relative
+
+    if args.audience:
+        path = Path(args.audience)
+    else:
+        config = load_municipality(config_path)
+        if config.audience.file is None:
+            return None
+        path = resolve_relative(config_path, config.audience.file)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: audience file not found (fix: give --audience CSV, or set audience.file "
+            f"in {config_path} to the borrower export)"
+        )
+    return path
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tasks.audience import import_audience
+    from tasks.config import load_card, load_municipality
+    from tasks.render import render_channel
+    from tasks.steps import build_plan
+
+    config_path = Path(args.config)
+    config = load_municipality(config_path)
+    audience_path = _audience_path(args, config_path)
+    audience = (
+        import_audience(audience_path, columns=config.audience.columns) if audience_path else None
+    )
+    contents = {c: render_channel(c, config) for c in config.channels.enabled()}
+    print(build_plan(config, load_card(config.card), contents, audience).to_markdown())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tasks.config import load_municipality
+
+    config_path = Path(args.config)
+    # Validate before Prefect starts, so a user's mistake gets a message, not a traceback.
+    config = load_municipality(config_path)
+    audience_path = _audience_path(args, config_path)
+    approve = args.approve
+    if not approve and sys.stdin.isatty() and not os.environ.get("PREFECT_API_URL"):
+        answer = input(
+            "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
+        )
+        approve = answer.strip().lower() in ("y", "yes", "j", "ja")
+    from flows.communicate_externally import communicate_externally
+
+    mode = "Prefect server " + os.environ["PREFECT_API_URL"] if os.environ.get("PREFECT_API_URL") \
+        else "embedded Prefect (no server)"
+    print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
+    record = communicate_externally(
+        config_path=str(config_path),
+        audience=str(audience_path) if audience_path else None,
+        approve=approve,
+        output_root=args.output,
+        at_least_once=args.at_least_once,
+    )
+    out = Path(args.output) / config.municipality.slug
+    print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
+    for name, channel in record["channels"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in channel["counts"].items() if v)
+        print(f"  {name:<13} {channel['status']:<18} {channel['provider']:<10} {counts}")
+    for reason in record["reasons"]:
+        print(f"  open: {reason}")
+    print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
+    return 0 if record["status"] == "complete" or not approve else 1
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from flows.communicate_externally import data_dir
+    from tasks.config import load_municipality
+    from tasks.ledger import Ledger
+    from tasks.plan import campaign_id
+
+    config = load_municipality(args.config)
+    campaign = campaign_id(config)
+    with Ledger.open(data_dir()) as ledger:
+        print(f"Campaign {campaign}")
+        for channel in ("newsletter", "sms"):
+            counts = ledger.counts(campaign, channel)
+            print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fbsflow",
+        description="Run the FBS card 'Forbered og kommunikér eksternt' for a municipality.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a municipality config")
+    check.add_argument("config")
+    check.set_defaults(func=_check)
+    plan = sub.add_parser("plan", help="print the communication plan")
+    plan.add_argument("config")
+    plan.add_argument("--audience", help="borrower CSV export (default: audience.file in the config)")
+    plan.set_defaults(func=_plan)
+    run = sub.add_parser("run", help="run the card: plan, inform per channel, mark complete")
+    run.add_argument("config")
+    run.add_argument("--audience", help="borrower CSV export (default: audience.file in the config)")
+    run.add_argument("--approve", action="store_true", help="approve sending to citizens up front")
+    run.add_argument("--at-least-once", action="store_true",
+                     help="re-send to recipients whose earlier delivery is unknown")
+    run.add_argument("--output", default="outbox", help="output root (default: outbox)")
+    run.set_defaults(func=_run)
+    ledger = sub.add_parser("ledger", help="print delivery counts per state")
+    ledger.add_argument("config")
+    ledger.set_defaults(func=_ledger)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FbsflowError as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""fbsflow's work: domain models, content, planning, delivery and records, as Prefect tasks."""

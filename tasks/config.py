@@ -1,0 +1,153 @@
+"""Load the card and municipality YAML files; turn every mistake into a ConfigError naming file, line, field and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.errors import ConfigError
+from tasks.models import MunicipalityConfig, TaskCard
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CARDS_DIR = PROJECT_ROOT / "config" / "cards"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+M = TypeVar("M", bound=BaseModel)
+
+# Why pydantic's own wording is not enough: a project leader needs to know what to write instead.
+_FIXES = {
+    "missing": "add this field",
+    "extra_forbidden": "remove it or fix its spelling",
+    "date_from_datetime_parsing": "write the date as YYYY-MM-DD, e.g. 2026-12-14",
+    "date_parsing": "write the date as YYYY-MM-DD, e.g. 2026-12-14",
+    "date_type": "write the date as YYYY-MM-DD, e.g. 2026-12-14",
+    "url_parsing": "write a full address such as https://example.dk/side",
+    "url_scheme": "write a full address such as https://example.dk/side",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "literal_error": "use one of the allowed values",
+    "enum": "use one of the allowed values",
+    "value_error": "",
+    "string_type": "write text in quotes",
+    "list_type": "write a list (lines starting with '- ')",
+    "model_type": "write a mapping (indented 'key: value' lines)",
+    "dict_type": "write a mapping (indented 'key: value' lines)",
+}
+
+
+def _node_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None) or next(
+                (k for k, _ in node.value if k.value == str(part)), None
+            )
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at `loc`, to suggest the right spelling of an unknown key."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        # Unwrap `X | None` and `list[X]` to reach the nested model.
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        current = args[0] if args else annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _describe(
+    error: dict[str, Any], path: Path, root: yaml.Node | None, model: type[BaseModel]
+) -> str:
+    # pydantic adds the name of a validator or union branch to loc; those are not fields.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    loc = tuple(p for p in loc if p not in ("function-after", "str"))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = _node_line(root, loc)
+    where = f"{path}:{line}" if line else str(path)
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    fix = _FIXES.get(error["type"], "")
+    if error["type"] in ("literal_error", "enum") and "expected" in error.get("ctx", {}):
+        fix = f"use one of {error['ctx']['expected']}"
+    if error["type"] == "extra_forbidden" and len(loc) >= 1:
+        known = ", ".join(_known_fields(model, loc[:-1]))
+        fix = f"'{loc[-1]}' is not a known field here; remove it or fix its spelling" + (
+            f" (known: {known})" if known else ""
+        )
+    return f"{where}: {field}: {msg}" + (f" (fix: {fix})" if fix else "")
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file, returning the data and its node tree (for line numbers)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (fix: check the path, or copy config/municipalities/eksempel-kommune.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text at byte {exc.start} (fix: save the file as UTF-8)") from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{where}: {problem} (fix: check indentation and quotes around this line)") from None
+
+
+def load_model(path: Path, model: type[M]) -> M:
+    """Load one YAML file into `model`, or raise a ConfigError listing every problem."""
+    data, root = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of 'key: value' lines at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, path, root, model) for e in exc.errors()]
+        raise ConfigError(f"{path}: {len(problems)} problem(s) in {model.__name__}", problems) from None
+
+
+def load_card(card_id_or_path: str | Path) -> TaskCard:
+    """Load a task card by id (from config/cards/) or by path."""
+    path = Path(card_id_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CARDS_DIR / f"{card_id_or_path}.yaml"
+    return load_model(path, TaskCard)
+
+
+def load_municipality(path: str | Path) -> MunicipalityConfig:
+    """Load and validate a municipality config, including the card it refers to."""
+    path = Path(path)
+    config = load_model(path, MunicipalityConfig)
+    try:
+        load_card(config.card)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: card '{config.card}' could not be loaded (fix: use a card id from {CARDS_DIR})", [str(exc)]) from None
+    return config
+
+
+def resolve_relative(config_path: Path, file: str) -> Path:
+    """Resolve a file named in a config relative to that config's folder."""
+    candidate = Path(file)
+    return candidate if candidate.is_absolute() else (config_path.parent / candidate)

@@ -1,0 +1,57 @@
+"""The one exception tree of fbsflow; every library error is translated into it in one place.
+
+    FbsflowError
+    ├── ConfigError          the user's input is wrong: never retried, exit code 2
+    └── DeliveryError        a provider call did not succeed
+        ├── PermanentError   this recipient or content is refused: record it, never retry
+        ├── TransientError   definitely not accepted: safe to retry (maybe after `retry_after`)
+        └── AmbiguousError   may have been accepted: never re-sent automatically
+
+Messages never carry a borrower's name, address or number: they name rows, fields and counts.
+"""
+
+from __future__ import annotations
+
+
+class FbsflowError(Exception):
+    """Base of every error fbsflow raises on purpose."""
+
+
+class ConfigError(FbsflowError):
+    """A config, card or audience file is wrong. The message names the file, the field and the fix."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class DeliveryError(FbsflowError):
+    """A provider call failed; subclasses say whether a retry is safe."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class PermanentError(DeliveryError):
+    """The provider refused this content or these recipients: retrying cannot help."""
+
+
+class TransientError(DeliveryError):
+    """The provider definitely did not accept the request: a retry is safe."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status)
+
+
+class AmbiguousError(DeliveryError):
+    """The request may have been accepted (e.g. timeout after sending): never re-send blindly."""

@@ -1,0 +1,223 @@
+"""The card's work as Prefect tasks: plan, publish or deliver per channel, and the completion record.
+
+Each task wraps plain functions from the other modules, so the work is testable without Prefect
+(`.fn()`), while Prefect adds retries, visibility and artifacts. Tasks that take large inputs use
+NO_CACHE: hashing a million recipients for a cache key would cost more than the work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.audience import Audience, import_audience
+from tasks.config import load_card, load_municipality, resolve_relative
+from tasks.errors import ConfigError
+from tasks.models import Channel, MunicipalityConfig, TaskCard
+from tasks.output import OutputFolder
+from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
+from tasks.render import ChannelContent, render_channel
+
+# Channels that reach named borrowers through a provider; the rest produce files for publishing.
+DELIVERED = (Channel.NEWSLETTER, Channel.SMS)
+
+
+@dataclass
+class ChannelOutcome:
+    """What happened on one channel, for the completion record (counts only, no personal data)."""
+
+    channel: Channel
+    status: str  # done | failed | skipped | awaiting_approval
+    provider: str = "files"
+    files: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "provider": self.provider,
+            "files": self.files,
+            "counts": self.counts,
+            "detail": self.detail,
+        }
+
+
+def _artifact_key(config: MunicipalityConfig, what: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    return f"{config.municipality.slug}-{what}".replace("_", "-")
+
+
+@task(name="load-config", cache_policy=NO_CACHE)
+def load_config(config_path: str) -> tuple[MunicipalityConfig, TaskCard]:
+    config = load_municipality(config_path)
+    return config, load_card(config.card)
+
+
+@task(name="import-audience", cache_policy=NO_CACHE)
+def import_borrowers(
+    config: MunicipalityConfig, config_path: str, audience_path: str | None, out: OutputFolder
+) -> Audience | None:
+    """Read the borrower export; the report (rows, fields, reasons: no personal data) goes to the output."""
+    source = audience_path or config.audience.file
+    if source is None:
+        return None
+    path = Path(audience_path) if audience_path else resolve_relative(Path(config_path), source)
+    suppression = (
+        resolve_relative(Path(config_path), config.audience.suppression_file)
+        if config.audience.suppression_file
+        else None
+    )
+    audience = import_audience(path, columns=config.audience.columns, suppression=suppression)
+    audience.report.write(out.staging)
+    counts = audience.report.counts
+    create_table_artifact(
+        key=_artifact_key(config, "import-report"),
+        table=[{"outcome": k, "rows": v} for k, v in sorted(counts.items())]
+        + [{"outcome": f"row {i['row']}: {i['field']}", "rows": i["reason"]} for i in audience.report.table()[:200]],
+        description="Borrower import: counts per outcome and the first 200 problems (row, field, reason).",
+    )
+    return audience
+
+
+@task(name="render-content", cache_policy=NO_CACHE, retries=0)
+def render_content(config: MunicipalityConfig) -> dict[Channel, ChannelContent]:
+    return {channel: render_channel(channel, config) for channel in config.channels.enabled()}
+
+
+def recipient_count(audience: Audience | None, channel: Channel) -> tuple[int | None, dict[str, int]]:
+    if audience is None or channel not in DELIVERED:
+        return None, {}
+    chosen = audience.newsletter_recipients() if channel is Channel.NEWSLETTER else audience.sms_recipients()
+    return len(chosen), audience.exclusions(channel.value)
+
+
+def build_plan(
+    config: MunicipalityConfig,
+    card: TaskCard,
+    contents: dict[Channel, ChannelContent],
+    audience: Audience | None,
+) -> Plan:
+    """Who hears what, when, through which channel, and who is responsible."""
+    planned = []
+    for channel, content in contents.items():
+        recipients, excluded = recipient_count(audience, channel)
+        audience_label = AUDIENCE_LABELS[channel]
+        if channel is Channel.POSTER:
+            audience_label += f" ({len(config.library.branches)} branches)"
+        planned.append(
+            PlannedChannel(
+                channel=channel,
+                day=channel_day(config, channel),
+                responsible=config.channels.settings(channel).responsible,
+                audience=audience_label,
+                key_message=content.key_message,
+                recipients=recipients,
+                excluded=excluded,
+                metrics={lang.value: m for lang, m in content.metrics.items()},
+            )
+        )
+    return Plan(card=card, config=config, campaign=campaign_id(config), channels=planned)
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def make_plan(
+    config: MunicipalityConfig,
+    card: TaskCard,
+    contents: dict[Channel, ChannelContent],
+    audience: Audience | None,
+    out: OutputFolder,
+) -> Plan:
+    """The card's first step: the plan, as plan.md and as Prefect artifacts."""
+    plan = build_plan(config, card, contents, audience)
+    markdown = plan.to_markdown()
+    out.write("plan.md", markdown)
+    create_markdown_artifact(
+        key=_artifact_key(config, "plan"), markdown=markdown, description="Communication plan"
+    )
+    sms = [
+        {"language": lang, "characters": m.get("characters"), "parts": m.get("parts"),
+         "lix": m.get("lix"), "billed_parts": p.billed_parts if lang == "da" else None}
+        for p in plan.channels if p.channel is Channel.SMS for lang, m in p.metrics.items()
+    ]
+    if sms:
+        create_table_artifact(key=_artifact_key(config, "sms"), table=sms, description="SMS: parts and LIX")
+    return plan
+
+
+@task(name="publish-files", cache_policy=NO_CACHE)
+def publish_files(content: ChannelContent, out: OutputFolder) -> ChannelOutcome:
+    """Channels without recipients (website, FAQ, poster, self-service): ready-to-publish files."""
+    written = []
+    for relative, data in content.files.items():
+        out.write(f"{content.channel.value}/{relative}", data)
+        written.append(f"{content.channel.value}/{relative}")
+    return ChannelOutcome(content.channel, "done", files=sorted(written))
+
+
+def triggered_by() -> str:
+    """Who started the run, for the completion record: the OS user, unless the caller says."""
+    return os.environ.get("FBSFLOW_TRIGGERED_BY") or os.environ.get("USER") or "unknown"
+
+
+@task(name="mark-complete", cache_policy=NO_CACHE)
+def mark_complete(
+    config: MunicipalityConfig,
+    card: TaskCard,
+    plan: Plan,
+    outcomes: Sequence[ChannelOutcome],
+    out: OutputFolder,
+    *,
+    started_at: datetime,
+    triggered: str,
+    approval: dict[str, Any],
+    flow_run_id: str | None,
+) -> dict[str, Any]:
+    """The card's last step: complete only when every planned channel is done."""
+    unfinished = [o for o in outcomes if o.status != "done"]
+    record = {
+        "card_id": card.id,
+        "card_title": card.title,
+        "municipality": config.municipality.name,
+        "municipality_slug": config.municipality.slug,
+        "campaign": plan.campaign,
+        "status": "complete" if not unfinished else "incomplete",
+        "reasons": [f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in unfinished],
+        "steps": {
+            step.id: ("done" if not unfinished else "open") for step in card.method_steps
+        },
+        "channels": {o.channel.value: o.as_dict() for o in outcomes},
+        "approval": approval,
+        "triggered_by": triggered,
+        "flow_run_id": flow_run_id,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    out.write_json("completion.json", record)
+    rows = [
+        {"channel": o.channel.value, "status": o.status, "provider": o.provider,
+         **{k: o.counts.get(k, 0) for k in ("sent", "failed", "unknown", "pending")}}
+        for o in outcomes
+    ]
+    create_table_artifact(
+        key=_artifact_key(config, "completion"),
+        table=rows,
+        description=f"Card '{card.title}': {record['status']}",
+    )
+    logger = get_run_logger()
+    logger.info("Card %s for %s: %s", card.id, config.municipality.slug, record["status"])
+    return record
+
+
+def require_file(path: str | None, what: str) -> None:
+    """Fail before any work starts when a named input file is missing."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"{path}: {what} not found (fix: check the path)")

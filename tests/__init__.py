@@ -1,0 +1,1 @@
+"""fbsflow tests: mirror the code; providers against local servers; flows on one Prefect harness."""
