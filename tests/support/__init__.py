@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: browser-based accessibility checks and screenshots."""
