@@ -1,0 +1,295 @@
+"""SendGrid v3 e-mail provider: one `POST /v3/mail/send` per batch through the official SDK.
+
+Outcome classification (the only place SDK and urllib errors are translated: `_translate`):
+
+    202, or 200 in sandbox mode     every recipient SENT; provider id from X-Message-Id
+    429                             TransientError, retry_after from Retry-After / X-RateLimit-Reset
+    5xx                             TransientError
+    connect failed (refused, DNS,   TransientError: the request never left this machine whole
+      connect timeout, send error)
+    read timeout, connection lost   AmbiguousError: SendGrid may have accepted the request
+      after the request was sent
+    401 / 403                       ConfigError: the API key is wrong or lacks the Mail Send scope
+    404                             ConfigError: SENDGRID_HOST does not point at the v3 API
+    400 / 413 / other 4xx           PermanentError with SendGrid's messages, addresses scrubbed
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import python_http_client.exceptions as sdk_errors
+import sendgrid
+
+from tasks.errors import AmbiguousError, ConfigError, DeliveryError, PermanentError, TransientError
+from tasks.models import NewsletterSettings
+from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+
+# python_http_client logs every request body at DEBUG, and a body holds 1000 addresses: keep that
+# logger above DEBUG even when a run turns debug logging on globally.
+logging.getLogger("python_http_client").setLevel(logging.INFO)
+
+DEFAULT_HOST = "https://api.sendgrid.com"
+MAX_RECIPIENTS = 1000  # personalizations and to+cc+bcc per request, both capped at 1000
+MAX_CATEGORIES = 10
+MAX_CUSTOM_ARGS_BYTES = 10_000  # SendGrid's limit on message + personalization custom_args
+_ADDRESS = re.compile(r"[^\s<>\[\]()\"',;:]+@[^\s<>\[\]()\"',;:]+")
+
+
+def scrub_addresses(text: str) -> str:
+    """Replace anything shaped like an e-mail address, so provider messages are safe to log."""
+    return _ADDRESS.sub("<address>", text)
+
+
+def build_payload(
+    message: Message,
+    recipients: Sequence[Recipient],
+    *,
+    from_email: str,
+    from_name: str,
+    campaign: str,
+    batch_id: str,
+    sandbox_mode: bool = False,
+    unsubscribe_group_id: int | None = None,
+) -> dict[str, Any]:
+    """The exact `/v3/mail/send` body for one batch: one personalization per recipient.
+
+    Raises ValueError for calls no correct caller makes (too many or duplicate recipients, no
+    subject, oversized custom_args); those are bugs, not delivery outcomes.
+    """
+    if not recipients:
+        raise ValueError("a SendGrid batch needs at least one recipient")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise ValueError(
+            f"a SendGrid batch holds at most {MAX_RECIPIENTS} recipients, got {len(recipients)}"
+        )
+    if len({r.key for r in recipients}) != len(recipients):
+        raise ValueError("recipient keys repeat within the batch; the ledger must deduplicate")
+    if not message.subject:
+        raise ValueError("an e-mail message needs a subject")
+
+    custom_args = {"campaign": campaign, "batch_id": batch_id}
+    # The recipient key rides along per personalization so event webhooks map back to the ledger
+    # without an address lookup.
+    widest = max(recipients, key=lambda r: len(r.key.encode()))
+    size = len(json.dumps({**custom_args, "recipient": widest.key}).encode())
+    if size >= MAX_CUSTOM_ARGS_BYTES:
+        raise ValueError(f"custom_args would be {size} bytes; SendGrid takes under 10,000")
+
+    content = [{"type": "text/plain", "value": message.text}]
+    if message.html:
+        content.append({"type": "text/html", "value": message.html})
+    categories = ["fbsflow", campaign[:255], f"{message.channel.value}-{message.language.value}"]
+
+    payload: dict[str, Any] = {
+        "personalizations": [
+            {"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients
+        ],
+        "from": {"email": from_email, "name": from_name},
+        "subject": message.subject,
+        "content": content,
+        "categories": list(dict.fromkeys(categories))[:MAX_CATEGORIES],
+        "custom_args": custom_args,
+        "mail_settings": {"sandbox_mode": {"enable": sandbox_mode}},
+    }
+    if unsubscribe_group_id is not None:
+        payload["asm"] = {"group_id": unsubscribe_group_id}
+    if message.attachments:
+        payload["attachments"] = [
+            {
+                "content": base64.b64encode(a.content).decode("ascii"),
+                "filename": a.filename,
+                "type": a.mime_type,
+                "disposition": "attachment",
+            }
+            for a in message.attachments
+        ]
+    return payload
+
+
+class SendGridProvider(Provider):
+    """Sends a batch of up to 1000 recipients as one SendGrid request; holds one SDK client."""
+
+    name: ClassVar[str] = "sendgrid"
+    max_batch: ClassVar[int] = MAX_RECIPIENTS
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        host: str = DEFAULT_HOST,
+        from_email: str,
+        from_name: str,
+        sandbox_mode: bool = False,
+        unsubscribe_group_id: int | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if not api_key:
+            raise ConfigError(
+                "SENDGRID_API_KEY is empty; fix: create a key with the Mail Send permission "
+                "in SendGrid (Settings > API Keys) and export SENDGRID_API_KEY"
+            )
+        if not host.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"SENDGRID_HOST={host!r} is not a URL; fix: use {DEFAULT_HOST} or unset it"
+            )
+        self.host = host.rstrip("/")
+        self.from_email = from_email
+        self.from_name = from_name
+        self.sandbox_mode = sandbox_mode
+        self.unsubscribe_group_id = unsubscribe_group_id
+        self.timeout = timeout
+        self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
+
+    @classmethod
+    def from_env(
+        cls, settings: NewsletterSettings, env: Mapping[str, str] | None = None
+    ) -> SendGridProvider:
+        """Build from the newsletter settings plus SENDGRID_API_KEY and SENDGRID_HOST."""
+        env = os.environ if env is None else env
+        return cls(
+            env.get("SENDGRID_API_KEY", ""),
+            host=env.get("SENDGRID_HOST") or DEFAULT_HOST,
+            from_email=str(settings.from_email),
+            from_name=settings.from_name,
+            sandbox_mode=settings.sandbox_mode,
+            unsubscribe_group_id=settings.unsubscribe_group_id,
+        )
+
+    def __repr__(self) -> str:  # the API key stays out of logs and tracebacks
+        return f"SendGridProvider(host={self.host!r}, sandbox_mode={self.sandbox_mode})"
+
+    def send_batch(
+        self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
+    ) -> BatchResult:
+        """Post the batch once; every recipient shares the outcome of that one request."""
+        if not recipients:
+            return BatchResult(statuses={})
+        payload = build_payload(
+            message,
+            recipients,
+            from_email=self.from_email,
+            from_name=self.from_name,
+            campaign=campaign,
+            batch_id=batch_id,
+            sandbox_mode=self.sandbox_mode,
+            unsubscribe_group_id=self.unsubscribe_group_id,
+        )
+        try:
+            response = self._client.client.mail.send.post(
+                request_body=payload, timeout=self.timeout
+            )
+        except Exception as exc:
+            error = _translate(exc)
+            if error is None:
+                raise
+            # SDK errors carry the response body, which may echo addresses: drop the chain.
+            raise error from (None if isinstance(exc, sdk_errors.HTTPError) else exc)
+
+        status = response.status_code
+        if status == 202 or (status == 200 and self.sandbox_mode):
+            message_id = response.headers.get("X-Message-Id")
+            sandbox = " (sandbox: validated, not delivered)" if status == 200 else ""
+            return BatchResult(
+                statuses=dict.fromkeys((r.key for r in recipients), DeliveryStatus.SENT),
+                provider_ids=[message_id] if message_id else [],
+                detail=f"{status}: accepted{sandbox}",
+            )
+        # A 2xx or 3xx SendGrid never sends for mail: we cannot tell what happened.
+        raise AmbiguousError(f"SendGrid answered {status}, expected 202", status=status)
+
+
+def _translate(exc: BaseException) -> DeliveryError | ConfigError | None:
+    """Map one exception from the SDK or urllib onto fbsflow's error tree (None: not ours)."""
+    if isinstance(exc, sdk_errors.HTTPError):
+        return _from_status(exc.status_code, exc.body, exc.headers)
+    if isinstance(exc, urllib.error.URLError):
+        # urllib wraps only failures before the request was fully written (connect, DNS, TLS
+        # handshake, send): SendGrid cannot have accepted an incomplete request.
+        return TransientError(f"SendGrid not reached: {_reason(exc.reason)}")
+    if isinstance(exc, (TimeoutError, http.client.HTTPException, OSError)):
+        # Raised while waiting for or reading the answer: the request was sent.
+        return AmbiguousError(
+            f"no answer from SendGrid after sending ({type(exc).__name__}); the batch may have "
+            "been accepted, so it is not re-sent automatically"
+        )
+    return None
+
+
+def _from_status(status: int, body: bytes | None, headers: Any) -> DeliveryError | ConfigError:
+    if status == 429:
+        return TransientError(
+            "SendGrid rate limit (429)", status=status, retry_after=_retry_after(headers)
+        )
+    if status >= 500:
+        return TransientError(f"SendGrid server error ({status})", status=status)
+    if status in (401, 403):
+        return ConfigError(
+            f"SENDGRID_API_KEY refused ({status}); fix: create a key with the Mail Send "
+            "permission in SendGrid (Settings > API Keys), export it as SENDGRID_API_KEY, and "
+            "check that SENDGRID_HOST is the API of the account that owns the key"
+        )
+    if status == 404:
+        return ConfigError(
+            "SendGrid answered 404 for /v3/mail/send; fix: set SENDGRID_HOST to "
+            f"{DEFAULT_HOST} (or unset it)"
+        )
+    return PermanentError(
+        f"SendGrid refused the batch ({status}): {_messages(body)}", status=status
+    )
+
+
+def _messages(body: bytes | None) -> str:
+    """SendGrid's `errors[].message` (and field), addresses scrubbed, bounded in length."""
+    try:
+        errors = json.loads(body or b"{}").get("errors") or []
+        parts = [
+            str(e.get("message") or "") + (f" (field {e['field']})" if e.get("field") else "")
+            for e in errors
+            if isinstance(e, dict)
+        ]
+    except (ValueError, AttributeError):
+        parts = []
+    text = "; ".join(p for p in parts if p) or "no error details in the response"
+    return scrub_addresses(text)[:1000]
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch)."""
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            return None
+    return None
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, BaseException):
+        strerror = getattr(reason, "strerror", None)
+        return type(reason).__name__ + (f" ({strerror})" if strerror else "")
+    return str(reason)

@@ -1,0 +1,339 @@
+"""SMTP e-mail provider for a municipality's own relay: one message per recipient, one connection.
+
+Per-recipient outcome, read from the relay's replies:
+
+    250 after DATA                    SENT
+    5xx on RCPT or after DATA         FAILED (this recipient is refused for good)
+    4xx on MAIL, RCPT or DATA         deferred: left OUT of `BatchResult.statuses`, so the worker
+                                      sees it as not sent and retries it later
+    connection lost mid-batch         recipients already accepted stay SENT; the one whose message
+                                      body was fully written but not yet confirmed is UNKNOWN; the
+                                      rest are left out (definitely not sent)
+
+When not a single recipient got a status (every one deferred, or the connection failed before
+anything was accepted), `send_batch` raises TransientError instead, so a plain retry is correct.
+Setting up the connection translates smtplib's errors in one place (`_setup_error`): refused,
+unreachable or busy relays are TransientError; refused credentials, a relay without STARTTLS or
+AUTH, and an untrusted certificate are ConfigError.
+
+Not thread-safe by design of SMTP itself: one connection carries one transaction at a time, so
+calls are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import re
+import smtplib
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import ClassVar
+
+from tasks.errors import ConfigError, DeliveryError, TransientError
+from tasks.models import NewsletterSettings
+from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+
+_PLAIN_ADDRESS = re.compile(r"^[!-~]+@[!-~]+$")  # printable ASCII, no spaces: safe in a header
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SmtpProvider(Provider):
+    """Sends each recipient their own copy of the message over one reused SMTP connection."""
+
+    name: ClassVar[str] = "smtp"
+    max_batch: ClassVar[int] = 1000
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 587,
+        *,
+        starttls: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+        from_email: str,
+        from_name: str,
+        timeout: float = 30,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.starttls = starttls
+        self.username = username
+        self._password = password
+        self.from_email = from_email
+        self.from_name = from_name
+        self.timeout = timeout
+        # Tests pass a context trusting their self-signed relay; production uses the system CAs.
+        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._conn: smtplib.SMTP | None = None
+        self._needs_reset = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(
+        cls, settings: NewsletterSettings, env: Mapping[str, str] | None = None
+    ) -> SmtpProvider:
+        """Build from the newsletter settings plus the FBSFLOW_SMTP_* variables."""
+        env = os.environ if env is None else env
+        host = env.get("FBSFLOW_SMTP_HOST", "").strip()
+        if not host:
+            raise ConfigError(
+                "FBSFLOW_SMTP_HOST is not set; fix: export FBSFLOW_SMTP_HOST=<the municipality's "
+                "mail relay>, e.g. smtp.eksempel-kommune.dk"
+            )
+        port_text = env.get("FBSFLOW_SMTP_PORT", "587").strip() or "587"
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(
+                f"FBSFLOW_SMTP_PORT={port_text!r} is not a port number; fix: use e.g. 587"
+            )
+        starttls_text = env.get("FBSFLOW_SMTP_STARTTLS", "true").strip().lower() or "true"
+        if starttls_text not in _TRUE | _FALSE:
+            raise ConfigError(
+                f"FBSFLOW_SMTP_STARTTLS={starttls_text!r} is not true/false; fix: write true "
+                "(the default) or false"
+            )
+        username = env.get("FBSFLOW_SMTP_USERNAME") or None
+        password = env.get("FBSFLOW_SMTP_PASSWORD") or None
+        if password and not username:
+            raise ConfigError(
+                "FBSFLOW_SMTP_PASSWORD is set but FBSFLOW_SMTP_USERNAME is not; fix: set both, "
+                "or neither for a relay that trusts this machine's address"
+            )
+        return cls(
+            host,
+            int(port_text),
+            starttls=starttls_text in _TRUE,
+            username=username,
+            password=password,
+            from_email=str(settings.from_email),
+            from_name=settings.from_name,
+        )
+
+    def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
+        auth = "yes" if self.username else "no"
+        return (
+            f"SmtpProvider(host={self.host!r}, port={self.port}, "
+            f"starttls={self.starttls}, auth={auth})"
+        )
+
+    def send_batch(
+        self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
+    ) -> BatchResult:
+        """Send one copy per recipient; see the module docstring for how outcomes are reported."""
+        if not recipients:
+            return BatchResult(statuses={})
+        if len({r.key for r in recipients}) != len(recipients):
+            raise ValueError("recipient keys repeat within the batch; the ledger must deduplicate")
+        body = self._render(message, campaign, batch_id)
+        with self._lock:
+            return self._send_all(body, recipients)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.quit()
+                except OSError:
+                    conn.close()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _render(self, message: Message, campaign: str, batch_id: str) -> bytes:
+        """The message once, serialised and dot-stuffed; only To and Message-ID vary later."""
+        if not message.subject:
+            raise ValueError("an e-mail message needs a subject")
+        mail = EmailMessage(policy=email.policy.SMTP)
+        mail["From"] = Address(display_name=self.from_name, addr_spec=self.from_email)
+        mail["Subject"] = message.subject
+        mail["Date"] = formatdate(localtime=True)
+        mail["X-Fbsflow-Campaign"] = campaign
+        mail["X-Fbsflow-Batch"] = batch_id
+        # Quoted-printable keeps æøå 7-bit clean, so no relay needs 8BITMIME.
+        mail.set_content(message.text, cte="quoted-printable")
+        if message.html:
+            mail.add_alternative(message.html, subtype="html", cte="quoted-printable")
+        for a in message.attachments:
+            maintype, _, subtype = a.mime_type.partition("/")
+            mail.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
+        data = mail.as_bytes()
+        data = re.sub(rb"(?m)^\.", b"..", data)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        return data + b".\r\n"
+
+    def _send_all(self, body: bytes, recipients: Sequence[Recipient]) -> BatchResult:
+        conn = self._connection()
+        domain = self.from_email.rpartition("@")[2] or "fbsflow.invalid"
+        statuses: dict[str, DeliveryStatus] = {}
+        message_ids: list[str] = []
+        refused: Counter[int] = Counter()
+        deferred: Counter[int] = Counter()
+        lost = ""
+        for i, recipient in enumerate(recipients):
+            message_id = make_msgid(domain=domain)
+            try:
+                status, code = self._send_one(conn, body, recipient, message_id)
+            except _ConnectionLost as exc:
+                self._drop()
+                if exc.in_flight:
+                    statuses[recipient.key] = DeliveryStatus.UNKNOWN
+                not_sent = len(recipients) - i - (1 if exc.in_flight else 0)
+                lost = f"; connection lost ({exc.reason}), {not_sent} not attempted"
+                break
+            except _SenderRefused as exc:
+                if not statuses:
+                    raise ConfigError(
+                        f"SMTP relay {self.host}:{self.port} refused the sender address "
+                        f"({exc.code}); fix: use a from_email the relay may send for, or ask "
+                        "its administrator to allow it"
+                    ) from None
+                lost = f"; sender refused ({exc.code}), {len(recipients) - i} not attempted"
+                break
+            if status is DeliveryStatus.SENT:
+                message_ids.append(message_id)
+            elif status is DeliveryStatus.FAILED:
+                refused[code] += 1
+            else:
+                deferred[code] += 1
+            if status is not None:
+                statuses[recipient.key] = status
+
+        sent = sum(1 for s in statuses.values() if s is DeliveryStatus.SENT)
+        detail = (
+            f"sent {sent}, refused {refused.total()}{_codes(refused)}, "
+            f"deferred {deferred.total()}{_codes(deferred)}{lost}"
+        )
+        if not statuses:
+            raise TransientError(f"SMTP relay accepted nothing: {detail}")
+        return BatchResult(statuses=statuses, provider_ids=message_ids, detail=detail)
+
+    def _send_one(
+        self, conn: smtplib.SMTP, body: bytes, recipient: Recipient, message_id: str
+    ) -> tuple[DeliveryStatus | None, int]:
+        """One SMTP transaction. None means deferred (4xx): not sent, retry later."""
+        address = recipient.address
+        if not _PLAIN_ADDRESS.match(address):
+            # Non-ASCII or control characters would need SMTPUTF8 or could inject headers.
+            return DeliveryStatus.FAILED, 0
+        in_flight = False
+        try:
+            if self._needs_reset:
+                # The previous transaction was cut short; RSET now, so that a relay hanging up
+                # on it counts against this recipient (not sent) rather than the refused one.
+                conn.rset()
+                self._needs_reset = False
+            code, _ = conn.mail(self.from_email)
+            if code >= 500:
+                raise _SenderRefused(code)
+            if code < 300:
+                code, _ = conn.rcpt(address)
+            if code < 300:
+                conn.putcmd("data")
+                code, _ = conn.getreply()
+            if code == 354:
+                headers = f"To: {address}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
+                conn.send(headers + body)
+                in_flight = True  # the relay has the whole message; only its answer is missing
+                code, _ = conn.getreply()
+                in_flight = False
+                if code < 300:
+                    return DeliveryStatus.SENT, code
+        except OSError as exc:  # smtplib reports every lost or timed-out connection as OSError
+            raise _ConnectionLost(in_flight, type(exc).__name__) from None
+        self._needs_reset = True
+        return (DeliveryStatus.FAILED if code >= 500 else None), code
+
+    def _connection(self) -> smtplib.SMTP:
+        """The open connection, checked with RSET, or a new one (STARTTLS and AUTH done)."""
+        if self._conn is not None:
+            try:
+                if self._conn.rset()[0] == 250:
+                    self._needs_reset = False
+                    return self._conn
+            except OSError:
+                pass  # the relay closed an idle connection: open a fresh one
+            self._drop()
+        conn = None
+        try:
+            # The host goes to the constructor: STARTTLS checks the certificate against it.
+            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            conn.ehlo()
+            if self.starttls:
+                conn.starttls(context=self._ssl_context)
+                conn.ehlo()
+            if self.username:
+                conn.login(self.username, self._password or "")
+        except OSError as exc:
+            if conn is not None:
+                conn.close()
+            raise self._setup_error(exc) from None
+        self._conn = conn
+        return conn
+
+    def _setup_error(self, exc: OSError) -> ConfigError | DeliveryError:
+        """Translate an smtplib/ssl/socket error raised while opening the connection."""
+        where = f"SMTP relay {self.host}:{self.port}"
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return ConfigError(
+                f"{where} refused the login ({exc.smtp_code}); fix: check "
+                "FBSFLOW_SMTP_USERNAME and FBSFLOW_SMTP_PASSWORD with the relay's administrator"
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return ConfigError(
+                f"{where}: {exc} fix: ask the relay's administrator to offer it; without "
+                "STARTTLS set FBSFLOW_SMTP_STARTTLS=false only on a trusted network, without "
+                "AUTH unset FBSFLOW_SMTP_USERNAME if the relay trusts this machine's address"
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ConfigError(
+                f"{where}: its TLS certificate is not trusted ({exc.verify_message}); fix: use "
+                "the relay's name as it appears in its certificate in FBSFLOW_SMTP_HOST"
+            )
+        if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500:
+            return ConfigError(
+                f"{where} refused the session ({exc.smtp_code}); fix: check FBSFLOW_SMTP_* "
+                "with the relay's administrator"
+            )
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return TransientError(f"{where} is busy ({exc.smtp_code})", status=exc.smtp_code)
+        if isinstance(exc, smtplib.SMTPException) and not isinstance(
+            exc, smtplib.SMTPServerDisconnected
+        ):
+            return ConfigError(f"{where}: {exc}; fix: check FBSFLOW_SMTP_* settings")
+        return TransientError(f"{where} not reached ({type(exc).__name__})")
+
+    def _drop(self) -> None:
+        self._needs_reset = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class _ConnectionLost(Exception):
+    def __init__(self, in_flight: bool, reason: str) -> None:
+        self.in_flight = in_flight
+        self.reason = reason
+        super().__init__(reason)
+
+
+class _SenderRefused(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(code)
+
+
+def _codes(counts: Counter[int]) -> str:
+    """Reply codes only: relays echo addresses in their reply text."""
+    if not counts:
+        return ""
+    parts = (f"{code or 'invalid address'} x{n}" for code, n in sorted(counts.items()))
+    return " (" + ", ".join(parts) + ")"

@@ -1,0 +1,409 @@
+"""SendGrid provider tests: the real SDK against the local v3 stand-in, deliveries as evidence."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import python_http_client.exceptions as sdk_errors
+import sendgrid
+
+from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
+from tasks.models import Channel, Language, NewsletterSettings
+from tasks.providers.base import Attachment, BatchResult, DeliveryStatus, Message, Recipient
+from tasks.providers.sendgrid import SendGridProvider, build_payload, scrub_addresses
+from tests.servers.sendgrid_server import Fault, SendGridServer
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = Message(
+    channel=Channel.NEWSLETTER,
+    language=Language.DA,
+    subject="Nyt om betaling af gæld til biblioteket",
+    text="Kære låner. Fra 1. december betaler du gebyrer til kommunen. Læs mere på vores side.",
+    html="<p>Kære låner. Fra 1. december betaler du gebyrer til kommunen.</p>",
+)
+
+
+def recipients(n: int, start: int = 0) -> list[Recipient]:
+    return [Recipient(key=f"k{i:05d}", address=f"laaner{i}@eksempel.test") for i in range(start, n)]
+
+
+def addresses(batch: list[Recipient]) -> Counter[str]:
+    return Counter(r.address for r in batch)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # urllib honours proxy variables; the stand-in must be reached directly.
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def server() -> Iterator[SendGridServer]:
+    with SendGridServer() as stand_in:
+        yield stand_in
+
+
+def make_provider(server: SendGridServer, **overrides: object) -> SendGridProvider:
+    options: dict[str, object] = {
+        "host": server.url,
+        "from_email": "bibliotek@eksempel-kommune.test",
+        "from_name": "Eksempel Bibliotekerne",
+        "timeout": 5.0,
+    }
+    options.update(overrides)
+    api_key = str(options.pop("api_key", server.api_key))
+    return SendGridProvider(api_key, **options)  # type: ignore[arg-type]
+
+
+def send(provider: SendGridProvider, batch: list[Recipient]) -> BatchResult:
+    return provider.send_batch(MESSAGE, batch, campaign="debitor-2026", batch_id="b-0001")
+
+
+def post_raw(server: SendGridServer, body: dict) -> None:
+    """Post a hand-made body through the SDK, bypassing the provider's own limits."""
+    client = sendgrid.SendGridAPIClient(api_key=server.api_key, host=server.url)
+    client.client.mail.send.post(request_body=body, timeout=5)
+
+
+# --- Accepted batches ------------------------------------------------------------------------
+
+
+def test_each_recipient_gets_its_own_personalization_and_is_delivered_once(
+    server: SendGridServer,
+) -> None:
+    batch = recipients(3)
+    result = make_provider(server, unsubscribe_group_id=42).send_batch(
+        MESSAGE, batch, campaign="debitor-2026", batch_id="b-0001"
+    )
+
+    assert server.deliveries == addresses(batch)
+    [request] = server.requests
+    assert result.statuses == dict.fromkeys((r.key for r in batch), DeliveryStatus.SENT)
+    assert result.provider_ids == [request.message_id]
+    body = request.body
+    assert body is not None
+    assert [p["to"] for p in body["personalizations"]] == [[{"email": r.address}] for r in batch]
+    keys = [p["custom_args"]["recipient"] for p in body["personalizations"]]
+    assert keys == ["k00000", "k00001", "k00002"]
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["subject"] == "Nyt om betaling af gæld til biblioteket"
+    assert body["custom_args"] == {"campaign": "debitor-2026", "batch_id": "b-0001"}
+    assert "debitor-2026" in body["categories"]
+    assert body["asm"] == {"group_id": 42}
+    assert body["mail_settings"] == {"sandbox_mode": {"enable": False}}
+
+
+def test_sandbox_mode_is_validated_with_200_and_delivers_nothing(server: SendGridServer) -> None:
+    batch = recipients(2)
+    result = send(make_provider(server, sandbox_mode=True), batch)
+
+    assert set(result.statuses.values()) == {DeliveryStatus.SENT}
+    assert result.provider_ids == []
+    assert "sandbox" in result.detail
+    assert server.requests[0].status == 200
+    assert server.deliveries == Counter()
+    assert server.sandboxed == addresses(batch)
+
+
+def test_attachments_travel_base64(server: SendGridServer) -> None:
+    pdf = b"%PDF-1.7 plakat"
+    message = Message(
+        channel=MESSAGE.channel, language=MESSAGE.language, subject=MESSAGE.subject,
+        text=MESSAGE.text, attachments=(Attachment("plakat.pdf", pdf, "application/pdf"),),
+    )  # fmt: skip
+    make_provider(server).send_batch(message, recipients(1), campaign="c", batch_id="b")
+
+    assert server.deliveries == Counter({"laaner0@eksempel.test": 1})
+    [attachment] = server.requests[0].body["attachments"]  # type: ignore[index]
+    assert base64.b64decode(attachment["content"]) == pdf
+    assert attachment["filename"] == "plakat.pdf"
+
+
+# --- The 1000-recipient limit ----------------------------------------------------------------
+
+
+def test_a_full_batch_of_1000_is_one_request(server: SendGridServer) -> None:
+    batch = recipients(1000)
+    result = send(make_provider(server), batch)
+
+    assert len(result.statuses) == 1000
+    assert server.stats()["max_recipients_per_request"] == 1000
+    assert server.deliveries == addresses(batch)
+
+
+def test_the_provider_refuses_to_build_a_request_over_1000(server: SendGridServer) -> None:
+    with pytest.raises(ValueError, match="at most 1000"):
+        send(make_provider(server), recipients(1001))
+    assert server.requests == []
+    assert SendGridProvider.max_batch == 1000
+
+
+def test_the_stand_in_refuses_1001_personalizations(server: SendGridServer) -> None:
+    body = build_payload(
+        MESSAGE, recipients(1000), from_email="a@eksempel.test", from_name="A", campaign="c",
+        batch_id="b",
+    )  # fmt: skip
+    body["personalizations"].append({"to": [{"email": "ekstra@eksempel.test"}]})
+    with pytest.raises(sdk_errors.BadRequestsError) as caught:
+        post_raw(server, body)
+    assert "limited to 1000 personalizations" in caught.value.body.decode()
+    assert server.deliveries == Counter()
+
+
+def test_the_stand_in_counts_to_cc_and_bcc_against_1000(server: SendGridServer) -> None:
+    body = build_payload(
+        MESSAGE, recipients(1000), from_email="a@eksempel.test", from_name="A", campaign="c",
+        batch_id="b",
+    )  # fmt: skip
+    body["personalizations"][0]["bcc"] = [{"email": "bcc@eksempel.test"}]
+    with pytest.raises(sdk_errors.BadRequestsError) as caught:
+        post_raw(server, body)
+    assert "limit of 1000 total recipients" in caught.value.body.decode()
+    assert server.deliveries == Counter()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda b: b["content"].reverse(), "text/plain content must be first"),
+        (lambda b: b.update(categories=[f"c{i}" for i in range(11)]), "more than 10 categories"),
+        (lambda b: b["custom_args"].update(big="x" * 10_000), "maximum size of 10,000 bytes"),
+        (lambda b: b.pop("subject"), "The subject is required"),
+        (lambda b: b.update(personalizations=[]), "at least one personalization"),
+    ],
+    ids=["html-first", "11-categories", "custom-args-size", "no-subject", "no-personalizations"],
+)
+def test_the_stand_in_enforces_sendgrid_rules(server: SendGridServer, change, expected) -> None:
+    body = build_payload(
+        MESSAGE, recipients(2), from_email="a@eksempel.test", from_name="A", campaign="c",
+        batch_id="b",
+    )  # fmt: skip
+    change(body)
+    with pytest.raises(sdk_errors.BadRequestsError) as caught:
+        post_raw(server, body)
+    assert expected in caught.value.body.decode()
+    assert server.deliveries == Counter()
+
+
+# --- Transient: definitely not accepted ------------------------------------------------------
+
+
+def test_429_with_retry_after_is_transient_and_delivers_nothing(server: SendGridServer) -> None:
+    server.fail_next(Fault.rate_limit(retry_after=7))
+    with pytest.raises(TransientError) as caught:
+        send(make_provider(server), recipients(2))
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 7
+    assert server.deliveries == Counter()
+
+
+def test_429_falls_back_to_the_rate_limit_reset_epoch(server: SendGridServer) -> None:
+    server.fail_next(Fault.rate_limit(retry_after=None, reset_in=30))
+    with pytest.raises(TransientError) as caught:
+        send(make_provider(server), recipients(1))
+    assert caught.value.retry_after is not None
+    assert 27 <= caught.value.retry_after <= 31
+    assert server.deliveries == Counter()
+
+
+def test_500_is_transient_and_a_retry_delivers_exactly_once(server: SendGridServer) -> None:
+    provider, batch = make_provider(server), recipients(3)
+    server.fail_next(Fault.server_error(500))
+    with pytest.raises(TransientError) as caught:
+        send(provider, batch)
+    assert caught.value.status == 500
+    assert server.deliveries == Counter()
+
+    send(provider, batch)
+    assert server.deliveries == addresses(batch)
+
+
+def test_connection_refused_is_transient(server: SendGridServer) -> None:
+    closed = SendGridServer().start()
+    closed_url = closed.url
+    closed.stop()
+    batch = recipients(2)
+    with pytest.raises(TransientError, match="not reached"):
+        send(make_provider(server, host=closed_url), batch)
+
+    # The same batch retried against a live SendGrid arrives exactly once.
+    send(make_provider(server), batch)
+    assert server.deliveries == addresses(batch)
+
+
+def test_connect_timeout_is_transient(server: SendGridServer) -> None:
+    # A listener whose backlog is full drops further SYNs, so connecting times out.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        stalled = make_provider(server, host=f"http://127.0.0.1:{port}", timeout=0.3)
+        try:
+            with pytest.raises(TransientError, match="not reached"):
+                send(stalled, recipients(1))
+        finally:
+            for filler in fillers:
+                filler.close()
+    send(make_provider(server), recipients(1))
+    assert server.deliveries == Counter({"laaner0@eksempel.test": 1})
+
+
+def test_close_before_reading_delivers_nothing_and_is_never_called_sent(
+    server: SendGridServer,
+) -> None:
+    server.fail_next(Fault.close_before_read())
+    # Whether the client still managed to write the body decides which of the two it sees.
+    with pytest.raises((TransientError, AmbiguousError)):
+        send(make_provider(server), recipients(2))
+    assert server.deliveries == Counter()
+
+
+# --- Ambiguous: may have been accepted -------------------------------------------------------
+
+
+def test_dropped_connection_after_the_request_is_ambiguous(server: SendGridServer) -> None:
+    batch = recipients(2)
+    server.fail_next(Fault.drop())
+    with pytest.raises(AmbiguousError):
+        send(make_provider(server), batch)
+    # The stand-in delivered it: re-sending would be a duplicate, which is why it is ambiguous.
+    assert server.deliveries == addresses(batch)
+
+
+def test_answer_slower_than_the_timeout_is_ambiguous(server: SendGridServer) -> None:
+    batch = recipients(2)
+    server.fail_next(Fault.slow(3))
+    started = time.monotonic()
+    with pytest.raises(AmbiguousError):
+        send(make_provider(server, timeout=0.3), batch)
+    assert time.monotonic() - started < 2
+    assert server.deliveries == addresses(batch)
+
+
+# --- Refused: permanent and configuration errors ---------------------------------------------
+
+
+def test_400_is_permanent_and_its_message_carries_no_address(server: SendGridServer) -> None:
+    server.fail_next(Fault.respond(
+        400, "We found the first duplicate instance of [laaner0@eksempel.test] in the to field."
+    ))  # fmt: skip
+    with pytest.raises(PermanentError) as caught:
+        send(make_provider(server), recipients(1))
+    text = str(caught.value)
+    assert "duplicate instance of" in text
+    assert "@" not in text
+    assert caught.value.status == 400
+    assert caught.value.__cause__ is None  # the SDK error holds the raw body
+    assert server.deliveries == Counter()
+
+
+def test_an_invalid_address_is_refused_by_the_stand_in_as_permanent(
+    server: SendGridServer,
+) -> None:
+    batch = [Recipient(key="k1", address="ikke-en-adresse@eksempel")]
+    with pytest.raises(PermanentError, match=r"valid address.*personalizations\.0\.to\.0\.email"):
+        send(make_provider(server), batch)
+    assert server.requests[0].status == 400
+    assert server.deliveries == Counter()
+
+
+def test_a_wrong_api_key_is_a_config_error_naming_the_variable(server: SendGridServer) -> None:
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY refused") as caught:
+        send(make_provider(server, api_key="SG.forkert-noegle"), recipients(1))
+    assert "forkert" not in str(caught.value)
+    assert server.requests[0].status == 401
+    assert server.deliveries == Counter()
+
+
+def test_a_wrong_host_is_a_config_error(server: SendGridServer) -> None:
+    with pytest.raises(ConfigError, match="SENDGRID_HOST"):
+        send(make_provider(server, host=server.url + "/forkert"), recipients(1))
+    with pytest.raises(ConfigError, match="SENDGRID_HOST"):
+        make_provider(server, host="api.sendgrid.com")
+    assert server.stats()["requests"] == 0  # the wrong path never reached mail send
+    assert server.deliveries == Counter()
+
+
+# --- Secrets and personal data ---------------------------------------------------------------
+
+
+def test_debug_logging_does_not_leak_addresses(
+    server: SendGridServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    batch = recipients(2)
+    send(make_provider(server), batch)
+    assert server.deliveries == addresses(batch)
+    assert "eksempel.test" not in caplog.text
+
+
+def test_repr_and_from_env_keep_the_key_secret(server: SendGridServer) -> None:
+    settings = NewsletterSettings(
+        from_email="bibliotek@eksempel-kommune.dk", from_name="Eksempel Bibliotekerne",
+        unsubscribe_group_id=7,
+    )  # fmt: skip
+    provider = SendGridProvider.from_env(
+        settings, {"SENDGRID_API_KEY": server.api_key, "SENDGRID_HOST": server.url}
+    )
+    assert server.api_key not in repr(provider)
+    send(provider, recipients(1))
+    assert server.requests[0].body["asm"] == {"group_id": 7}  # type: ignore[index]
+    assert server.deliveries == Counter({"laaner0@eksempel.test": 1})
+
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY"):
+        SendGridProvider.from_env(settings, {})
+
+
+def test_scrub_addresses() -> None:
+    assert scrub_addresses("dup [a.b+c@x.dk] and <d@e.test>.") == "dup [<address>] and <<address>>."
+
+
+# --- The stand-in itself ---------------------------------------------------------------------
+
+
+def test_on_request_hook_sees_each_request_as_it_arrives() -> None:
+    seen: list[int] = []
+    with SendGridServer(on_request=seen.append) as stand_in:
+        provider = make_provider(stand_in)
+        send(provider, recipients(1))
+        send(provider, recipients(2, start=1))
+        assert seen == [1, 2]
+        assert stand_in.deliveries == addresses(recipients(2))
+
+
+def test_command_line_server_serves_and_reports_stats() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.sendgrid_server", "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline().split()
+        assert ready[0] == "READY"
+        provider = SendGridProvider(
+            "SG.stand-in-test-key", host=ready[1], from_email="a@eksempel.test", from_name="A"
+        )
+        send(provider, recipients(5))
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert '"deliveries":5' in out
+    assert '"duplicate_deliveries":0' in out

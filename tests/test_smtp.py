@@ -1,0 +1,363 @@
+"""SMTP provider tests against a real aiosmtpd relay on 127.0.0.1 (STARTTLS and AUTH included)."""
+
+from __future__ import annotations
+
+import datetime
+import email
+import email.policy
+import ipaddress
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tasks.errors import ConfigError, TransientError
+from tasks.models import Channel, Language, NewsletterSettings
+from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
+from tasks.providers.smtp import SmtpProvider
+
+SUBJECT = "Sådan betaler du gæld til biblioteket fra nu af"
+TEXT = "Kære låner. Gebyrer for sen aflevering betaler du nu til kommunen. Læs mere på vores side."
+HTML = "<p>Kære låner. Gebyrer for <strong>sen aflevering</strong> betaler du nu til kommunen.</p>"
+MESSAGE = Message(Channel.NEWSLETTER, Language.DA, text=TEXT, subject=SUBJECT, html=HTML)
+USER, PASSWORD = "fbsflow", "hemmeligt-kodeord"
+
+
+def recipients(*names: str) -> list[Recipient]:
+    return [Recipient(key=f"k-{n}", address=f"{n}@eksempel.test") for n in names]
+
+
+class Relay:
+    """aiosmtpd handler: records deliveries and connections, refuses or hangs up on cue."""
+
+    def __init__(self) -> None:
+        self.deliveries: Counter[str] = Counter()
+        self.messages: dict[str, bytes] = {}
+        self.connections: set[Any] = set()
+        self.rcpt_replies: dict[str, str] = {}  # address -> reply, e.g. "550 5.1.1 no such user"
+        self.hang_up_after_data: set[str] = set()  # deliver, then close without answering
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        self.connections.add(session.peer)  # one peer (host, port) per TCP connection
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        for address in envelope.rcpt_tos:
+            self.deliveries[address] += 1
+            self.messages[address] = envelope.original_content
+        if self.hang_up_after_data & set(envelope.rcpt_tos):
+            server.transport.close()
+        return "250 2.0.0 Queued"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[Relay, int]]:
+    handler = Relay()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield handler, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made at test time and trusted only by the tests."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fbsflow test relay")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "relay.pem", folder / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_relay(certificate: tuple[Path, Path]) -> Iterator[tuple[Relay, int]]:
+    cert_path, key_path = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+
+    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        expected = (USER.encode(), PASSWORD.encode())
+        ok = isinstance(auth_data, LoginPassword) and auth_data == expected
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+
+    handler = Relay()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=free_port(), tls_context=server_context,
+        require_starttls=True, authenticator=authenticate, auth_required=True,
+        auth_require_tls=True,
+    )  # fmt: skip
+    controller.start()
+    yield handler, controller.port
+    controller.stop()
+
+
+def make_provider(port: int, **overrides: Any) -> SmtpProvider:
+    options: dict[str, Any] = {
+        "starttls": False,
+        "from_email": "bibliotek@eksempel-kommune.test",
+        "from_name": "Eksempel Bibliotekerne",
+        "timeout": 5,
+    }
+    options.update(overrides)
+    return SmtpProvider("127.0.0.1", port, **options)
+
+
+def send(provider: SmtpProvider, batch: list[Recipient]) -> BatchResult:
+    return provider.send_batch(MESSAGE, batch, campaign="debitor-2026", batch_id="b-0001")
+
+
+# --- Happy path ------------------------------------------------------------------------------
+
+
+def test_one_connection_carries_every_message_across_batches(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    provider = make_provider(port)
+    first, second = recipients("anna", "bo", "carl"), recipients("dorte", "erik")
+    try:
+        result = send(provider, first)
+        send(provider, second)
+    finally:
+        provider.close()
+
+    assert result.statuses == dict.fromkeys(("k-anna", "k-bo", "k-carl"), DeliveryStatus.SENT)
+    assert len(result.provider_ids) == 3
+    assert handler.deliveries == Counter(r.address for r in first + second)
+    assert len(handler.connections) == 1
+
+
+def test_each_copy_has_only_its_own_recipient_and_both_parts_in_danish(
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo"))
+    provider.close()
+
+    raw = handler.messages["anna@eksempel.test"]
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["To"] == "anna@eksempel.test"
+    assert b"bo@eksempel.test" not in raw
+    assert parsed["Subject"] == SUBJECT
+    assert parsed["Message-ID"] == result.provider_ids[0]
+    assert parsed["X-Fbsflow-Campaign"] == "debitor-2026"
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in parsed.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert parsed.get_body(("plain",)).get_content().strip() == TEXT
+    assert "<strong>sen aflevering</strong>" in parsed.get_body(("html",)).get_content()
+    assert max(raw) < 128  # quoted-printable: æøå survive relays without 8BITMIME
+
+
+# --- Per-recipient refusals ------------------------------------------------------------------
+
+
+def test_550_on_rcpt_fails_that_recipient_only(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    handler.rcpt_replies["bo@eksempel.test"] = "550 5.1.1 <bo@eksempel.test>: no such user"
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo", "carl"))
+    provider.close()
+
+    assert result.statuses == {
+        "k-anna": DeliveryStatus.SENT,
+        "k-bo": DeliveryStatus.FAILED,
+        "k-carl": DeliveryStatus.SENT,
+    }
+    assert "550 x1" in result.detail
+    assert "@" not in result.detail
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1, "carl@eksempel.test": 1})
+
+
+def test_451_on_rcpt_leaves_that_recipient_unsent_for_a_retry(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    handler.rcpt_replies["bo@eksempel.test"] = "451 4.7.1 try again later"
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo"))
+    assert result.statuses == {"k-anna": DeliveryStatus.SENT}  # bo is absent: not sent
+    assert "deferred 1 (451 x1)" in result.detail
+
+    del handler.rcpt_replies["bo@eksempel.test"]
+    retry = send(provider, recipients("bo"))
+    provider.close()
+    assert retry.statuses == {"k-bo": DeliveryStatus.SENT}
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1, "bo@eksempel.test": 1})
+
+
+def test_a_batch_where_everyone_is_deferred_is_transient(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    handler.rcpt_replies["anna@eksempel.test"] = "452 4.5.3 too many recipients today"
+    with pytest.raises(TransientError, match="accepted nothing"):
+        send(make_provider(port), recipients("anna"))
+    assert handler.deliveries == Counter()
+
+
+def test_an_address_that_could_inject_headers_is_failed_without_sending(
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    batch = [Recipient("k-x", "x@eksempel.test\r\nBcc: y@eksempel.test"), *recipients("anna")]
+    result = send(make_provider(port), batch)
+    assert result.statuses == {"k-x": DeliveryStatus.FAILED, "k-anna": DeliveryStatus.SENT}
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1})
+
+
+# --- Connection lost mid-batch ---------------------------------------------------------------
+
+
+def test_lost_connection_splits_the_batch_into_sent_unknown_and_unsent(
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    handler.hang_up_after_data.add("carl@eksempel.test")
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo", "carl", "dorte"))
+
+    assert result.statuses == {
+        "k-anna": DeliveryStatus.SENT,
+        "k-bo": DeliveryStatus.SENT,
+        "k-carl": DeliveryStatus.UNKNOWN,  # the relay had it; its answer never came
+    }
+    assert "1 not attempted" in result.detail
+    # The relay did deliver carl: re-sending UNKNOWN automatically would duplicate.
+    assert handler.deliveries == Counter(
+        {"anna@eksempel.test": 1, "bo@eksempel.test": 1, "carl@eksempel.test": 1}
+    )
+
+    # The next batch opens a fresh connection by itself.
+    send(provider, recipients("dorte"))
+    provider.close()
+    assert handler.deliveries["dorte@eksempel.test"] == 1
+    assert len(handler.connections) == 2
+
+
+def test_unreachable_relay_is_transient() -> None:
+    with pytest.raises(TransientError, match="not reached"):
+        send(make_provider(free_port()), recipients("anna"))
+
+
+# --- STARTTLS and AUTH -----------------------------------------------------------------------
+
+
+def test_starttls_and_auth_with_a_trusted_certificate(
+    tls_relay: tuple[Relay, int], certificate: tuple[Path, Path]
+) -> None:
+    handler, port = tls_relay
+    trust = ssl.create_default_context(cafile=str(certificate[0]))
+    provider = make_provider(
+        port, starttls=True, username=USER, password=PASSWORD, ssl_context=trust
+    )
+    result = send(provider, recipients("anna", "bo"))
+    provider.close()
+
+    assert set(result.statuses.values()) == {DeliveryStatus.SENT}
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1, "bo@eksempel.test": 1})
+    assert PASSWORD not in repr(provider)
+
+
+def test_refused_login_is_a_config_error(
+    tls_relay: tuple[Relay, int], certificate: tuple[Path, Path]
+) -> None:
+    handler, port = tls_relay
+    trust = ssl.create_default_context(cafile=str(certificate[0]))
+    provider = make_provider(
+        port, starttls=True, username=USER, password="forkert", ssl_context=trust
+    )
+    with pytest.raises(ConfigError, match="FBSFLOW_SMTP_PASSWORD") as caught:
+        send(provider, recipients("anna"))
+    assert "forkert" not in str(caught.value)
+    assert handler.deliveries == Counter()
+
+
+def test_an_untrusted_certificate_is_a_config_error(tls_relay: tuple[Relay, int]) -> None:
+    handler, port = tls_relay
+    provider = make_provider(port, starttls=True, username=USER, password=PASSWORD)
+    with pytest.raises(ConfigError, match="certificate is not trusted"):
+        send(provider, recipients("anna"))
+    assert handler.deliveries == Counter()
+
+
+def test_a_relay_without_starttls_is_a_config_error(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    with pytest.raises(ConfigError, match="STARTTLS"):
+        send(make_provider(port, starttls=True), recipients("anna"))
+    assert handler.deliveries == Counter()
+
+
+# --- Settings --------------------------------------------------------------------------------
+
+
+def test_from_env_reads_the_fbsflow_smtp_variables(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    settings = NewsletterSettings(from_email="bibliotek@eksempel-kommune.dk", from_name="Bibliotek")
+    provider = SmtpProvider.from_env(
+        settings,
+        {"FBSFLOW_SMTP_HOST": "127.0.0.1", "FBSFLOW_SMTP_PORT": str(port),
+         "FBSFLOW_SMTP_STARTTLS": "false"},
+    )  # fmt: skip
+    send(provider, recipients("anna"))
+    provider.close()
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1})
+    parsed = email.message_from_bytes(handler.messages["anna@eksempel.test"])
+    assert "bibliotek@eksempel-kommune.dk" in parsed["From"]
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({}, "FBSFLOW_SMTP_HOST is not set"),
+        ({"FBSFLOW_SMTP_HOST": "relay", "FBSFLOW_SMTP_PORT": "smtp"}, "FBSFLOW_SMTP_PORT"),
+        ({"FBSFLOW_SMTP_HOST": "relay", "FBSFLOW_SMTP_STARTTLS": "måske"}, "FBSFLOW_SMTP_STARTTLS"),
+        ({"FBSFLOW_SMTP_HOST": "relay", "FBSFLOW_SMTP_PASSWORD": "x"}, "FBSFLOW_SMTP_USERNAME"),
+    ],
+)
+def test_from_env_names_the_variable_to_fix(env: dict[str, str], complaint: str) -> None:
+    settings = NewsletterSettings(from_email="bibliotek@eksempel-kommune.dk", from_name="Bibliotek")
+    with pytest.raises(ConfigError, match=complaint):
+        SmtpProvider.from_env(settings, env)
