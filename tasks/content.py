@@ -50,7 +50,8 @@ CHANNEL_POINTS: dict[Channel, tuple[Point, ...]] = {
         Point.NO_MITID,
         Point.WHO_TO_ASK,
     ),
-    Channel.POSTER: (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.LOGIN, Point.OLD_DEBTS),
+    # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
+    Channel.POSTER: (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS),
     Channel.SMS: (Point.WHAT_CHANGES, Point.HOW_TO_PAY),
     Channel.SELF_SERVICE: (
         Point.WHERE_TO_SEE,

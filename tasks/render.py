@@ -171,31 +171,44 @@ def render_sms(config: MunicipalityConfig) -> ChannelContent:
     return out
 
 
+def poster_url(config: MunicipalityConfig) -> str:
+    """Where the poster's QR code leads: the payment self-service, else the website article."""
+    portal = config.payment.self_service
+    return str(portal.url) if portal else _context(config, Language.DA, Channel.POSTER)["more_url"]
+
+
+def poster_html(config: MunicipalityConfig, language: Language) -> tuple[str, list[str]]:
+    """The poster as print HTML, and its short lines (the key message first)."""
+    from tasks.pdf import qr_svg
+
+    settings = config.channels.poster
+    paper = settings.paper if settings else "A4"
+    ctx = _context(config, language, Channel.POSTER)
+    pt = environment().get_template(f"_points/{language.value}.md.j2").make_module(ctx)
+    short = [_squash(str(getattr(pt, p)("short"))) for p in ctx["points"]]
+    url = poster_url(config)
+    html = render_template(
+        f"poster/{language.value}/poster.html.j2",
+        {**ctx, "paper": paper, "lead": short[0], "lines": short[1:],
+         "qr": Markup(qr_svg(url)), "qr_url": url},
+    )
+    return html, short
+
+
 def render_poster(config: MunicipalityConfig) -> ChannelContent:
-    from tasks.pdf import pdf_text, qr_svg, render_pdf
+    from tasks.pdf import pdf_text, render_pdf
     from tasks.textmetrics import lix
 
     settings = config.channels.poster
     assert settings is not None
-    portal = config.payment.self_service
-    qr_url = str(portal.url if portal else _context(config, Language.DA, Channel.POSTER)["more_url"])
-    qr = Markup(qr_svg(qr_url))
     out = ChannelContent(Channel.POSTER)
     for lang in config.languages:
-        ctx = _context(config, lang, Channel.POSTER)
-        pt = environment().get_template(f"_points/{lang.value}.md.j2").make_module(ctx)
-        short = [_squash(str(getattr(pt, p)("short"))) for p in ctx["points"]]
-        html = render_template(
-            f"poster/{lang.value}/poster.html.j2",
-            {**ctx, "paper": settings.paper, "lead": short[0], "lines": short[1:],
-             "qr": qr, "qr_url": qr_url},
-        )
+        html, short = poster_html(config, lang)
         pdf = render_pdf(html, base_url=str(TEMPLATES_DIR))
         out.files[f"poster.{lang.value}.html"] = html
         out.files[f"poster.{lang.value}.pdf"] = pdf
         out.messages[lang] = Message(
-            Channel.POSTER, lang, text=short[0],
-            subject=short[0],
+            Channel.POSTER, lang, text="\n".join(short), subject=short[0],
             attachments=(Attachment(f"plakat-{lang.value}.pdf", pdf, "application/pdf"),),
         )
         out.metrics[lang] = {"lix": round(lix(pdf_text(pdf)), 1), "paper": settings.paper}
