@@ -16,8 +16,10 @@ def _check(args: argparse.Namespace) -> int:
     config = load_municipality(args.config)
     card = load_card(config.card)
     channels = ", ".join(c.value for c in config.channels.enabled())
-    print(f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
-          f"go-live {config.go_live.isoformat()}, channels: {channels}")
+    print(
+        f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
+        f"go-live {config.go_live.isoformat()}, channels: {channels}"
+    )
     return 0
 
 
@@ -71,8 +73,11 @@ def _run(args: argparse.Namespace) -> int:
         approve = answer.strip().lower() in ("y", "yes", "j", "ja")
     from flows.communicate_externally import communicate_externally
 
-    mode = "Prefect server " + os.environ["PREFECT_API_URL"] if os.environ.get("PREFECT_API_URL") \
+    mode = (
+        "Prefect server " + os.environ["PREFECT_API_URL"]
+        if os.environ.get("PREFECT_API_URL")
         else "embedded Prefect (no server)"
+    )
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
     record = communicate_externally(
         config_path=str(config_path),
@@ -119,14 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
     plan = sub.add_parser("plan", help="print the communication plan")
     plan.add_argument("config")
-    plan.add_argument("--audience", help="borrower CSV export (default: audience.file in the config)")
+    plan.add_argument(
+        "--audience", help="borrower CSV export (default: audience.file in the config)"
+    )
     plan.set_defaults(func=_plan)
     run = sub.add_parser("run", help="run the card: plan, inform per channel, mark complete")
     run.add_argument("config")
-    run.add_argument("--audience", help="borrower CSV export (default: audience.file in the config)")
+    run.add_argument(
+        "--audience", help="borrower CSV export (default: audience.file in the config)"
+    )
     run.add_argument("--approve", action="store_true", help="approve sending to citizens up front")
-    run.add_argument("--at-least-once", action="store_true",
-                     help="re-send to recipients whose earlier delivery is unknown")
+    run.add_argument(
+        "--at-least-once",
+        action="store_true",
+        help="re-send to recipients whose earlier delivery is unknown",
+    )
     run.add_argument("--output", default="outbox", help="output root (default: outbox)")
     run.set_defaults(func=_run)
     ledger = sub.add_parser("ledger", help="print delivery counts per state")

@@ -102,18 +102,24 @@ def _describe(
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse a YAML file, returning the data and its node tree (for line numbers)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found (fix: check the path, or copy config/municipalities/eksempel-kommune.yaml)")
+        raise ConfigError(
+            f"{path}: file not found (fix: check the path, or copy config/municipalities/eksempel-kommune.yaml)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text at byte {exc.start} (fix: save the file as UTF-8)") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text at byte {exc.start} (fix: save the file as UTF-8)"
+        ) from None
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigError(f"{where}: {problem} (fix: check indentation and quotes around this line)") from None
+        raise ConfigError(
+            f"{where}: {problem} (fix: check indentation and quotes around this line)"
+        ) from None
 
 
 def load_model(path: Path, model: type[M]) -> M:
@@ -125,7 +131,9 @@ def load_model(path: Path, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e, path, root, model) for e in exc.errors()]
-        raise ConfigError(f"{path}: {len(problems)} problem(s) in {model.__name__}", problems) from None
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s) in {model.__name__}", problems
+        ) from None
 
 
 def load_card(card_id_or_path: str | Path) -> TaskCard:
@@ -143,7 +151,10 @@ def load_municipality(path: str | Path) -> MunicipalityConfig:
     try:
         load_card(config.card)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: card '{config.card}' could not be loaded (fix: use a card id from {CARDS_DIR})", [str(exc)]) from None
+        raise ConfigError(
+            f"{path}: card '{config.card}' could not be loaded (fix: use a card id from {CARDS_DIR})",
+            [str(exc)],
+        ) from None
     return config
 
 

@@ -40,7 +40,9 @@ def _plain_text(value: str) -> str:
 
 def _https(url: HttpUrl) -> HttpUrl:
     if url.scheme != "https":
-        raise ValueError("must start with https:// (citizens are sent to it); use the https address")
+        raise ValueError(
+            "must start with https:// (citizens are sent to it); use the https address"
+        )
     return url
 
 

@@ -20,6 +20,22 @@ class OutputFolder:
         self.staging.mkdir(parents=True)
         return self
 
+    def keep_previous(self, except_folders: set[str]) -> None:
+        """Carry the last run's output over, except the folders this run rewrites.
+
+        A run for one channel (a scheduled channel deployment) must not wipe the others' output.
+        """
+        if not self.final.is_dir():
+            return
+        for entry in self.final.iterdir():
+            if entry.name in except_folders:
+                continue
+            target = self.staging / entry.name
+            if entry.is_dir():
+                shutil.copytree(entry, target, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, target)
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.discard()
@@ -38,7 +54,9 @@ class OutputFolder:
         return target
 
     def write_json(self, relative: str, data: Any) -> Path:
-        return self.write(relative, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+        return self.write(
+            relative, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+        )
 
     def commit(self) -> Path:
         """Swap the staging folder into place; the previous output is removed only after the swap."""

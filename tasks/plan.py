@@ -67,9 +67,13 @@ class Plan:
                 f"| {p.day.isoformat()} | {p.channel.value} | {p.audience} | {recipients} "
                 f"| {p.responsible} | {key} |"
             )
-        lines += ["", "## Readability and SMS cost", "",
-                  "| Channel | Language | LIX | SMS characters | SMS parts | Billed parts |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "## Readability and SMS cost",
+            "",
+            "| Channel | Language | LIX | SMS characters | SMS parts | Billed parts |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
         for p in self.channels:
             for lang, m in p.metrics.items():
                 billed = p.billed_parts if p.channel is Channel.SMS and lang == "da" else None

@@ -143,7 +143,9 @@ def render_sms(config: MunicipalityConfig) -> ChannelContent:
     assert settings is not None
     out = ChannelContent(Channel.SMS)
     for lang in config.languages:
-        raw = _squash(render_template(f"sms/{lang.value}/sms.txt.j2", _context(config, lang, Channel.SMS)))
+        raw = _squash(
+            render_template(f"sms/{lang.value}/sms.txt.j2", _context(config, lang, Channel.SMS))
+        )
         try:
             text = to_gsm7(raw)
         except NotGsm7Error as exc:
@@ -189,8 +191,14 @@ def poster_html(config: MunicipalityConfig, language: Language) -> tuple[str, li
     url = poster_url(config)
     html = render_template(
         f"poster/{language.value}/poster.html.j2",
-        {**ctx, "paper": paper, "lead": short[0], "lines": short[1:],
-         "qr": Markup(qr_svg(url)), "qr_url": url},
+        {
+            **ctx,
+            "paper": paper,
+            "lead": short[0],
+            "lines": short[1:],
+            "qr": Markup(qr_svg(url)),
+            "qr_url": url,
+        },
     )
     return html, short
 
@@ -208,7 +216,10 @@ def render_poster(config: MunicipalityConfig) -> ChannelContent:
         out.files[f"poster.{lang.value}.html"] = html
         out.files[f"poster.{lang.value}.pdf"] = pdf
         out.messages[lang] = Message(
-            Channel.POSTER, lang, text="\n".join(short), subject=short[0],
+            Channel.POSTER,
+            lang,
+            text="\n".join(short),
+            subject=short[0],
             attachments=(Attachment(f"plakat-{lang.value}.pdf", pdf, "application/pdf"),),
         )
         out.metrics[lang] = {"lix": round(lix(pdf_text(pdf)), 1), "paper": settings.paper}
@@ -228,7 +239,9 @@ def render_self_service(config: MunicipalityConfig) -> ChannelContent:
         ctx = _context(config, lang, Channel.SELF_SERVICE)
         texts[lang] = {
             "body": _squash(render_template(f"self_service/{lang.value}/fee_list_body.md.j2", ctx)),
-            "button": _squash(render_template(f"self_service/{lang.value}/button_label.txt.j2", ctx)),
+            "button": _squash(
+                render_template(f"self_service/{lang.value}/button_label.txt.j2", ctx)
+            ),
             "more_url": ctx["faq_url"] or ctx["more_url"],
         }
     da = texts[Language.DA]
@@ -241,11 +254,16 @@ def render_self_service(config: MunicipalityConfig) -> ChannelContent:
             "fee_list_body_text": da["body"],
             "blocked_patron_e_link_url": pay_url,
         }
-        out.files["dpl/dpl_fees.settings.yml"] = yaml.safe_dump(dpl, allow_unicode=True, sort_keys=False)
+        out.files["dpl/dpl_fees.settings.yml"] = yaml.safe_dump(
+            dpl, allow_unicode=True, sort_keys=False
+        )
         for lang, t in texts.items():
             if lang is not Language.DA:
                 # Drupal's config translation: sync/language/<lang>/<name>.yml holds the translated keys.
-                translated = {"payment_site_button_label": t["button"], "fee_list_body_text": t["body"]}
+                translated = {
+                    "payment_site_button_label": t["button"],
+                    "fee_list_body_text": t["body"],
+                }
                 out.files[f"dpl/language/{lang.value}/dpl_fees.settings.yml"] = yaml.safe_dump(
                     translated, allow_unicode=True, sort_keys=False
                 )
@@ -263,7 +281,11 @@ def render_self_service(config: MunicipalityConfig) -> ChannelContent:
             "ding_debt_external_extra_information": da["body"],
         }
         out.files["ddb/ding_debt.json"] = json.dumps(ddb, ensure_ascii=False, indent=2) + "\n"
-        lines = ["#!/bin/sh", "# Run in the DDB CMS site's folder: sets the ding_debt texts and links.", "set -e"]
+        lines = [
+            "#!/bin/sh",
+            "# Run in the DDB CMS site's folder: sets the ding_debt texts and links.",
+            "set -e",
+        ]
         lines += [f"drush -y vset --exact {k} {shlex.quote(str(v))}" for k, v in ddb.items()]
         out.files["ddb/ding_debt.drush.sh"] = "\n".join(lines) + "\n"
     out.key_message = da["body"]

@@ -82,7 +82,10 @@ def import_borrowers(
     create_table_artifact(
         key=_artifact_key(config, "import-report"),
         table=[{"outcome": k, "rows": v} for k, v in sorted(counts.items())]
-        + [{"outcome": f"row {i['row']}: {i['field']}", "rows": i["reason"]} for i in audience.report.table()[:200]],
+        + [
+            {"outcome": f"row {i['row']}: {i['field']}", "rows": i["reason"]}
+            for i in audience.report.table()[:200]
+        ],
         description="Borrower import: counts per outcome and the first 200 problems (row, field, reason).",
     )
     return audience
@@ -93,10 +96,16 @@ def render_content(config: MunicipalityConfig) -> dict[Channel, ChannelContent]:
     return {channel: render_channel(channel, config) for channel in config.channels.enabled()}
 
 
-def recipient_count(audience: Audience | None, channel: Channel) -> tuple[int | None, dict[str, int]]:
+def recipient_count(
+    audience: Audience | None, channel: Channel
+) -> tuple[int | None, dict[str, int]]:
     if audience is None or channel not in DELIVERED:
         return None, {}
-    chosen = audience.newsletter_recipients() if channel is Channel.NEWSLETTER else audience.sms_recipients()
+    chosen = (
+        audience.newsletter_recipients()
+        if channel is Channel.NEWSLETTER
+        else audience.sms_recipients()
+    )
     return len(chosen), audience.exclusions(channel.value)
 
 
@@ -144,12 +153,21 @@ def make_plan(
         key=_artifact_key(config, "plan"), markdown=markdown, description="Communication plan"
     )
     sms = [
-        {"language": lang, "characters": m.get("characters"), "parts": m.get("parts"),
-         "lix": m.get("lix"), "billed_parts": p.billed_parts if lang == "da" else None}
-        for p in plan.channels if p.channel is Channel.SMS for lang, m in p.metrics.items()
+        {
+            "language": lang,
+            "characters": m.get("characters"),
+            "parts": m.get("parts"),
+            "lix": m.get("lix"),
+            "billed_parts": p.billed_parts if lang == "da" else None,
+        }
+        for p in plan.channels
+        if p.channel is Channel.SMS
+        for lang, m in p.metrics.items()
     ]
     if sms:
-        create_table_artifact(key=_artifact_key(config, "sms"), table=sms, description="SMS: parts and LIX")
+        create_table_artifact(
+            key=_artifact_key(config, "sms"), table=sms, description="SMS: parts and LIX"
+        )
     return plan
 
 
@@ -190,10 +208,11 @@ def mark_complete(
         "municipality_slug": config.municipality.slug,
         "campaign": plan.campaign,
         "status": "complete" if not unfinished else "incomplete",
-        "reasons": [f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "") for o in unfinished],
-        "steps": {
-            step.id: ("done" if not unfinished else "open") for step in card.method_steps
-        },
+        "reasons": [
+            f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
+            for o in unfinished
+        ],
+        "steps": {step.id: ("done" if not unfinished else "open") for step in card.method_steps},
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
         "approval": approval,
         "triggered_by": triggered,
@@ -203,8 +222,12 @@ def mark_complete(
     }
     out.write_json("completion.json", record)
     rows = [
-        {"channel": o.channel.value, "status": o.status, "provider": o.provider,
-         **{k: o.counts.get(k, 0) for k in ("sent", "failed", "unknown", "pending")}}
+        {
+            "channel": o.channel.value,
+            "status": o.status,
+            "provider": o.provider,
+            **{k: o.counts.get(k, 0) for k in ("sent", "failed", "unknown", "pending")},
+        }
         for o in outcomes
     ]
     create_table_artifact(

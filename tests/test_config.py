@@ -30,8 +30,16 @@ def test_seed_card_has_every_field_in_correct_danish() -> None:
 
 
 def test_another_card_file_loads_the_same_way(tmp_path: Path) -> None:
-    data = yaml.safe_load((EXAMPLE_CONFIG.parent.parent / "cards" / "forbered-og-kommuniker-eksternt.yaml").read_text())
-    data.update(id="another-card", title="Et andet kort", method_steps=[{"id": "do-it", "text": "Gør det.", "kind": "manual"}])
+    data = yaml.safe_load(
+        (
+            EXAMPLE_CONFIG.parent.parent / "cards" / "forbered-og-kommuniker-eksternt.yaml"
+        ).read_text()
+    )
+    data.update(
+        id="another-card",
+        title="Et andet kort",
+        method_steps=[{"id": "do-it", "text": "Gør det.", "kind": "manual"}],
+    )
     path = tmp_path / "another-card.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     card = load_card(path)
@@ -58,14 +66,27 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("go_live: 2026-12-14", "go_live: 14-12-2026", ["go_live", "YYYY-MM-DD", ":30:"]),
         ("  website:\n", "  webside:\n", ["channels.webside", "known: website"]),
         ("sender: EksBibl", "sender: EksempelBiblioteket", ["channels.sms.sender", "11"]),
-        ("url: https://www.eksempel.dk/betalingsoverblik", "url: http://www.eksempel.dk/betalingsoverblik",
-         ["payment.self_service.url", "https"]),
-        ("payment_days: 30", "payment_days: 0", ["payment.invoices.payment_days", "greater than or equal to 1"]),
-        ("name: Eksempel Kommune\n", "name: Eksempel <b>Kommune</b>\n", ["municipality.name", "markup"]),
+        (
+            "url: https://www.eksempel.dk/betalingsoverblik",
+            "url: http://www.eksempel.dk/betalingsoverblik",
+            ["payment.self_service.url", "https"],
+        ),
+        (
+            "payment_days: 30",
+            "payment_days: 0",
+            ["payment.invoices.payment_days", "greater than or equal to 1"],
+        ),
+        (
+            "name: Eksempel Kommune\n",
+            "name: Eksempel <b>Kommune</b>\n",
+            ["municipality.name", "markup"],
+        ),
         ("    until: 2027-03-31\n", "", ["payment.old_debts", "until"]),
     ],
 )
-def test_bad_field_names_file_field_and_fix(tmp_path: Path, old: str, new: str, expected: list[str]) -> None:
+def test_bad_field_names_file_field_and_fix(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
     path = _broken(tmp_path, old, new)
     with pytest.raises(ConfigError) as info:
         load_municipality(path)

@@ -34,18 +34,59 @@ PORTAL = "Mit betalingsoverblik"
 # (choice is on) -> phrase that must appear, per language, on channels carrying the point.
 # A phrase must be absent when its choice is off.
 PHRASES: list[tuple[str, Point, dict[Language, str]]] = [
-    ("digital_post", Point.HOW_TO_PAY, {Language.DA: "faktura, du får i Digital Post", Language.EN: "invoice you get in Digital Post"}),
+    (
+        "digital_post",
+        Point.HOW_TO_PAY,
+        {
+            Language.DA: "faktura, du får i Digital Post",
+            Language.EN: "invoice you get in Digital Post",
+        },
+    ),
     ("paper_invoice", Point.HOW_TO_PAY, {Language.DA: "girokort", Language.EN: "giro slip"}),
-    ("bank_transfer", Point.HOW_TO_PAY, {Language.DA: "overførsel fra din bank", Language.EN: "bank transfer"}),
-    ("betalingsservice", Point.HOW_TO_PAY, {Language.DA: "Betalingsservice", Language.EN: "Betalingsservice"}),
-    ("borgerservice", Point.HOW_TO_PAY, {Language.DA: "Borgerservice", Language.EN: "Borgerservice"}),
+    (
+        "bank_transfer",
+        Point.HOW_TO_PAY,
+        {Language.DA: "overførsel fra din bank", Language.EN: "bank transfer"},
+    ),
+    (
+        "betalingsservice",
+        Point.HOW_TO_PAY,
+        {Language.DA: "Betalingsservice", Language.EN: "Betalingsservice"},
+    ),
+    (
+        "borgerservice",
+        Point.HOW_TO_PAY,
+        {Language.DA: "Borgerservice", Language.EN: "Borgerservice"},
+    ),
     ("portal", Point.HOW_TO_PAY, {Language.DA: PORTAL, Language.EN: PORTAL}),
     ("mitid", Point.LOGIN, {Language.DA: "med MitID", Language.EN: "with MitID"}),
     ("no_login", Point.LOGIN, {Language.DA: "ikke logge ind", Language.EN: "not need to log in"}),
-    ("old_payable", Point.OLD_DEBTS, {Language.DA: "stadig betale på biblioteket", Language.EN: "still pay them at the library"}),
-    ("old_not_payable", Point.OLD_DEBTS, {Language.DA: "kan ikke betale dem på biblioteket", Language.EN: "cannot pay them at the library"}),
-    ("pages_old_only", Point.WHERE_TO_SEE, {Language.DA: "kun gamle gebyrer", Language.EN: "only see old fees"}),
-    ("pages_all", Point.WHERE_TO_SEE, {Language.DA: "også se alle dine gebyrer under Mine sider", Language.EN: "also see all your fees under My pages"}),
+    (
+        "old_payable",
+        Point.OLD_DEBTS,
+        {Language.DA: "stadig betale på biblioteket", Language.EN: "still pay them at the library"},
+    ),
+    (
+        "old_not_payable",
+        Point.OLD_DEBTS,
+        {
+            Language.DA: "kan ikke betale dem på biblioteket",
+            Language.EN: "cannot pay them at the library",
+        },
+    ),
+    (
+        "pages_old_only",
+        Point.WHERE_TO_SEE,
+        {Language.DA: "kun gamle gebyrer", Language.EN: "only see old fees"},
+    ),
+    (
+        "pages_all",
+        Point.WHERE_TO_SEE,
+        {
+            Language.DA: "også se alle dine gebyrer under Mine sider",
+            Language.EN: "also see all your fees under My pages",
+        },
+    ),
 ]
 
 
@@ -56,8 +97,18 @@ def combinations() -> list[dict[str, Any]]:
     ):
         if not (portal or dp or paper or bank or bs or borger):
             continue  # no way to pay: the config refuses it (tested in test_config)
-        combos.append(dict(portal=portal, digital_post=dp, paper_invoice=paper, bank_transfer=bank,
-                           betalingsservice=bs, borgerservice=borger, old_payable=old, pages=pages))
+        combos.append(
+            dict(
+                portal=portal,
+                digital_post=dp,
+                paper_invoice=paper,
+                bank_transfer=bank,
+                betalingsservice=bs,
+                borgerservice=borger,
+                old_payable=old,
+                pages=pages,
+            )
+        )
     return combos
 
 
@@ -73,14 +124,23 @@ def make_config(combo: dict[str, Any]) -> MunicipalityConfig:
     data = _base()
     data = {**data, "payment": dict(data["payment"])}
     pay = data["payment"]
-    pay["self_service"] = None if combo["portal"] is None else {
-        "name": PORTAL, "url": "https://www.eksempel.dk/betalingsoverblik",
-        "requires_mitid": combo["portal"] == "mitid"}
+    pay["self_service"] = (
+        None
+        if combo["portal"] is None
+        else {
+            "name": PORTAL,
+            "url": "https://www.eksempel.dk/betalingsoverblik",
+            "requires_mitid": combo["portal"] == "mitid",
+        }
+    )
     pay["invoices"] = {"digital_post": combo["digital_post"], "payment_days": 30}
     for key in ("paper_invoice", "bank_transfer", "betalingsservice", "borgerservice"):
         pay[key] = combo[key]
-    pay["old_debts"] = {"payable_at_library": True, "until": "2027-03-31"} if combo["old_payable"] \
+    pay["old_debts"] = (
+        {"payable_at_library": True, "until": "2027-03-31"}
+        if combo["old_payable"]
         else {"payable_at_library": False}
+    )
     pay["library_pages_show"] = combo["pages"]
     return MunicipalityConfig.model_validate(data)
 
@@ -100,9 +160,14 @@ def truth(combo: dict[str, Any], key: str) -> bool:
 def full_texts(config: MunicipalityConfig) -> dict[Channel, dict[Language, str]]:
     """Every full-form channel's visible text per language."""
     texts: dict[Channel, dict[Language, str]] = {}
-    for channel, render, name in ((Channel.WEBSITE, render_website, "article"), (Channel.FAQ, render_faq, "faq")):
+    for channel, render, name in (
+        (Channel.WEBSITE, render_website, "article"),
+        (Channel.FAQ, render_faq, "faq"),
+    ):
         out = render(config)
-        texts[channel] = {lang: html_to_text(out.files[f"{name}.{lang.value}.html"]) for lang in config.languages}
+        texts[channel] = {
+            lang: html_to_text(out.files[f"{name}.{lang.value}.html"]) for lang in config.languages
+        }
     news = render_newsletter(config)
     texts[Channel.NEWSLETTER] = {lang: m.text for lang, m in news.messages.items()}
     return texts
@@ -125,16 +190,22 @@ def test_every_channel_says_what_is_true_and_nothing_else(combo: dict[str, Any])
                 if point in carried and truth(combo, key):
                     assert present, f"{channel}/{lang}: '{phrase[lang]}' missing for {key}"
                 if not truth(combo, key) and key not in ("portal",):
-                    assert not present, f"{channel}/{lang}: '{phrase[lang]}' present but {key} is off"
+                    assert not present, (
+                        f"{channel}/{lang}: '{phrase[lang]}' present but {key} is off"
+                    )
             if combo["portal"] is None:
                 assert PORTAL not in text
             # The reminder fee is an amount in Danish form, and only where it is stated.
             if Point.FEES_UNCHANGED in carried:
                 assert ("250 kr." if lang is Language.DA else "DKK 250") in text
-            assert "14. december 2026" in text if lang is Language.DA else "14 December 2026" in text
+            assert (
+                "14. december 2026" in text if lang is Language.DA else "14 December 2026" in text
+            )
 
 
-@pytest.mark.parametrize("combo", COMBOS[::7], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "combo", COMBOS[::7], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
+)
 def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
     config = make_config(combo)
     sms = render_sms(config)

@@ -77,5 +77,5 @@ class Provider(ABC):
     ) -> BatchResult:
         """Deliver `message` to `recipients` in as few API calls as the API allows."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most providers hold nothing)
         """Release connections; called once when a flow run is done with the provider."""

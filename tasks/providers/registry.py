@@ -26,34 +26,55 @@ def provider_name(channel: Channel, env: Mapping[str, str] | None = None) -> str
 
 
 def _sendgrid_shape(
-    config: MunicipalityConfig, campaign: str, message: Message, recipients: Sequence[Recipient], batch_id: str
+    config: MunicipalityConfig,
+    campaign: str,
+    message: Message,
+    recipients: Sequence[Recipient],
+    batch_id: str,
 ) -> dict:
     from tasks.providers.sendgrid import build_payload
 
     s = config.channels.newsletter
     assert s is not None
     return build_payload(
-        message, recipients, from_email=str(s.from_email), from_name=s.from_name,
-        campaign=campaign, batch_id=batch_id, sandbox_mode=s.sandbox_mode,
+        message,
+        recipients,
+        from_email=str(s.from_email),
+        from_name=s.from_name,
+        campaign=campaign,
+        batch_id=batch_id,
+        sandbox_mode=s.sandbox_mode,
         unsubscribe_group_id=s.unsubscribe_group_id,
     )
 
 
 def _gatewayapi_shape(
-    config: MunicipalityConfig, campaign: str, message: Message, recipients: Sequence[Recipient], batch_id: str
+    config: MunicipalityConfig,
+    campaign: str,
+    message: Message,
+    recipients: Sequence[Recipient],
+    batch_id: str,
 ) -> dict:
     from tasks.providers.gatewayapi import build_payload
 
     s = config.channels.sms
     assert s is not None
     return build_payload(
-        message, recipients, sender=s.sender, campaign=campaign, batch_id=batch_id,
+        message,
+        recipients,
+        sender=s.sender,
+        campaign=campaign,
+        batch_id=batch_id,
         max_parts=s.max_parts,
     )
 
 
 def make_provider(
-    channel: Channel, config: MunicipalityConfig, *, campaign: str, outbox: Path,
+    channel: Channel,
+    config: MunicipalityConfig,
+    *,
+    campaign: str,
+    outbox: Path,
     env: Mapping[str, str] | None = None,
 ) -> Provider:
     """A fresh provider for one chunk of work (providers hold connections, not delivery state)."""
@@ -74,7 +95,11 @@ def make_provider(
         assert config.channels.sms is not None
         return GatewayApiProvider.from_env(config.channels.sms, environ=env)
     if channel is Channel.NEWSLETTER:
-        return OutboxProvider(outbox, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000)
+        return OutboxProvider(
+            outbox, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000
+        )
     if channel is Channel.SMS:
-        return OutboxProvider(outbox, shape=partial(_gatewayapi_shape, config, campaign), max_batch=10_000)
+        return OutboxProvider(
+            outbox, shape=partial(_gatewayapi_shape, config, campaign), max_batch=10_000
+        )
     raise ValueError(f"channel {channel.value} has no recipients to deliver to")
