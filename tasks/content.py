@@ -55,8 +55,8 @@ CHANNEL_POINTS: dict[Channel, tuple[Point, ...]] = {
     Channel.SMS: (Point.WHAT_CHANGES, Point.HOW_TO_PAY),
     Channel.SELF_SERVICE: (
         Point.WHERE_TO_SEE,
-        Point.OLD_DEBTS,
         Point.HOW_TO_PAY,
+        Point.OLD_DEBTS,
         Point.REGISTRATION_TIME,
         Point.WHO_TO_ASK,
     ),
