@@ -1,0 +1,216 @@
+"""Failure notice for the project leader: a Prefect on_failure / on_crash hook that sends a short e-mail.
+
+The notice goes to `FBSFLOW_NOTIFY_EMAIL` through the same e-mail providers as the newsletter:
+SendGrid when `SENDGRID_API_KEY` is set, SMTP when `FBSFLOW_SMTP_HOST` is set, else a `.eml` file
+in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FROM`, else the newsletter's
+`from_email` from the municipality's config. The state message is scrubbed of anything shaped
+like an e-mail address or phone number: exceptions can quote a borrower's row. A hook must never
+raise (it would mask the failure it reports), so every error ends in a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+NOTIFY_EMAIL_ENV = "FBSFLOW_NOTIFY_EMAIL"
+NOTIFY_FROM_ENV = "FBSFLOW_NOTIFY_FROM"
+NOTICES_FOLDER = "_notices"
+FALLBACK_FROM = "fbsflow@localhost"
+_MAX_MESSAGE_CHARS = 2000
+
+log = logging.getLogger(__name__)
+
+_EMAIL = re.compile(r"[^\s<>\[\]()\"',;:]+@[^\s<>\[\]()\"',;:]+")
+# Eight or more digits, optionally with +, spaces, dashes, dots or brackets between them: Danish
+# numbers ("12 34 56 78", "+45 12345678", "4512345678"), MSISDNs and foreign numbers. ISO dates
+# are left alone: they are not personal and a leader needs them to read the message.
+_PHONE = re.compile(r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d(?:[ \-.()/]{0,2}\d){7,}(?!\w)")
+
+
+def scrub_personal_data(text: str) -> str:
+    """Replace e-mail addresses with <e-mail> and phone numbers with <phone>."""
+    return _PHONE.sub("<phone>", _EMAIL.sub("<e-mail>", text))
+
+
+def _municipality(flow_run: Any) -> tuple[str, Any]:
+    """The municipality's name (and config, if it loads) from the run's `config_path` parameter."""
+    config_path = (getattr(flow_run, "parameters", None) or {}).get("config_path")
+    if not config_path:
+        return "unknown municipality", None
+    try:
+        from tasks.config import load_municipality
+
+        config = load_municipality(config_path)
+    except Exception:
+        # The config itself may be why the run failed: its file name is still a good label.
+        return Path(str(config_path)).stem, None
+    return config.municipality.name, config
+
+
+def build_notice(
+    flow: Any, flow_run: Any, state: Any, *, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(subject, body) of the notice; the body carries no personal data."""
+    env = os.environ if env is None else env
+    municipality, _ = _municipality(flow_run)
+    flow_name = getattr(flow, "name", None) or "flow"
+    run_id = getattr(flow_run, "id", None)
+    message = scrub_personal_data(str(getattr(state, "message", None) or "(no message)"))
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[:_MAX_MESSAGE_CHARS] + " [...]"
+    state_name = getattr(state, "name", None) or str(getattr(state, "type", "?"))
+    lines = [
+        f"The flow '{flow_name}' ended in state {state_name} for {municipality}.",
+        "",
+        f"Flow run: {getattr(flow_run, 'name', None) or '?'} (id {run_id})",
+        f"Time: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        "",
+        "Message (e-mail addresses and phone numbers removed):",
+        message,
+    ]
+    ui_url = (env.get("PREFECT_UI_URL") or "").rstrip("/")
+    if ui_url and run_id is not None:
+        lines += ["", f"Open the run: {ui_url}/runs/flow-run/{run_id}"]
+    lines += [
+        "",
+        "This run has stopped. Check its logs, fix the cause and start it again; the delivery "
+        "ledger keeps borrowers already sent to from being sent to twice.",
+    ]
+    subject = f"fbsflow: {flow_name} failed for {municipality}"
+    return subject, "\n".join(lines) + "\n"
+
+
+def _sender(flow_run: Any, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(address, name) to send from; None when neither env nor the config names one."""
+    from_email = (env.get(NOTIFY_FROM_ENV) or "").strip()
+    if from_email:
+        return from_email, "fbsflow"
+    _, config = _municipality(flow_run)
+    newsletter = getattr(getattr(config, "channels", None), "newsletter", None)
+    if newsletter is not None:
+        return str(newsletter.from_email), newsletter.from_name
+    return None
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The run's Prefect logger inside a run, so warnings show in the UI; the module logger
+    outside one (a run logger there would start a temporary Prefect server to ship its logs)."""
+    try:
+        from prefect.context import FlowRunContext
+        from prefect.logging import get_run_logger
+
+        if FlowRunContext.get() is not None:
+            return get_run_logger()
+    except Exception:
+        pass
+    return log
+
+
+def _send_with_provider(
+    name: str, to: str, sender: tuple[str, str], subject: str, body: str,
+    env: Mapping[str, str], run_id: str,
+) -> None:
+    from tasks.models import Channel, Language, NewsletterSettings
+    from tasks.providers.base import DeliveryStatus, Message, Recipient
+
+    # Not validated here: the sender comes from env or a validated config, and the provider
+    # refuses one it cannot send for (with a fix in its error).
+    settings = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
+    if name == "sendgrid":
+        from tasks.providers.sendgrid import SendGridProvider
+
+        provider: Any = SendGridProvider.from_env(settings, env)
+    else:
+        from tasks.providers.smtp import SmtpProvider
+
+        provider = SmtpProvider.from_env(settings, env)
+    try:
+        result = provider.send_batch(
+            Message(Channel.NEWSLETTER, Language.EN, text=body, subject=subject),
+            [Recipient(key="project-leader", address=to)],
+            campaign="fbsflow-notice",
+            batch_id=f"notice-{run_id}",
+        )
+    finally:
+        provider.close()
+    status = result.statuses.get("project-leader")
+    if status is not DeliveryStatus.SENT:
+        raise RuntimeError(f"{name} did not accept the notice ({status}; {result.detail})")
+
+
+def _write_eml(
+    folder: Path, to: str, sender: tuple[str, str], subject: str, body: str
+) -> Path:
+    mail = EmailMessage()
+    mail["From"] = f"{sender[1]} <{sender[0]}>"
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Date"] = formatdate(localtime=True)
+    mail.set_content(body)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.eml"
+    path.write_bytes(bytes(mail))
+    return path
+
+
+def failure_notice(
+    flow: Any, flow_run: Any, state: Any, *, env: Mapping[str, str] | None = None
+) -> str | None:
+    """Prefect state hook: tell the project leader a run failed. Returns how it went out
+    ("sendgrid", "smtp" or the .eml path), or None when nothing was sent. Never raises."""
+    env = os.environ if env is None else env
+    logger = _logger()
+    try:
+        to = (env.get(NOTIFY_EMAIL_ENV) or "").strip()
+        if not to:
+            logger.warning(
+                "%s is not set: no failure notice sent (fix: export %s=<project leader's e-mail>)",
+                NOTIFY_EMAIL_ENV, NOTIFY_EMAIL_ENV,
+            )
+            return None
+        subject, body = build_notice(flow, flow_run, state, env=env)
+        sender = _sender(flow_run, env)
+        run_id = str(getattr(flow_run, "id", "") or "unknown")
+        provider = (
+            "sendgrid" if env.get("SENDGRID_API_KEY")
+            else "smtp" if env.get("FBSFLOW_SMTP_HOST")
+            else None
+        )
+        if provider and sender is None:
+            logger.warning(
+                "No sender for the failure notice (fix: export %s=<a sender %s accepts>); "
+                "writing it to a file instead", NOTIFY_FROM_ENV, provider,
+            )
+        elif provider and sender is not None:
+            try:
+                _send_with_provider(provider, to, sender, subject, body, env, run_id)
+            except Exception as exc:
+                # Keep the notice on disk rather than lose it with the provider.
+                logger.warning(
+                    "Failure notice not sent via %s (%s: %s); writing it to a file instead",
+                    provider, type(exc).__name__, scrub_personal_data(str(exc))[:500],
+                )
+            else:
+                logger.info("Failure notice for run %s sent via %s", run_id, provider)
+                return provider
+        root = (getattr(flow_run, "parameters", None) or {}).get("output_root") or "outbox"
+        path = _write_eml(
+            Path(root) / NOTICES_FOLDER, to, sender or (FALLBACK_FROM, "fbsflow"), subject, body
+        )
+        logger.warning("Failure notice written to %s (no e-mail provider sent it)", path)
+        return str(path)
+    except Exception as exc:
+        # Scrubbed: this error may come from anywhere, including a borrower's data.
+        logger.warning(
+            "Failure notice could not be made (%s: %s)",
+            type(exc).__name__, scrub_personal_data(str(exc))[:500],
+        )
+        return None
