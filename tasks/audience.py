@@ -1,0 +1,787 @@
+"""Import borrowers from a CSV export and pick who may get the newsletter and who the SMS.
+
+Row-level problems (a bad address, a duplicate, a ragged row) never raise: they go to an
+ImportReport that names rows, fields and reasons, never the values. Only file-level problems
+raise ConfigError. The parser is built for exports of a million rows: the per-row work is a
+handful of dictionary look-ups and one regex.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gc
+import io
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter, itemgetter
+from pathlib import Path
+
+import phonenumbers
+
+from tasks.errors import ConfigError
+from tasks.models import Language
+
+FIELDS = ("email", "mobile", "sms_consent", "newsletter_consent", "language", "name", "borrower_id")
+CHANNELS = ("newsletter", "sms")
+
+# Header names seen in Danish and English exports, compared after _header_key().
+_ALIASES: dict[str, str] = {
+    **dict.fromkeys(("email", "mail", "emailadresse", "emailaddress", "epost"), "email"),
+    **dict.fromkeys(
+        (
+            "mobil",
+            "mobilnummer",
+            "mobilnr",
+            "telefon",
+            "telefonnummer",
+            "tlf",
+            "tlfnr",
+            "phone",
+            "mobile",
+            "mobilephone",
+            "mobilenumber",
+            "phonenumber",
+        ),
+        "mobile",
+    ),
+    **dict.fromkeys(("smsordning", "sms", "smstilmeldt", "smsconsent"), "sms_consent"),
+    **dict.fromkeys(("nyhedsbrev", "newsletter", "newsletterconsent"), "newsletter_consent"),
+    **dict.fromkeys(("sprog", "language"), "language"),
+    **dict.fromkeys(("navn", "name", "fuldenavn", "fullname"), "name"),
+    **dict.fromkeys(
+        ("lånernummer", "laanernummer", "borrowerid", "lånerid", "laanerid", "lånernr"),
+        "borrower_id",
+    ),
+}
+_HEADER_NOISE = str.maketrans("", "", " \t-_.\ufeff\xa0")
+
+
+def _header_key(name: str) -> str:
+    return name.translate(_HEADER_NOISE).casefold()
+
+
+# WHATWG "valid e-mail address" (what <input type=email> accepts), lower-case only because
+# addresses are lower-cased first. One deviation: the domain needs a dot, since a dotless
+# domain ("anna@localhost") can never reach a borrower through SendGrid. A label is written
+# as 1-63 of [a-z0-9-] not starting or ending with "-": WHATWG's
+# [a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])? without its backtracking, which costs a third more.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_EMAIL = re.compile(rf"[a-z0-9.!#$%&'*+/=?^_`{{|}}~-]++@{_LABEL}(?:\.{_LABEL})+")
+_email_ok = _EMAIL.fullmatch
+
+# Separators people type inside phone numbers.
+_PHONE_NOISE = str.maketrans("", "", " -.()/\t\xa0")
+# A 10-digit number starting 45 can only be +45 written without the plus.
+_DK_NATIONAL = re.compile(r"(?:\+45|0045|45)?([0-9]{8})")
+_MOBILE_TYPES = frozenset(
+    (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+)
+
+_CONSENT: dict[str, bool] = {
+    **dict.fromkeys(("ja", "yes", "1", "x", "true", "sand"), True),
+    **dict.fromkeys(("nej", "no", "0", "", "false", "falsk"), False),
+}
+# The spellings exports actually use, so the common case skips strip() and lower().
+_CONSENT_FAST: dict[str, bool] = {
+    **_CONSENT,
+    **{k.capitalize(): v for k, v in _CONSENT.items()},
+    **{k.upper(): v for k, v in _CONSENT.items()},
+}
+_LANGUAGE: dict[str, Language] = {
+    **dict.fromkeys(("da", "dk", "dansk", "danish", "da-dk", "da_dk", ""), Language.DA),
+    **dict.fromkeys(("en", "engelsk", "english", "en-gb", "en_gb", "en-us", "en_us"), Language.EN),
+}
+_LANGUAGE_FAST: dict[str, Language] = {
+    **_LANGUAGE,
+    **{k.capitalize(): v for k, v in _LANGUAGE.items()},
+    **{k.upper(): v for k, v in _LANGUAGE.items()},
+}
+
+# Outcome code -> (field, reason). Reasons are fixed text: a value never goes into them.
+_REASONS: dict[str, tuple[str, str]] = {
+    "invalid_email": ("email", "not a valid e-mail address"),
+    "invalid_mobile": ("mobile", "not a valid mobile number"),
+    "duplicate_email": ("email", "same e-mail address as row {first}"),
+    "duplicate_mobile": ("mobile", "same mobile number as row {first}"),
+    "suppressed_email": ("email", "on the suppression list"),
+    "suppressed_mobile": ("mobile", "on the suppression list"),
+    "invalid_sms_consent": (
+        "sms_consent",
+        "not a yes/no value (Ja/Nej, yes/no, 1/0, x/blank, true/false); read as no",
+    ),
+    "invalid_newsletter_consent": (
+        "newsletter_consent",
+        "not a yes/no value (Ja/Nej, yes/no, 1/0, x/blank, true/false); read as no",
+    ),
+    "unknown_language": ("language", "language not offered; Danish is used"),
+    "no_contact": ("email/mobile", "neither e-mail address nor mobile number given"),
+    "too_few_fields": (
+        "row",
+        "{found} fields, the header has {expected}; missing ones read as blank",
+    ),
+    "too_many_fields": (
+        "row",
+        "{found} fields, the header has {expected}; row not used (fix: quote values that "
+        "contain the delimiter)",
+    ),
+    "missing_column": ("{column}", "no such column; every row reads as no consent"),
+    "missing_address_column": ("{column}", "no such column; nobody can be reached this way"),
+}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Borrower:
+    """One row of the export. All but `row` is personal data, so the repr shows only `row`."""
+
+    row: int  # line number in the CSV file (the header is line 1)
+    borrower_id: str | None
+    name: str | None
+    email: str | None  # trimmed, lower-cased and syntax-valid, or None
+    mobile: str | None  # E.164, e.g. "+4512345678", or None
+    sms_consent: bool
+    newsletter_consent: bool
+    language: Language
+
+    def __repr__(self) -> str:
+        return f"Borrower(row={self.row})"
+
+
+@dataclass(slots=True, repr=False)
+class _BorrowerBuilder:
+    """Same layout as Borrower without the frozen __init__, which costs ~1.5 µs a row.
+
+    A million-row import builds one of these and re-labels it as a Borrower (see _parse).
+    """
+
+    row: int
+    borrower_id: str | None
+    name: str | None
+    email: str | None
+    mobile: str | None
+    sms_consent: bool
+    newsletter_consent: bool
+    language: Language
+
+
+@dataclass(frozen=True, slots=True)
+class ImportIssue:
+    """A problem in one row; `reason` is fixed text and never contains the value."""
+
+    row: int
+    field: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What the import found, without personal data: safe for logs, artifacts and files."""
+
+    source: str
+    encoding: str
+    delimiter: str
+    rows: int  # data rows read, blank lines included
+    counts: dict[str, int]  # outcome -> number of rows; "valid" rows had no issue
+    issues: list[ImportIssue]
+
+    def __repr__(self) -> str:
+        return (
+            f"ImportReport(source={self.source!r}, encoding={self.encoding!r}, "
+            f"delimiter={self.delimiter!r}, rows={self.rows}, counts={self.counts!r}, "
+            f"issues={len(self.issues)})"
+        )
+
+    def table(self) -> list[dict[str, object]]:
+        """Rows for a Prefect table artifact: row, field and reason of each issue."""
+        return [{"row": i.row, "field": i.field, "reason": i.reason} for i in self.issues]
+
+    def write(self, folder: Path) -> Path:
+        """Write import-report.csv (issues) and import-counts.csv; return the first.
+
+        `;` and a byte-order mark, because a project leader opens these in a Danish Excel.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "import-report.csv"
+        with path.open("w", encoding="utf-8-sig", newline="") as out:
+            writer = csv.writer(out, delimiter=";")
+            writer.writerow(["row", "field", "reason"])
+            writer.writerows((i.row, i.field, i.reason) for i in self.issues)
+        with (folder / "import-counts.csv").open("w", encoding="utf-8-sig", newline="") as out:
+            writer = csv.writer(out, delimiter=";")
+            writer.writerow(["outcome", "count"])
+            writer.writerow(["rows", self.rows])
+            writer.writerows(sorted(self.counts.items()))
+        return path
+
+
+@dataclass(repr=False)
+class Audience:
+    """Every parsed row, the import report, and the recipients per channel."""
+
+    borrowers: list[Borrower]
+    report: ImportReport
+    suppressed: frozenset[str] = frozenset()  # normalised addresses and E.164 numbers
+    # Addresses and numbers found in more than one row; None: work it out when needed.
+    duplicated: frozenset[str] | None = None
+    _selected: dict[str, tuple[list[Borrower], dict[str, int]]] = field(
+        default_factory=dict, init=False
+    )
+
+    def __repr__(self) -> str:
+        return f"Audience(source={self.report.source!r}, borrowers={len(self.borrowers)})"
+
+    def newsletter_recipients(self) -> list[Borrower]:
+        """Borrowers with newsletter consent and a valid e-mail, one per address, not suppressed."""
+        return list(self._select("newsletter")[0])
+
+    def sms_recipients(self) -> list[Borrower]:
+        """Borrowers in the SMS scheme with a valid mobile, one per number, not suppressed."""
+        return list(self._select("sms")[0])
+
+    def exclusions(self, channel: str) -> dict[str, int]:
+        """Who was left out of `channel` ("newsletter" or "sms") and why, as counts.
+
+        Keys: no_consent, no_valid_address, suppressed, duplicate (checked in that order).
+        """
+        return dict(self._select(channel)[1])
+
+    def _select(self, channel: str) -> tuple[list[Borrower], dict[str, int]]:
+        channel = str(channel)
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; use one of {CHANNELS}")
+        cached = self._selected.get(channel)
+        if cached is not None:
+            return cached
+        if channel == "newsletter":
+            consent, address = "newsletter_consent", "email"
+        else:
+            consent, address = "sms_consent", "mobile"
+        has_consent, address_of = attrgetter(consent), attrgetter(address)
+        consenting = [b for b in self.borrowers if has_consent(b)]
+        reachable = [b for b in consenting if address_of(b) is not None]
+        duplicated = self._duplicated()
+        suppressed = self.suppressed
+        # Only addresses on the list or known to repeat need a closer look; a small set.
+        special = duplicated | suppressed
+        seen: set[str] = set()
+        on_list = duplicate = 0
+
+        def admit(addr: str) -> bool:
+            nonlocal on_list, duplicate
+            if addr in suppressed:
+                on_list += 1
+                return False
+            if addr in seen:
+                duplicate += 1
+                return False
+            seen.add(addr)
+            return True
+
+        chosen = [b for b in reachable if address_of(b) not in special or admit(address_of(b))]
+        left_out = {
+            "no_consent": len(self.borrowers) - len(consenting),
+            "no_valid_address": len(consenting) - len(reachable),
+            "suppressed": on_list,
+            "duplicate": duplicate,
+        }
+        self._selected[channel] = (chosen, left_out)
+        return chosen, left_out
+
+    def _duplicated(self) -> frozenset[str]:
+        if self.duplicated is None:
+            counts = Counter(b.email for b in self.borrowers if b.email is not None)
+            counts.update(b.mobile for b in self.borrowers if b.mobile is not None)
+            self.duplicated = frozenset(a for a, n in counts.items() if n > 1)
+        return self.duplicated
+
+
+# --- reading the file ------------------------------------------------------------------------
+
+
+def _read_text(path: Path, what: str) -> tuple[str, str]:
+    """Return (text, encoding name) of a file exported as UTF-8 (BOM or not), UTF-16 or cp1252."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found (fix: check the path in the config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what} (fix: name the CSV file)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if data.startswith(codecs.BOM_UTF8):
+        candidates = ("utf-8-sig",)
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Excel's "Unicode text" export.
+        candidates = ("utf-16",)
+    else:
+        # A cp1252 file is almost never valid UTF-8 once it has an æ, ø or å in it.
+        candidates = ("utf-8", "cp1252")
+    for encoding in candidates:
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError as exc:
+            error = exc
+    line = data.count(b"\n", 0, error.start) + 1
+    raise ConfigError(
+        f"{path}: line {line}: the {what} is neither UTF-8 nor Windows-1252 text "
+        f"(fix: export it again as 'CSV UTF-8' or save it as UTF-8)"
+    )
+
+
+def _count_outside_quotes(line: str, char: str) -> int:
+    if '"' not in line:
+        return line.count(char)
+    return sum(part.count(char) for part in line.split('"')[::2])
+
+
+def _first_line(text: str) -> str:
+    """The first line with something on it: the header."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if line := text[start:end].strip():
+            return line
+        start = end + 1
+    return ""
+
+
+def _delimiter(header: str) -> str:
+    """The delimiter that splits the header line most often; `;` on a tie (Danish Excel)."""
+    counts = {d: _count_outside_quotes(header, d) for d in (";", "\t", ",")}
+    best = max(counts, key=lambda d: counts[d])  # max keeps the first of equal counts
+    return best if counts[best] else ";"
+
+
+_CHUNK = 1 << 20  # characters split at a time: big enough to be fast, small enough to reuse memory
+
+
+def _chunks(text: str) -> Iterator[list[str]]:
+    """The lines of `text` without their line ends, as lists of about _CHUNK characters.
+
+    io.StringIO would first copy the text into a 4-bytes-a-character buffer and then hand
+    out one line per Python call; on a million-row export that is most of the import time.
+    """
+    newline = "\n"
+    if "\r" in text:
+        if text.count("\r") == text.count("\r\n") == text.count("\n"):
+            newline = "\r\n"
+        else:  # mixed or old Mac line ends, e.g. Excel's LF inside quoted CRLF rows
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+    end_of_text = len(text) - len(newline) if text.endswith(newline) else len(text)
+    start = 0
+    while start <= end_of_text:
+        end = text.find(newline, start + _CHUNK, end_of_text)
+        if end < 0:
+            end = end_of_text
+        yield text[start:end].split(newline)
+        start = end + len(newline)
+
+
+class _Lines:
+    """One stream of lines for the fast str.split path and for csv.reader alike.
+
+    A line with a quote goes to csv.reader, which pulls further lines from the same stream
+    when a quoted value spans lines; so every record comes out as csv.reader would give it.
+    """
+
+    def __init__(self, path: Path, text: str, delimiter: str) -> None:
+        self.path = path
+        self.stream = chain.from_iterable(_chunks(text))
+        self._head: str | None = None
+        self.pulled = 0  # lines the last quoted record took beyond its first
+        self._csv = csv.reader(self, delimiter=delimiter, strict=False)
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:  # csv.reader's input
+        head = self._head
+        if head is not None:
+            self._head = None
+            return head + "\n"
+        line = next(self.stream)
+        self.pulled += 1
+        return line + "\n"
+
+    def quoted(self, line: str, line_no: int) -> list[str]:
+        """The record starting with `line`; `pulled` tells how many more lines it took."""
+        self._head, self.pulled = line, 0
+        try:
+            return next(self._csv)
+        except csv.Error as exc:
+            raise ConfigError(
+                f'{self.path}:{line_no}: {exc} (fix: look for an opening quote " that is '
+                f"never closed, or a quote inside a value that is not doubled)"
+            ) from None
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def normalise_email(value: str) -> str | None:
+    """Trimmed, lower-cased address if it is syntactically valid, else None."""
+    email = value.strip().lower()
+    return email if _email_ok(email) else None
+
+
+_dk_prefix_valid: dict[str, bool] = {}
+
+
+def _dk_valid(national: str) -> bool:
+    """Validity of an 8-digit Danish number, looked up once per first three digits.
+
+    The Danish numbering plan decides validity by the leading digits only (every DK
+    pattern in libphonenumber is a prefix followed by any six digits; a test checks it).
+    """
+    prefix = national[:3]
+    valid = _dk_prefix_valid.get(prefix)
+    if valid is None:
+        # With "+45" in front, a leading 00 cannot be read as an international prefix.
+        number = phonenumbers.parse("+45" + national)
+        valid = phonenumbers.is_valid_number(number) and (
+            phonenumbers.number_type(number) in _MOBILE_TYPES
+        )
+        _dk_prefix_valid[prefix] = valid
+    return valid
+
+
+def normalise_mobile(value: str) -> str | None:
+    """E.164 form of a number given as 8 Danish digits, +45..., 0045... or +CC..., else None."""
+    if len(value) == 8 and value.isdigit() and value.isascii():
+        return "+45" + value if _dk_valid(value) else None
+    compact = value.translate(_PHONE_NOISE)
+    if not compact:
+        return None
+    match = _DK_NATIONAL.fullmatch(compact)
+    if match is not None:
+        national = match.group(1)
+        return "+45" + national if _dk_valid(national) else None
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not compact.startswith("+") or not compact[1:].isdigit() or not compact.isascii():
+        return None
+    try:
+        number = phonenumbers.parse(compact, "DK")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    if phonenumbers.number_type(number) not in _MOBILE_TYPES:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _normalise_any(value: str) -> str | None:
+    """A suppression entry: an address (anything with @) or a number."""
+    value = value.strip()
+    if "@" in value:
+        return value.lower() or None
+    return normalise_mobile(value)
+
+
+def read_suppression(path: Path) -> frozenset[str]:
+    """Addresses and numbers never to contact: one per line, or the first column of a CSV."""
+    text, _ = _read_text(path, "suppression list")
+    lines = text.splitlines()
+    delimiter = _delimiter(lines[0]) if lines else ";"
+    entries: set[str] = set()
+    for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False):
+        if row and (value := _normalise_any(row[0])) is not None:
+            entries.add(value)
+    return frozenset(entries)
+
+
+# --- the header ------------------------------------------------------------------------------
+
+
+def _map_header(header: list[str], columns: Mapping[str, str] | None, path: Path) -> dict[str, int]:
+    """Our field name -> column index. The config's `columns` wins over the built-in names."""
+    override: dict[str, str] = {}
+    for name, target in (columns or {}).items():
+        if target not in FIELDS:
+            raise ConfigError(
+                f"{path}: audience.columns maps a column to '{target}', which is not a field "
+                f"(fix: use one of {', '.join(FIELDS)})"
+            )
+        override[_header_key(name)] = target
+    keys = [_header_key(h) for h in header]
+    missing = [name for name in (columns or {}) if _header_key(name) not in keys]
+    if missing:
+        raise ConfigError(
+            f"{path}: audience.columns names column(s) {missing} that the header line does not "
+            f"have (fix: copy the header names from the first line of the file)"
+        )
+    index: dict[str, int] = {}
+    claimed = set(override.values())
+    for i, key in enumerate(keys):
+        target = override.get(key)
+        if target is None:
+            target = _ALIASES.get(key)
+            if target is None or target in claimed:
+                continue
+        index.setdefault(target, i)
+    return index
+
+
+# --- the import ------------------------------------------------------------------------------
+
+
+def import_audience(
+    path: Path, *, columns: Mapping[str, str] | None = None, suppression: Path | None = None
+) -> Audience:
+    """Read a borrower export; every row becomes a Borrower, every problem a report line."""
+    path = Path(path)
+    suppressed = read_suppression(Path(suppression)) if suppression is not None else frozenset()
+    text, encoding = _read_text(path, "borrower file")
+    if not text.strip():
+        raise ConfigError(f"{path}: the borrower file is empty (fix: export the borrowers again)")
+    first = _first_line(text)
+    # Borrowers hold only strings, ints and enums, so parsing makes no reference cycles;
+    # pausing the cycle collector saves it from walking a growing million-object heap.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(path, text, encoding, _delimiter(first), columns, suppressed)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _parse(
+    path: Path,
+    text: str,
+    encoding: str,
+    delimiter: str,
+    columns: Mapping[str, str] | None,
+    suppressed: frozenset[str],
+) -> Audience:
+    lines = _Lines(path, text, delimiter)
+    stream, quoted = lines.stream, lines.quoted
+    header: list[str] = []
+    header_line = line_no = 0
+    for line in stream:
+        line_no += 1
+        header = quoted(line, line_no) if '"' in line else line.split(delimiter)
+        header_line = line_no
+        line_no += lines.pulled if '"' in line else 0
+        if any(h.strip() for h in header):
+            break
+    index = _map_header(header, columns, path)
+    if "email" not in index and "mobile" not in index:
+        looks_like_data = any("@" in h for h in header)
+        raise ConfigError(
+            f"{path}: no e-mail or mobile column among the {len(header)} column(s) of the "
+            f"header line"
+            + (" (the first line looks like data, not a header)" if looks_like_data else "")
+            + " (fix: name a column E-mail or Mobil, or map it under audience.columns "
+            "in the municipality config)"
+        )
+
+    ncols = len(header)
+    counts: dict[str, int] = {}
+    issues: list[ImportIssue] = []
+    for column, code in _COLUMN_NOTES:
+        if column not in index:
+            field_name, reason = _REASONS[code]
+            issues.append(ImportIssue(header_line, field_name.format(column=column), reason))
+            counts[code] = counts.get(code, 0) + 1
+
+    # A missing column reads from index -1: a "" appended to each record.
+    pad = any(f not in index for f in FIELDS)
+    get = itemgetter(*(index.get(f, -1) for f in FIELDS))
+    borrowers: list[Borrower] = []
+    append = borrowers.append
+    # Sets, not address -> first row dicts: on a million rows a dict costs a second more
+    # (twice the memory touched per insert). First rows of duplicates are looked up after.
+    seen_email: set[str] = set()
+    seen_mobile: set[str] = set()
+    new_email, new_mobile = seen_email.add, seen_mobile.add
+    duplicated: set[str] = set()
+    pending: list[tuple[int, str]] = []  # (index in issues, address) awaiting the first row
+    email_ok, mobile_of, dk_prefix_valid = _email_ok, normalise_mobile, _dk_prefix_valid
+    consent_fast, language_fast = _CONSENT_FAST, _LANGUAGE_FAST
+    build, relabel = _BorrowerBuilder, object.__setattr__
+    da = Language.DA
+    rows = blank = valid = 0
+
+    # The hot loop: everything here runs a million times, so it is written for speed.
+    for line in stream:
+        line_no += 1
+        row = line_no
+        if '"' in line:
+            rec = quoted(line, line_no)
+            line_no += lines.pulled
+        else:
+            rec = line.split(delimiter)
+        rows += 1
+        n = len(rec)
+        bad: list[tuple[str, dict[str, object]]] | None = None
+        if n != ncols:
+            if n <= 1 and not (rec and rec[0].strip()):
+                blank += 1
+                continue
+            if n < ncols:
+                rec.extend([""] * (ncols - n))
+                bad = [("too_few_fields", {"found": n, "expected": ncols})]
+            elif any(v.strip() for v in rec[ncols:]):
+                bad = [("too_many_fields", {"found": n, "expected": ncols})]
+                _add(issues, counts, row, bad, pending)
+                append(_unused(row))
+                continue
+        if pad:
+            rec.append("")
+        email_raw, mobile_raw, sms_raw, news_raw, lang_raw, name_raw, id_raw = get(rec)
+
+        email = None
+        if email_raw:
+            # Most addresses are already trimmed and lower-case: one regex call decides.
+            if email_ok(email_raw) is not None:
+                email = email_raw
+            else:
+                email = email_raw.strip().lower()
+                if not email:
+                    email = None
+                elif email_ok(email) is None:
+                    email = None
+                    bad = _note(bad, "invalid_email")
+            if email is not None:
+                if email in seen_email:
+                    duplicated.add(email)
+                    bad = _note(bad, "duplicate_email", address=email)
+                else:
+                    new_email(email)
+                if suppressed and email in suppressed:
+                    bad = _note(bad, "suppressed_email")
+
+        mobile = None
+        if mobile_raw:
+            if len(mobile_raw) == 8 and mobile_raw.isdigit() and mobile_raw.isascii():
+                ok = dk_prefix_valid.get(mobile_raw[:3])
+                if ok is None:
+                    ok = _dk_valid(mobile_raw)
+                if ok:
+                    mobile = "+45" + mobile_raw
+            else:
+                mobile = mobile_of(mobile_raw)
+            if mobile is None:
+                if mobile_raw.strip():
+                    bad = _note(bad, "invalid_mobile")
+            else:
+                if mobile in seen_mobile:
+                    duplicated.add(mobile)
+                    bad = _note(bad, "duplicate_mobile", address=mobile)
+                else:
+                    new_mobile(mobile)
+                if suppressed and mobile in suppressed:
+                    bad = _note(bad, "suppressed_mobile")
+
+        sms = consent_fast.get(sms_raw)
+        if sms is None:
+            sms = _CONSENT.get(sms_raw.strip().lower())
+            if sms is None:
+                sms = False
+                bad = _note(bad, "invalid_sms_consent")
+        news = consent_fast.get(news_raw)
+        if news is None:
+            news = _CONSENT.get(news_raw.strip().lower())
+            if news is None:
+                news = False
+                bad = _note(bad, "invalid_newsletter_consent")
+        language = language_fast.get(lang_raw)
+        if language is None:
+            language = _LANGUAGE.get(lang_raw.strip().lower())
+            if language is None:
+                language = da
+                bad = _note(bad, "unknown_language")
+
+        if email is None and mobile is None and not (email_raw.strip() or mobile_raw.strip()):
+            if not any(v.strip() for v in rec):
+                blank += 1  # a line of bare delimiters, as spreadsheets export empty rows
+                continue
+            bad = _note(bad, "no_contact")
+
+        borrower = build(
+            row,
+            id_raw.strip() or None,
+            name_raw.strip() or None,
+            email,
+            mobile,
+            sms,
+            news,
+            language,
+        )
+        relabel(borrower, "__class__", Borrower)
+        append(borrower)  # type: ignore[arg-type]
+        if bad is None:
+            valid += 1
+        else:
+            _add(issues, counts, row, bad, pending)
+
+    if pending:
+        _name_first_rows(issues, pending, borrowers, duplicated)
+    counts["valid"] = valid
+    if blank:
+        counts["blank_line"] = blank
+    report = ImportReport(str(path), encoding, delimiter, rows, counts, issues)
+    return Audience(borrowers, report, suppressed, frozenset(duplicated))
+
+
+_COLUMN_NOTES = (
+    ("email", "missing_address_column"),
+    ("mobile", "missing_address_column"),
+    ("sms_consent", "missing_column"),
+    ("newsletter_consent", "missing_column"),
+)
+
+
+def _note(
+    bad: list[tuple[str, dict[str, object]]] | None, code: str, **details: object
+) -> list[tuple[str, dict[str, object]]]:
+    if bad is None:
+        bad = []
+    bad.append((code, details))
+    return bad
+
+
+def _add(
+    issues: list[ImportIssue],
+    counts: dict[str, int],
+    row: int,
+    bad: list[tuple[str, dict[str, object]]],
+    pending: list[tuple[int, str]],
+) -> None:
+    for code, details in bad:
+        field_name, reason = _REASONS[code]
+        address = details.pop("address", None)
+        if address is not None:  # a duplicate: its reason is finished by _name_first_rows
+            pending.append((len(issues), str(address)))
+        issues.append(ImportIssue(row, field_name, reason.format(first="?", **details)))
+        counts[code] = counts.get(code, 0) + 1
+
+
+def _name_first_rows(
+    issues: list[ImportIssue],
+    pending: list[tuple[int, str]],
+    borrowers: list[Borrower],
+    duplicated: set[str],
+) -> None:
+    """Put the row number of each duplicate's first occurrence into its issue's reason."""
+    first: dict[str, int] = {}
+    for borrower in borrowers:
+        for address in (borrower.email, borrower.mobile):
+            if address in duplicated and address not in first:
+                first[address] = borrower.row  # type: ignore[index]
+    for index, address in pending:
+        issue = issues[index]
+        code = "duplicate_email" if issue.field == "email" else "duplicate_mobile"
+        reason = _REASONS[code][1].format(first=first[address])
+        issues[index] = ImportIssue(issue.row, issue.field, reason)
+
+
+def _unused(row: int) -> Borrower:
+    """A row whose fields cannot be trusted: kept for the count, with nothing to contact."""
+    return Borrower(row, None, None, None, None, False, False, Language.DA)
