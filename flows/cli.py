@@ -85,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         approve=approve,
         output_root=args.output,
         at_least_once=args.at_least_once,
+        confirm=args.confirm or None,
+        confirmed_by=args.by,
     )
     out = Path(args.output) / config.municipality.slug
     print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
@@ -93,15 +95,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {name:<13} {channel['status']:<18} {channel['provider']:<10} {counts}")
     for reason in record["reasons"]:
         print(f"  open: {reason}")
+    if record["awaiting_confirmation"]:
+        print(f"  confirm with: fbsflow done {config_path} STEP --by NAME")
     print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
     return 0 if record["status"] == "complete" or not approve else 1
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from flows.communicate_externally import data_dir
     from tasks.config import load_municipality
     from tasks.ledger import Ledger
     from tasks.plan import campaign_id
+    from tasks.steps import data_dir
 
     config = load_municipality(args.config)
     campaign = campaign_id(config)
@@ -110,6 +114,61 @@ def _ledger(args: argparse.Namespace) -> int:
         for channel in ("newsletter", "sms"):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _checklist(args: argparse.Namespace) -> int:
+    from tasks.checklist import Checklist, render_table
+    from tasks.config import load_card, load_municipality
+    from tasks.steps import data_dir
+
+    config = load_municipality(args.config)
+    card = load_card(config.card)
+    with Checklist.open(data_dir()) as checklist:
+        steps = checklist.steps(card, config)
+        complete, open_steps = checklist.complete(card, config)
+    print(f"{card.title} ({config.municipality.name})\n")
+    print(render_table(steps))
+    print("\nComplete." if complete else f"\nOpen: {', '.join(open_steps)}")
+    return 0
+
+
+def _done(args: argparse.Namespace) -> int:
+    from tasks.checklist import Checklist, StepState
+    from tasks.config import load_card, load_municipality
+    from tasks.steps import data_dir
+
+    config = load_municipality(args.config)
+    card = load_card(config.card)
+    state = StepState.SKIPPED if args.skip else StepState.DONE
+    with Checklist.open(data_dir()) as checklist:
+        step = checklist.set_state(
+            config, card, args.step, state, by=args.by, how="cli", note=args.note
+        )
+        complete, open_steps = checklist.complete(card, config)
+    print(f"{step.id}: {step.state.value} by {step.by}")
+    print("The card is complete." if complete else f"Still open: {', '.join(open_steps)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.deployments import resolve, serve_all
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError(
+            "serve needs a Prefect server (fix: start one with `prefect server start` and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
+    serve_all(resolve(args.config))
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from flows.deployments import resolve, schedule_channel_runs
+
+    for run in schedule_channel_runs(resolve(args.config)):
+        note = f"flow run {run.flow_run_id}" if run.flow_run_id else "date has passed"
+        print(f"{run.deployment:<28} {run.at:%Y-%m-%d %H:%M %Z}  {note}")
     return 0
 
 
@@ -140,10 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-send to recipients whose earlier delivery is unknown",
     )
     run.add_argument("--output", default="outbox", help="output root (default: outbox)")
+    run.add_argument(
+        "--confirm",
+        action="append",
+        metavar="STEP",
+        help="a manual step that is done (repeatable), e.g. inform.website",
+    )
+    run.add_argument("--by", help="who confirms the steps (default: the user running it)")
     run.set_defaults(func=_run)
     ledger = sub.add_parser("ledger", help="print delivery counts per state")
     ledger.add_argument("config")
     ledger.set_defaults(func=_ledger)
+    checklist = sub.add_parser(
+        "checklist", help="print the card's checklist with each step's state"
+    )
+    checklist.add_argument("config")
+    checklist.set_defaults(func=_checklist)
+    done = sub.add_parser("done", help="mark a manual step done (or skipped, with --skip)")
+    done.add_argument("config")
+    done.add_argument("step", help="step id, as `fbsflow checklist` shows it")
+    done.add_argument("--by", required=True, help="who did it")
+    done.add_argument("--note", help="a note; required with --skip")
+    done.add_argument("--skip", action="store_true", help="skip the step (say why in --note)")
+    done.set_defaults(func=_done)
+    serve = sub.add_parser(
+        "serve", help="serve the card's and channels' deployments (needs a server)"
+    )
+    serve.add_argument("config")
+    serve.set_defaults(func=_serve)
+    schedule = sub.add_parser("schedule", help="schedule channel runs on the plan's dates")
+    schedule.add_argument("config")
+    schedule.set_defaults(func=_schedule)
     return parser
 
 

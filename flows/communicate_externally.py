@@ -20,6 +20,7 @@ from tasks.audience import Audience
 from tasks.errors import DeliveryError
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
+from tasks.notify import failure_notice
 from tasks.output import OutputFolder
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
@@ -27,26 +28,26 @@ from tasks.providers.registry import make_provider, provider_name
 from tasks.steps import (
     DELIVERED,
     ChannelOutcome,
+    ask_for_confirmations,
+    data_dir,
     import_borrowers,
     load_config,
     make_plan,
     mark_complete,
+    obtain_approval,
+    poster_mail,
     publish_files,
+    record_checklist,
     render_content,
+    server_mode,
     triggered_by,
+    write_previews,
 )
 
 # Recipients per task run: a Prefect task run costs ~10-25 ms, so thousands go in each.
 CHUNK_SIZE = 5_000
 # Chunks in flight at once: bounded so a provider sees steady, not bursty, load.
 MAX_CONCURRENT_CHUNKS = 4
-
-
-def data_dir() -> Path:
-    """Where the delivery ledger lives when no FBSFLOW_DATABASE_URL is set."""
-    import os
-
-    return Path(os.environ.get("FBSFLOW_DATA_DIR", ".fbsflow"))
 
 
 @task(name="deliver-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
@@ -77,15 +78,20 @@ def deliver_chunk_task(
         provider.close()
 
 
-def _recipients(channel: Channel, audience: Audience, ledger: Ledger) -> list[Recipient]:
-    chosen = (
-        audience.newsletter_recipients()
-        if channel is Channel.NEWSLETTER
-        else audience.sms_recipients()
-    )
-    attr = "email" if channel is Channel.NEWSLETTER else "mobile"
+def borrower_recipients(channel: Channel, audience: Audience, ledger: Ledger) -> list[Recipient]:
+    """The consenting borrowers of a channel, keyed by the ledger's hash of their address."""
+    if channel is Channel.NEWSLETTER:
+        chosen, attr = audience.newsletter_recipients(), "email"
+    else:
+        chosen, attr = audience.sms_recipients(), "mobile"
     key = ledger.recipient_key
     return [Recipient(key(getattr(b, attr)), getattr(b, attr), b.language) for b in chosen]
+
+
+def branch_recipients(config: MunicipalityConfig, ledger: Ledger) -> list[Recipient]:
+    """Branch contacts who print and put up the posters (staff, not borrowers)."""
+    emails = [str(b.contact_email) for b in config.library.branches if b.contact_email]
+    return [Recipient(ledger.recipient_key(e), e, Language.DA) for e in emails]
 
 
 def deliver(
@@ -98,10 +104,10 @@ def deliver(
     run_id: str,
     at_least_once: bool,
 ) -> ChannelOutcome:
-    """Inform one channel's named borrowers: register them, send the pending ones in chunks."""
+    """Send one channel's message to its recipients exactly once: register, then send the pending."""
     logger = get_run_logger()
     provider = provider_name(channel)
-    if audience is None:
+    if audience is None and channel in DELIVERED:
         return ChannelOutcome(
             channel, "failed", provider, detail="no audience file (fix: --audience CSV)"
         )
@@ -119,7 +125,10 @@ def deliver(
             )
         if at_least_once:
             ledger.requeue_unknown(campaign, channel.value)
-        recipients = _recipients(channel, audience, ledger)
+        if audience is not None and channel in DELIVERED:
+            recipients = borrower_recipients(channel, audience, ledger)
+        else:
+            recipients = branch_recipients(config, ledger)
         ledger.register(campaign, channel.value, (r.key for r in recipients))
         pending = set(ledger.pending_keys(campaign, channel.value))
         todo = [r for r in recipients if r.key in pending]
@@ -132,38 +141,7 @@ def deliver(
             len(todo),
             len(chunks),
         )
-        progress = (
-            create_progress_artifact(
-                progress=0.0, description=f"{channel.value}: chunks sent", key=None
-            )
-            if chunks
-            else None
-        )
-        errors: list[str] = []
-        # Bounded concurrency: keep at most MAX_CONCURRENT_CHUNKS task runs in flight.
-        done = 0
-        for start in range(0, len(chunks), MAX_CONCURRENT_CHUNKS):
-            futures = [
-                deliver_chunk_task.submit(
-                    channel,
-                    config,
-                    messages,
-                    chunk,
-                    ledger=ledger,
-                    campaign=campaign,
-                    outbox=out.staging / channel.value,
-                    run_id=run_id,
-                )
-                for chunk in chunks[start : start + MAX_CONCURRENT_CHUNKS]
-            ]
-            for future in futures:
-                try:
-                    future.result()
-                except DeliveryError as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                done += 1
-            if progress is not None:
-                update_progress_artifact(progress, progress=100.0 * done / len(chunks))
+        errors = _send_chunks(channel, config, messages, chunks, ledger, campaign, out, run_id)
         counts = ledger.counts(campaign, channel.value)
     finally:
         ledger.close()
@@ -178,6 +156,46 @@ def deliver(
             "check with the provider; rerun with --at-least-once to send them again"
         )
     return ChannelOutcome(channel, status, provider, counts=counts, detail=detail)
+
+
+def _send_chunks(
+    channel: Channel,
+    config: MunicipalityConfig,
+    messages: dict[Language, Message],
+    chunks: list[list[Recipient]],
+    ledger: Ledger,
+    campaign: str,
+    out: OutputFolder,
+    run_id: str,
+) -> list[str]:
+    """Submit the chunks as task runs, at most MAX_CONCURRENT_CHUNKS at a time, with progress."""
+    if not chunks:
+        return []
+    progress = create_progress_artifact(progress=0.0, description=f"{channel.value}: chunks sent")
+    errors: list[str] = []
+    done = 0
+    for start in range(0, len(chunks), MAX_CONCURRENT_CHUNKS):
+        futures = [
+            deliver_chunk_task.submit(
+                channel,
+                config,
+                messages,
+                chunk,
+                ledger=ledger,
+                campaign=campaign,
+                outbox=out.staging / channel.value,
+                run_id=run_id,
+            )
+            for chunk in chunks[start : start + MAX_CONCURRENT_CHUNKS]
+        ]
+        for future in futures:
+            try:
+                future.result()
+            except DeliveryError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            done += 1
+        update_progress_artifact(progress, progress=100.0 * done / len(chunks))
+    return errors
 
 
 def _previous_outcomes(out: OutputFolder, skip: set[Channel]) -> list[ChannelOutcome]:
@@ -204,6 +222,8 @@ def _previous_outcomes(out: OutputFolder, skip: set[Channel]) -> list[ChannelOut
     name="communicate-externally",
     description="FBS card 'Forbered og kommunikér eksternt': plan, inform per channel, mark complete.",
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_CHUNKS),
+    on_failure=[failure_notice],
+    on_crashed=[failure_notice],
 )
 def communicate_externally(
     config_path: str,
@@ -212,11 +232,15 @@ def communicate_externally(
     output_root: str = "outbox",
     at_least_once: bool = False,
     channels: list[Channel] | None = None,
+    confirm: list[str] | None = None,
+    confirmed_by: str | None = None,
+    wait_for_confirmations: bool = False,
 ) -> dict[str, Any]:
     """Run the card for one municipality; returns the completion record.
 
     `channels` limits the run to some channels (a scheduled run on a channel's planned date);
-    the other channels keep the output and outcome of their last run.
+    the other channels keep the output and outcome of their last run. `confirm` lists manual
+    steps (e.g. `inform.poster.hovedbiblioteket`) a person says are done.
     """
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
@@ -225,25 +249,39 @@ def communicate_externally(
     with OutputFolder(Path(output_root), config.municipality.slug) as out:
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
-        # 1. Plan: import the audience, render every channel, write the plan.
+        # 1. Plan: import the audience, render every channel, write the plan and the previews.
         borrowers = import_borrowers(config, config_path, audience, out)
         contents = render_content(config)
         plan = make_plan(config, card, contents, borrowers, out)
+        gallery = write_previews(config, contents, out)
 
         # 2. Inform via each channel. Files for people to publish are always written;
         #    nothing reaches a citizen's inbox or phone without approval.
-        approval = {"approved": approve, "how": "parameter" if approve else "not given"}
+        sends = any(c in DELIVERED for c in selected)
+        approval = obtain_approval(approve, sends, gallery)
         outcomes: list[ChannelOutcome] = _previous_outcomes(out, set(selected))
         for channel in selected:
             content = contents[channel]
             published = publish_files(content, out)
-            if channel not in DELIVERED:
+            if channel is Channel.POSTER:
+                outcome = deliver(
+                    channel,
+                    config,
+                    {Language.DA: poster_mail(config, content)},
+                    None,
+                    out,
+                    run_id=run_id,
+                    at_least_once=False,
+                )
+                published.counts, published.provider = outcome.counts, outcome.provider
+                published.detail = outcome.detail
                 outcomes.append(published)
-            elif not approve:
+            elif channel not in DELIVERED:
+                outcomes.append(published)
+            elif not approval["approved"]:
+                status = "rejected" if approval.get("decision") == "reject" else "awaiting_approval"
                 outcomes.append(
-                    ChannelOutcome(
-                        channel, "awaiting_approval", provider_name(channel), files=published.files
-                    )
+                    ChannelOutcome(channel, status, provider_name(channel), files=published.files)
                 )
             else:
                 outcome = deliver(
@@ -259,7 +297,13 @@ def communicate_externally(
                 outcomes.append(outcome)
         outcomes.sort(key=lambda o: list(Channel).index(o.channel))
 
-        # 3. Mark the card complete (or say why not).
+        # 3. Record the checklist, then mark the card complete (or say why not).
+        confirmations = list(confirm or [])
+        if wait_for_confirmations and server_mode():
+            confirmations += ask_for_confirmations(config, card)
+        checklist = record_checklist(
+            config, card, outcomes, approval, confirmations, confirmed_by or triggered_by()
+        )
         record = mark_complete(
             config,
             card,
@@ -270,6 +314,7 @@ def communicate_externally(
             triggered=triggered_by(),
             approval=approval,
             flow_run_id=run_id,
+            checklist=checklist,
         )
         out.commit()
     return record

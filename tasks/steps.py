@@ -18,13 +18,26 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.approval import request_approval, request_confirmation
 from tasks.audience import Audience, import_audience
+from tasks.checklist import (
+    COMPLETE_STEP,
+    PLAN_STEP,
+    Checklist,
+    ChecklistStep,
+    StepState,
+    checklist_definitions,
+    table_rows,
+)
 from tasks.config import load_card, load_municipality, resolve_relative
+from tasks.content import facts
 from tasks.errors import ConfigError
-from tasks.models import Channel, MunicipalityConfig, TaskCard
+from tasks.gallery import build_gallery, gallery_markdown
+from tasks.models import Channel, Language, MunicipalityConfig, StepKind, TaskCard
 from tasks.output import OutputFolder
 from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
-from tasks.render import ChannelContent, render_channel
+from tasks.providers.base import Message
+from tasks.render import ChannelContent, render_channel, render_template
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
 DELIVERED = (Channel.NEWSLETTER, Channel.SMS)
@@ -186,6 +199,147 @@ def triggered_by() -> str:
     return os.environ.get("FBSFLOW_TRIGGERED_BY") or os.environ.get("USER") or "unknown"
 
 
+def data_dir() -> Path:
+    """Where the ledger and checklist live when no FBSFLOW_DATABASE_URL is set."""
+    return Path(os.environ.get("FBSFLOW_DATA_DIR", ".fbsflow"))
+
+
+def server_mode() -> bool:
+    """True when runs talk to a Prefect server (pause forms work); false in embedded mode."""
+    return bool(os.environ.get("PREFECT_API_URL"))
+
+
+# How long a run waits on a pause form before giving up (and sending nothing).
+APPROVAL_TIMEOUT_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_TIMEOUT", str(24 * 3600)))
+
+
+@task(name="previews", cache_policy=NO_CACHE)
+def write_previews(
+    config: MunicipalityConfig, contents: dict[Channel, ChannelContent], out: OutputFolder
+) -> Path:
+    """One gallery page with every channel's output, and a markdown preview artifact."""
+    title = f"{config.municipality.name}: previews before approval"
+    path = out.write("gallery.html", build_gallery(contents, title=title))
+    create_markdown_artifact(
+        key=_artifact_key(config, "previews"),
+        markdown=gallery_markdown(contents),
+        description="Previews of every channel: key message, LIX, SMS text and parts",
+    )
+    return path
+
+
+def obtain_approval(approve: bool, sends: bool, gallery: Path) -> dict[str, Any]:
+    """Approval before anything reaches citizens: up front, by a pause form, or not at all."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if approve:
+        return {"approved": True, "by": triggered_by(), "how": "parameter", "at": now}
+    if sends and server_mode():
+        previews = (
+            f"Open the gallery: `{gallery.resolve()}`\n\n"
+            "Artifacts of this run: plan, previews, SMS parts and LIX."
+        )
+        decision = request_approval(previews=previews, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
+        decision["decision"] = "approve" if decision["approved"] else "reject"
+        return decision
+    return {"approved": False, "by": None, "how": "not given", "at": now}
+
+
+def poster_mail(config: MunicipalityConfig, content: ChannelContent) -> Message:
+    """The e-mail to each branch with the poster PDFs attached, for printing."""
+    from tasks.checklist import checklist_definitions
+
+    card = load_card(config.card)
+    steps = [d.id for d in checklist_definitions(card, config) if d.channel == Channel.POSTER]
+    settings = config.channels.poster
+    context = {
+        "c": config,
+        "f": facts(config, Language.DA),
+        "paper": settings.paper if settings else "A4",
+        "step_ids": ", ".join(steps),
+        "responsible": settings.responsible if settings else config.library.name,
+    }
+    text = render_template("poster/da/branch_mail.txt.j2", {**context, "lang": "da"})
+    attachments = tuple(a for m in content.messages.values() for a in m.attachments)
+    return Message(
+        Channel.POSTER,
+        Language.DA,
+        text=text,
+        subject="Plakater om ny betaling af gebyrer til ophængning",
+        attachments=attachments,
+    )
+
+
+def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard) -> list[str]:
+    """Pause once per open manual step (e.g. posters up in a branch) for a person to confirm."""
+    confirmed = []
+    with Checklist.open(data_dir()) as checklist:
+        open_manual = [
+            s
+            for s in checklist.steps(card, config)
+            if s.kind is StepKind.MANUAL and s.state in (StepState.OPEN, StepState.IN_PROGRESS)
+        ]
+    for step in open_manual:
+        answer = request_confirmation(step.id, step.text, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
+        if answer["done"]:
+            confirmed.append(step.id)
+    return confirmed
+
+
+@task(name="checklist", cache_policy=NO_CACHE)
+def record_checklist(
+    config: MunicipalityConfig,
+    card: TaskCard,
+    outcomes: Sequence[ChannelOutcome],
+    approval: dict[str, Any],
+    confirmations: Sequence[str],
+    confirmed_by: str,
+) -> list[ChecklistStep]:
+    """Store what this run did: automated steps from outcomes, manual ones from confirmations."""
+    with Checklist.open(data_dir()) as checklist:
+        definitions = checklist_definitions(card, config)
+        by_channel = {o.channel.value: o for o in outcomes}
+        checklist.set_state(
+            config,
+            card,
+            PLAN_STEP,
+            StepState.DONE,
+            by="fbsflow",
+            how="flow",
+            evidence={"artifact": _artifact_key(config, "plan")},
+        )
+        for d in definitions:
+            if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel:
+                continue
+            outcome = by_channel[d.channel]
+            state = StepState.DONE if outcome.status == "done" else StepState.IN_PROGRESS
+            checklist.set_state(
+                config,
+                card,
+                d.id,
+                state,
+                by=approval.get("by") or "fbsflow",
+                how="flow",
+                note=outcome.detail or None,
+                evidence={"counts": outcome.counts},
+            )
+        for step_id in confirmations:
+            checklist.set_state(
+                config, card, step_id, StepState.DONE, by=confirmed_by, how="parameter"
+            )
+        complete, _open = checklist.complete(card, config)
+        if complete:
+            checklist.set_state(
+                config, card, COMPLETE_STEP, StepState.DONE, by=confirmed_by, how="flow"
+            )
+        steps = checklist.steps(card, config)
+    create_table_artifact(
+        key=_artifact_key(config, "checklist"),
+        table=table_rows(steps),
+        description=f"Checklist: {card.title}",
+    )
+    return steps
+
+
 @task(name="mark-complete", cache_policy=NO_CACHE)
 def mark_complete(
     config: MunicipalityConfig,
@@ -198,21 +352,34 @@ def mark_complete(
     triggered: str,
     approval: dict[str, Any],
     flow_run_id: str | None,
+    checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
-    """The card's last step: complete only when every planned channel is done."""
+    """The card's last step: complete only when every channel is done and every step settled."""
     unfinished = [o for o in outcomes if o.status != "done"]
+    open_steps = [
+        s.id
+        for s in checklist
+        if s.state not in (StepState.DONE, StepState.SKIPPED)
+        and s.id != COMPLETE_STEP
+        and not any(c.parent == s.id for c in checklist)
+    ]
+    reasons = [
+        f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
+        for o in unfinished
+    ] + [f"step {s} is not done: awaiting confirmation" for s in open_steps]
     record = {
         "card_id": card.id,
         "card_title": card.title,
         "municipality": config.municipality.name,
         "municipality_slug": config.municipality.slug,
         "campaign": plan.campaign,
-        "status": "complete" if not unfinished else "incomplete",
-        "reasons": [
-            f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
-            for o in unfinished
-        ],
-        "steps": {step.id: ("done" if not unfinished else "open") for step in card.method_steps},
+        "status": "complete" if not reasons else "incomplete",
+        "reasons": reasons,
+        "awaiting_confirmation": open_steps,
+        "steps": {
+            s.id: {"state": s.state.value, "by": s.by, "at": s.at, "how": s.how, "note": s.note}
+            for s in checklist
+        },
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
         "approval": approval,
         "triggered_by": triggered,
@@ -231,9 +398,9 @@ def mark_complete(
         for o in outcomes
     ]
     create_table_artifact(
-        key=_artifact_key(config, "completion"),
+        key=_artifact_key(config, "delivery"),
         table=rows,
-        description=f"Card '{card.title}': {record['status']}",
+        description=f"Card '{card.title}': {record['status']} (counts only, no personal data)",
     )
     logger = get_run_logger()
     logger.info("Card %s for %s: %s", card.id, config.municipality.slug, record["status"])

@@ -15,7 +15,8 @@ from tasks.providers.outbox import OutboxProvider
 def provider_name(channel: Channel, env: Mapping[str, str] | None = None) -> str:
     """Which provider a channel will use; decided by which credentials are set."""
     env = os.environ if env is None else env
-    if channel is Channel.NEWSLETTER:
+    # Posters go by e-mail to the branches, through the same e-mail provider as the newsletter.
+    if channel in (Channel.NEWSLETTER, Channel.POSTER):
         if env.get("SENDGRID_API_KEY"):
             return "sendgrid"
         if env.get("FBSFLOW_SMTP_HOST"):
@@ -94,7 +95,7 @@ def make_provider(
 
         assert config.channels.sms is not None
         return GatewayApiProvider.from_env(config.channels.sms, environ=env)
-    if channel is Channel.NEWSLETTER:
+    if channel in (Channel.NEWSLETTER, Channel.POSTER):
         return OutboxProvider(
             outbox, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000
         )
