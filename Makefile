@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 EXAMPLE := config/municipalities/eksempel-kommune.yaml
+# The demo approves sending and confirms the manual steps up front, so it ends complete.
+DEMO_CONFIRM := inform.website inform.faq inform.poster.hovedbiblioteket \
+	inform.poster.soeby-bibliotek inform.self_service
 # Keep Prefect's local database inside the project, not in the user's home.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 # Tools the project calls outside Python: WeasyPrint's Pango, poppler (PDF text, PDF to PNG),
@@ -14,7 +17,7 @@ APT_COMMANDS := pdftotext pdftoppm zbarimg chromium
 .PHONY: run test test-fast bench lint system-deps serve clean
 
 run: $(VENV)/.run-installed system-deps
-	$(BIN)/fbsflow run $(EXAMPLE) --approve
+	$(BIN)/fbsflow run $(EXAMPLE) --approve $(foreach s,$(DEMO_CONFIRM),--confirm $(s)) --by "Projektleder (demo)"
 
 test: $(VENV)/.dev-installed system-deps node_modules/axe-core/axe.min.js
 	$(BIN)/pytest -q

@@ -1,0 +1,123 @@
+"""The card's flow end to end on the Prefect test harness, with the outbox provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.communicate_externally import communicate_externally
+from tasks.models import Channel
+
+from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
+
+MANUAL = [
+    "inform.website",
+    "inform.faq",
+    "inform.poster.hovedbiblioteket",
+    "inform.poster.soeby-bibliotek",
+    "inform.self_service",
+]
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ledger/checklist database and no provider credentials: everything to the outbox."""
+    monkeypatch.setenv("FBSFLOW_DATA_DIR", str(tmp_path / "data"))
+    for name in ("SENDGRID_API_KEY", "GATEWAYAPI_TOKEN", "FBSFLOW_SMTP_HOST", "FBSFLOW_DATABASE_URL",
+                 "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def _run(root: Path, **kwargs: object) -> dict:
+    return communicate_externally(
+        config_path=str(EXAMPLE_CONFIG), audience=str(EXAMPLE_AUDIENCE), output_root=str(root / "outbox"),
+        **kwargs,
+    )
+
+
+def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: Path) -> None:
+    record = _run(isolated, approve=True, confirm=MANUAL, confirmed_by="Test Leder")
+    out = isolated / "outbox" / "eksempel-kommune"
+    assert record["status"] == "complete", record["reasons"]
+    for channel in Channel:
+        assert (out / channel.value).is_dir(), channel
+    assert (out / "plan.md").read_text(encoding="utf-8").startswith("# Communication plan")
+    assert (out / "gallery.html").is_file()
+    completion = json.loads((out / "completion.json").read_text(encoding="utf-8"))
+    assert completion["status"] == "complete"
+    assert completion["card_id"] == "forbered-og-kommuniker-eksternt"
+    news = completion["channels"]["newsletter"]
+    sms = completion["channels"]["sms"]
+    # The example audience: every consenting valid address exactly once (counts from the import).
+    assert news["counts"]["sent"] == 645 and news["counts"]["failed"] == 0
+    assert sms["counts"]["sent"] == 348
+    # The outbox wrote the provider's own request shapes.
+    requests = sorted((out / "newsletter" / "requests").glob("*.json"))
+    personalizations = sum(len(json.loads(p.read_text())["personalizations"]) for p in requests)
+    assert personalizations == 645
+    body = json.loads(next((out / "sms" / "requests").glob("*.json")).read_text())
+    assert all(isinstance(r["msisdn"], int) for r in body["recipients"])
+    # No staging folders are left behind.
+    assert [p.name for p in (isolated / "outbox").iterdir()] == ["eksempel-kommune"]
+    assert completion["steps"]["mark-complete"]["state"] == "done"
+    assert completion["approval"]["approved"] is True
+
+
+def test_without_approval_nothing_is_sent_and_the_card_stays_open(
+    prefect_harness: None, isolated: Path
+) -> None:
+    record = _run(isolated, approve=False)
+    out = isolated / "outbox" / "eksempel-kommune"
+    assert record["status"] == "incomplete"
+    assert record["channels"]["newsletter"]["status"] == "awaiting_approval"
+    assert not (out / "newsletter" / "requests").exists()
+    assert not (out / "sms" / "requests").exists()
+    # The manual steps are named as awaiting confirmation.
+    assert set(MANUAL) <= set(record["awaiting_confirmation"])
+    # Rendered texts are still there for review.
+    assert (out / "sms" / "sms.da.txt").is_file()
+
+
+def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:
+    _run(isolated, approve=True, confirm=MANUAL)
+    out = isolated / "outbox" / "eksempel-kommune"
+    before = (out / "website" / "article.da.html").read_text(encoding="utf-8")
+    record = _run(isolated, approve=True, channels=[Channel.SMS])
+    assert (out / "website" / "article.da.html").read_text(encoding="utf-8") == before
+    assert record["channels"]["website"]["status"] == "done"
+    assert record["status"] == "complete"
+
+
+def test_a_missing_audience_file_leaves_nothing_half_written(
+    prefect_harness: None, isolated: Path, tmp_path: Path
+) -> None:
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        communicate_externally(
+            config_path=str(EXAMPLE_CONFIG), audience=str(tmp_path / "missing.csv"),
+            output_root=str(isolated / "outbox"), approve=True,
+        )
+    assert not any((isolated / "outbox").iterdir()) if (isolated / "outbox").exists() else True
+
+
+def test_another_municipality_config_runs_the_same_way(
+    prefect_harness: None, isolated: Path
+) -> None:
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["municipality"] = {"name": "Andeby Kommune", "slug": "andeby-kommune"}
+    data["payment"]["self_service"] = None
+    data["channels"] = {"website": data["channels"]["website"], "sms": data["channels"]["sms"]}
+    data["audience"] = {"file": str(EXAMPLE_AUDIENCE)}
+    path = isolated / "andeby.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    record = communicate_externally(
+        config_path=str(path), output_root=str(isolated / "outbox"), approve=True,
+        confirm=["inform.website"],
+    )
+    assert record["status"] == "complete", record["reasons"]
+    assert set(record["channels"]) == {"website", "sms"}
