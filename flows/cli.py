@@ -9,6 +9,10 @@ from pathlib import Path
 
 from tasks.errors import ConfigError, FbsflowError
 
+# Embedded mode starts a temporary Prefect server; on a busy 2-core machine it can take longer
+# than Prefect's default 20 s to answer, and a timeout there would fail the whole run.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 
 def _check(args: argparse.Namespace) -> int:
     from tasks.config import load_card, load_municipality

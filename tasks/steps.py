@@ -7,6 +7,7 @@ NO_CACHE: hashing a million recipients for a cache key would cost more than the 
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,7 +197,12 @@ def publish_files(content: ChannelContent, out: OutputFolder) -> ChannelOutcome:
 
 def triggered_by() -> str:
     """Who started the run, for the completion record: the OS user, unless the caller says."""
-    return os.environ.get("FBSFLOW_TRIGGERED_BY") or os.environ.get("USER") or "unknown"
+    if name := os.environ.get("FBSFLOW_TRIGGERED_BY"):
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in some containers
+        return "unknown"
 
 
 def data_dir() -> Path:
