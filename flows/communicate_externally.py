@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,9 +15,9 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
-from tasks.delivery import ChunkOutcome, deliver_chunk
 
 from tasks.audience import Audience
+from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import DeliveryError
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
@@ -46,6 +47,8 @@ from tasks.steps import (
 
 # Recipients per task run: a Prefect task run costs ~10-25 ms, so thousands go in each.
 CHUNK_SIZE = 5_000
+# How long a claimed batch stays claimed without renewal before a rerun may judge its run dead.
+LEASE_SECONDS = float(os.environ.get("FBSFLOW_LEASE_SECONDS", "600"))
 # Chunks in flight at once: bounded so a provider sees steady, not bursty, load.
 MAX_CONCURRENT_CHUNKS = 4
 
@@ -114,7 +117,7 @@ def deliver(
     campaign = campaign_id(config)
     # The outbox delivers to nobody, so it gets a throw-away ledger: each run writes the full set.
     scratch = tempfile.TemporaryDirectory() if provider == "outbox" else None
-    ledger = Ledger.open(Path(scratch.name)) if scratch else Ledger.open(data_dir())
+    ledger = Ledger.open(Path(scratch.name) if scratch else data_dir(), lease_seconds=LEASE_SECONDS)
     try:
         interrupted = ledger.resolve_interrupted(campaign, channel.value)
         if interrupted:
@@ -155,7 +158,10 @@ def deliver(
             f"{counts['unknown']} may or may not have been delivered (provider did not answer): "
             "check with the provider; rerun with --at-least-once to send them again"
         )
-    return ChannelOutcome(channel, status, provider, counts=counts, detail=detail)
+    excluded = audience.exclusions(channel.value) if audience and channel in DELIVERED else {}
+    return ChannelOutcome(
+        channel, status, provider, counts=counts, detail=detail, excluded=excluded
+    )
 
 
 def _send_chunks(
@@ -212,6 +218,7 @@ def _previous_outcomes(out: OutputFolder, skip: set[Channel]) -> list[ChannelOut
             o.get("files", []),
             o.get("counts", {}),
             o.get("detail", ""),
+            o.get("excluded", {}),
         )
         for name, o in previous.items()
         if name in Channel._value2member_map_ and Channel(name) not in skip

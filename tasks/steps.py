@@ -54,6 +54,7 @@ class ChannelOutcome:
     files: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     detail: str = ""
+    excluded: dict[str, int] = field(default_factory=dict)  # left out and why (counts only)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +62,7 @@ class ChannelOutcome:
             "provider": self.provider,
             "files": self.files,
             "counts": self.counts,
+            "excluded": self.excluded,
             "detail": self.detail,
         }
 
