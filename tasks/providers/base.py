@@ -22,6 +22,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # accepted by the provider
     FAILED = "failed"  # refused for good (invalid address, content refused)
     UNKNOWN = "unknown"  # may or may not have been accepted (timeout after sending)
+    DEFERRED = "deferred"  # definitely not accepted this time (e.g. SMTP 4xx): safe to retry
 
 
 @dataclass(frozen=True, slots=True)

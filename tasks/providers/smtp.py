@@ -4,11 +4,10 @@ Per-recipient outcome, read from the relay's replies:
 
     250 after DATA                    SENT
     5xx on RCPT or after DATA         FAILED (this recipient is refused for good)
-    4xx on MAIL, RCPT or DATA         deferred: left OUT of `BatchResult.statuses`, so the worker
-                                      sees it as not sent and retries it later
+    4xx on MAIL, RCPT or DATA         DEFERRED: not sent, so the worker retries it later
     connection lost mid-batch         recipients already accepted stay SENT; the one whose message
                                       body was fully written but not yet confirmed is UNKNOWN; the
-                                      rest are left out (definitely not sent)
+                                      rest are DEFERRED (definitely not sent)
 
 When not a single recipient got a status (every one deferred, or the connection failed before
 anything was accepted), `send_batch` raises TransientError instead, so a plain retry is correct.
@@ -207,6 +206,10 @@ class SmtpProvider(Provider):
             if status is not None:
                 statuses[recipient.key] = status
 
+        if statuses:
+            # Everyone without an outcome was definitely not sent: say so, so the worker retries.
+            for recipient in recipients:
+                statuses.setdefault(recipient.key, DeliveryStatus.DEFERRED)
         sent = sum(1 for s in statuses.values() if s is DeliveryStatus.SENT)
         detail = (
             f"sent {sent}, refused {refused.total()}{_codes(refused)}, "
