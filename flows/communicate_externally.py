@@ -81,14 +81,26 @@ def deliver_chunk_task(
         provider.close()
 
 
-def borrower_recipients(channel: Channel, audience: Audience, ledger: Ledger) -> list[Recipient]:
-    """The consenting borrowers of a channel, keyed by the ledger's hash of their address."""
+def borrower_recipients(
+    channel: Channel, audience: Audience, ledger: Ledger, languages: Sequence[Language]
+) -> list[Recipient]:
+    """The consenting borrowers of a channel, keyed by the ledger's hash of their address.
+
+    A borrower whose language the municipality does not publish in gets the Danish text.
+    """
     if channel is Channel.NEWSLETTER:
         chosen, attr = audience.newsletter_recipients(), "email"
     else:
         chosen, attr = audience.sms_recipients(), "mobile"
     key = ledger.recipient_key
-    return [Recipient(key(getattr(b, attr)), getattr(b, attr), b.language) for b in chosen]
+    return [
+        Recipient(
+            key(getattr(b, attr)),
+            getattr(b, attr),
+            b.language if b.language in languages else Language.DA,
+        )
+        for b in chosen
+    ]
 
 
 def branch_recipients(config: MunicipalityConfig, ledger: Ledger) -> list[Recipient]:
@@ -129,7 +141,7 @@ def deliver(
         if at_least_once:
             ledger.requeue_unknown(campaign, channel.value)
         if audience is not None and channel in DELIVERED:
-            recipients = borrower_recipients(channel, audience, ledger)
+            recipients = borrower_recipients(channel, audience, ledger, config.languages)
         else:
             recipients = branch_recipients(config, ledger)
         ledger.register(campaign, channel.value, (r.key for r in recipients))
@@ -260,12 +272,12 @@ def communicate_externally(
         borrowers = import_borrowers(config, config_path, audience, out)
         contents = render_content(config)
         plan = make_plan(config, card, contents, borrowers, out)
-        gallery = write_previews(config, contents, out)
+        write_previews(config, contents, out)
 
         # 2. Inform via each channel. Files for people to publish are always written;
         #    nothing reaches a citizen's inbox or phone without approval.
         sends = any(c in DELIVERED for c in selected)
-        approval = obtain_approval(approve, sends, gallery)
+        approval = obtain_approval(approve, sends, out)
         outcomes: list[ChannelOutcome] = _previous_outcomes(out, set(selected))
         for channel in selected:
             content = contents[channel]

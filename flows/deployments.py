@@ -15,7 +15,15 @@ from zoneinfo import ZoneInfo
 
 from prefect import serve
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.states import Scheduled
 
@@ -77,16 +85,30 @@ async def _schedule(config_path: str, now: datetime) -> list[ScheduledRun]:
     async with get_client() as client:
         for channel, at in planned_times(config_path).items():
             name = f"{inform_channel.name}/{channel.value}"
+            deployment = await client.read_deployment_by_name(name)
+            # The idempotency key makes rescheduling safe: one run per channel and date.
+            key = f"{config.municipality.slug}:{channel.value}:{at.isoformat()}"
+            # A run planned for another date (go_live or offset_days changed) would fire on it.
+            waiting = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    ),
+                    tags=FlowRunFilterTags(all_=[config.municipality.slug]),
+                ),
+            )
+            for stale in waiting:
+                if stale.idempotency_key != key:
+                    await client.delete_flow_run(stale.id)
             if at <= now:
                 runs.append(ScheduledRun(channel, name, at, None))
                 continue
-            deployment = await client.read_deployment_by_name(name)
-            # The idempotency key makes rescheduling safe: one run per channel and date.
             flow_run: FlowRun = await client.create_flow_run_from_deployment(
                 deployment.id,
                 parameters={"config_path": config_path, "channel": channel.value},
                 state=Scheduled(scheduled_time=at),
-                idempotency_key=f"{config.municipality.slug}:{channel.value}:{at.isoformat()}",
+                idempotency_key=key,
                 tags=[config.municipality.slug, channel.value],
             )
             runs.append(ScheduledRun(channel, name, at, str(flow_run.id)))

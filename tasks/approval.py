@@ -9,6 +9,7 @@ approved, so nothing is sent.
 
 from __future__ import annotations
 
+import os
 from copy import copy
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
@@ -18,7 +19,7 @@ from prefect.input import RunInput
 from pydantic import ConfigDict, Field
 
 # Prefect checks for a resume every poll interval; short enough that a leader's click is felt.
-DEFAULT_POLL_SECONDS = 10
+DEFAULT_POLL_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_POLL_SECONDS", "10"))
 
 R = TypeVar("R", bound=RunInput)
 

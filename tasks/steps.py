@@ -236,14 +236,15 @@ def write_previews(
     return path
 
 
-def obtain_approval(approve: bool, sends: bool, gallery: Path) -> dict[str, Any]:
+def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> dict[str, Any]:
     """Approval before anything reaches citizens: up front, by a pause form, or not at all."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if approve:
         return {"approved": True, "by": triggered_by(), "how": "parameter", "at": now}
     if sends and server_mode():
         previews = (
-            f"Open the gallery: `{gallery.resolve()}`\n\n"
+            f"While this run waits, the previews are in `{out.staging.resolve()}/gallery.html`; "
+            f"when it has finished, in `{out.final.resolve()}/gallery.html`.\n\n"
             "Artifacts of this run: plan, previews, SMS parts and LIX."
         )
         decision = request_approval(previews=previews, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)

@@ -1,0 +1,576 @@
+"""fbsflow against a real Prefect server: serve, schedule, approve or reject in a pause, deploy via prefect.yaml.
+
+Starts `prefect server start` (SQLite in a temporary PREFECT_HOME) and `fbsflow serve` as
+subprocesses, as a project leader would, and talks to them only through Prefect's API. Every
+subprocess gets a dead proxy for anything that is not 127.0.0.1, so nothing leaves the machine.
+The tests of this module share one server and run in file order: the work-pool test stops
+`fbsflow serve` and replaces its deployments with those of prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as clock
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG, ROOT
+from tests.support.axe import chromium_path, screenshot
+
+T = TypeVar("T")
+
+PREFECT_YAML = ROOT / "prefect.yaml"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "flow-run.png"
+SLUG = "eksempel-kommune"
+CARD = "communicate-externally/card"
+POOL = "fbsflow"
+# Resolved by the worker when a run starts, so the template itself is what the server stores.
+PULL_STEPS = [
+    {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $FBSFLOW_PROJECT_DIR }}"}}
+]
+EXAMPLE_CONFIG_PATH = "config/municipalities/eksempel-kommune.yaml"
+COPENHAGEN = ZoneInfo("Europe/Copenhagen")
+ARTIFACTS = {
+    f"{SLUG}-{k}" for k in ("plan", "previews", "checklist", "delivery", "sms", "import-report")
+}
+# Any request to a host other than 127.0.0.1 goes to the discard port and is refused at once.
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
+def _bin(name: str) -> str | None:
+    """A console script of this virtualenv (beside the running python), else one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+PREFECT = _bin("prefect")
+
+
+# --- Subprocesses ------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A background subprocess in its own process group, with its output in a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, chars: int = 3000) -> str:
+        return f"--- {self.name} log ---\n" + self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        # The group: `fbsflow serve` and the worker run each flow run in a child process.
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start(name: str, args: list[str], *, env: dict[str, str], cwd: Path, logs: Path) -> Proc:
+    log = logs / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log)
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    proc: Proc | None = None,
+    interval: float = 0.3,
+) -> T:
+    """Poll `check` until it returns something other than None; fail with the process log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if proc is not None and proc.popen.poll() is not None:
+            pytest.fail(
+                f"{proc.name} exited ({proc.popen.returncode}) before {what}\n{proc.tail()}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout:.0f} s waiting for {what}\n"
+                + (proc.tail() if proc else "")
+            )
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Prefect settings or provider credentials (so every
+    channel uses the outbox), plus `extra`."""
+    drop = ("PREFECT_", "FBSFLOW_", "SENDGRID_", "GATEWAYAPI_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        env.pop(key, None)
+        env.pop(key.lower(), None)
+    env.update(
+        HTTP_PROXY=DEAD_PROXY,
+        HTTPS_PROXY=DEAD_PROXY,
+        ALL_PROXY=DEAD_PROXY,
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=str(ROOT),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_COLORS="false",
+    )
+    env.update(extra)
+    return env
+
+
+# --- Fixtures: one server, one served municipality -----------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str  # the UI, e.g. http://127.0.0.1:4321
+    api: str
+    home: Path  # PREFECT_HOME of server and clients, and the subprocesses' logs
+    procs: list[Proc] = field(default_factory=list)
+
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        """A sync Prefect client for this server (not whatever PREFECT_API_URL says)."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: self.api}),
+            get_client(sync_client=True) as client,
+        ):
+            yield client
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(PREFECT_API_URL=self.api, PREFECT_HOME=str(self.home / "client"), **extra)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if PREFECT is None:
+        pytest.skip("the `prefect` CLI is not installed (pip install -e '.[dev]')")
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    srv = Server(url=url, api=f"{url}/api", home=tmp)
+    env = clean_env(
+        PREFECT_HOME=str(tmp / "server"),
+        # The UI asks this URL for data; left unset it says port 4200, whatever --port says.
+        PREFECT_UI_API_URL=srv.api,
+        # Services these tests do not use (cron schedules, late runs, worker health,
+        # automations): off, so the server leaves the two cores to the runs.
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
+        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
+    )
+    proc = start(
+        "prefect-server",
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+        env=env,
+        cwd=tmp,
+        logs=tmp,
+    )
+    srv.procs.append(proc)
+    try:
+
+        def healthy() -> bool | None:
+            try:
+                return httpx.get(f"{srv.api}/health", timeout=2).json() is True or None
+            except (httpx.HTTPError, ValueError):
+                return None
+
+        wait_for("the server's /api/health", healthy, timeout=90, proc=proc)
+        yield srv
+    finally:
+        for p in reversed(srv.procs):
+            p.stop()
+
+
+@dataclass
+class Served:
+    server: Server
+    config: Path
+    config_data: dict[str, Any]
+    go_live: date
+    workdir: Path  # cwd of `fbsflow serve`: the outbox is written here
+    proc: Proc
+
+    @property
+    def outbox(self) -> Path:
+        return self.workdir / "outbox" / SLUG
+
+    def completion(self) -> dict[str, Any]:
+        return json.loads((self.outbox / "completion.json").read_text(encoding="utf-8"))
+
+    def channels(self) -> list[str]:
+        chans = self.config_data["channels"]
+        return [name for name, s in chans.items() if s is not None and s.get("enabled", True)]
+
+
+def write_config(folder: Path, go_live: date) -> tuple[Path, dict[str, Any]]:
+    """The example municipality, going live on `go_live`, with its audience by absolute path."""
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["go_live"] = go_live.isoformat()
+    data["audience"]["file"] = str(EXAMPLE_AUDIENCE.resolve())
+    path = folder / f"{SLUG}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def served(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`fbsflow serve CONFIG` running, with every deployment and scheduled run registered."""
+    workdir = tmp_path_factory.mktemp("served")
+    go_live = date.today() + timedelta(days=30)
+    config, data = write_config(workdir, go_live)
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    env = server.env(
+        FBSFLOW_DATA_DIR=str(workdir / "data"),
+        FBSFLOW_APPROVAL_TIMEOUT="300",
+        FBSFLOW_TRIGGERED_BY="integration-test",
+        # The runner looks for new runs every 10 s by default; 2 s keeps the test short.
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
+    proc = start(
+        "fbsflow-serve", [*command, "serve", str(config)], env=env, cwd=workdir, logs=server.home
+    )
+    server.procs.append(proc)
+    result = Served(server, config, data, go_live, workdir, proc)
+    expected = 1 + len(result.channels())
+    with server.client() as client:
+
+        def registered() -> bool | None:
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+            deployments = client.read_deployments()
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+            )
+            scheduled = [r for r in runs if r.state and r.state.is_scheduled()]
+            # The serve log says "being served" once serve() runs, after scheduling.
+            serving = "being served" in proc.log.read_text(errors="replace")
+            done = len(deployments) >= expected and len(scheduled) >= len(result.channels())
+            return True if done and serving else None
+
+        wait_for("fbsflow serve to register its deployments", registered, timeout=90, proc=proc)
+    yield result
+    proc.stop()
+
+
+# --- Runs: trigger, pause, resume ---------------------------------------------------------------
+
+
+def trigger_card(client: Any) -> UUID:
+    deployment = client.read_deployment_by_name(CARD)
+    return client.create_flow_run_from_deployment(deployment.id).id
+
+
+def wait_for_pause(client: Any, run_id: UUID, proc: Proc) -> dict[str, Any]:
+    """Wait until the run is paused with its form saved; returns the form's JSON schema."""
+
+    def form() -> dict[str, Any] | None:
+        state = client.read_flow_run(run_id).state
+        if state is not None and state.is_final():
+            pytest.fail(
+                f"run ended as {state.name} instead of pausing: {state.message}\n{proc.tail()}"
+            )
+        keyset = state.state_details.run_input_keyset if state and state.is_paused() else None
+        if not keyset:
+            return None
+        try:
+            # The description is saved after the schema: once it is there, the form is complete.
+            client.read_flow_run_input(run_id, keyset["description"])
+            return json.loads(client.read_flow_run_input(run_id, keyset["schema"]))
+        except Exception:
+            return None
+
+    return wait_for("the card run to pause for approval", form, timeout=90, proc=proc)
+
+
+def wait_for_end(client: Any, run_id: UUID, proc: Proc, *, timeout: float = 60) -> Any:
+    def ended() -> Any:
+        state = client.read_flow_run(run_id).state
+        return state if state is not None and state.is_final() else None
+
+    return wait_for("the run to finish", ended, timeout=timeout, proc=proc)
+
+
+def artifact_keys(client: Any, run_id: UUID) -> set[str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    arts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {a.key for a in arts if a.key}
+
+
+@pytest.fixture(scope="module")
+def approved_run(served: Served) -> tuple[UUID, dict[str, Any]]:
+    """A card run, paused for approval and approved by "Test Leder": (run id, form schema)."""
+    with served.server.client() as client:
+        run_id = trigger_card(client)
+        schema = wait_for_pause(client, run_id, served.proc)
+        answer = client.resume_flow_run(
+            run_id, run_input={"decision": "approve", "approved_by": "Test Leder", "comment": "ok"}
+        )
+        assert answer.status.value == "ACCEPT", answer
+        state = wait_for_end(client, run_id, served.proc)
+        assert state.is_completed(), f"{state.name}: {state.message}\n{served.proc.tail()}"
+    return run_id, schema
+
+
+# --- Tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_serve_registers_deployments_and_schedules_each_channel(served: Served) -> None:
+    channels = served.channels()
+    with served.server.client() as client:
+        card = client.read_deployment_by_name(CARD)
+        assert card.parameters["config_path"] == str(served.config)
+        by_id = {}
+        for channel in channels:
+            deployment = client.read_deployment_by_name(f"inform-channel/{channel}")
+            assert deployment.parameters["channel"] == channel
+            by_id[deployment.id] = channel
+        runs = client.read_flow_runs()
+    scheduled = [(by_id[r.deployment_id], r) for r in runs if r.deployment_id in by_id]
+    # Exactly one run per channel: serve schedules each once, keyed by channel and date.
+    assert sorted(c for c, _ in scheduled) == sorted(channels)
+    for channel, run in scheduled:
+        offset = served.config_data["channels"][channel]["offset_days"]
+        expected = datetime.combine(
+            served.go_live + timedelta(days=offset), clock(9, 0), tzinfo=COPENHAGEN
+        )
+        assert run.state is not None and run.state.is_scheduled(), (channel, run.state)
+        assert run.expected_start_time == expected, (channel, run.expected_start_time)
+        assert run.expected_start_time.astimezone(COPENHAGEN).hour == 9
+        assert run.parameters == {"config_path": str(served.config), "channel": channel}
+
+
+@pytest.mark.integration
+def test_rescheduling_after_go_live_moves_leaves_one_run_per_channel(served: Served) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from flows.deployments import schedule_channel_runs
+
+    moved = served.workdir / "moved"
+    moved.mkdir()
+    config, _ = write_config(moved, served.go_live + timedelta(days=7))
+    with served.server.client() as client:  # also points schedule_channel_runs at the server
+        runs = schedule_channel_runs(str(config))
+        assert all(r.flow_run_id for r in runs)
+        scheduled = [
+            r
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+            )
+            if r.state is not None and r.state.is_scheduled()
+        ]
+    per_channel = sorted(r.parameters["channel"] for r in scheduled)
+    assert per_channel == sorted(served.channels()), per_channel
+
+
+@pytest.mark.integration
+def test_card_run_pauses_for_approval_and_sends_once_approved(
+    served: Served, approved_run: tuple[UUID, dict[str, Any]]
+) -> None:
+    run_id, schema = approved_run
+    props = schema["properties"]
+    assert set(props) == {"decision", "approved_by", "comment"}
+    assert props["decision"]["enum"] == ["approve", "reject"]
+    # The form opens on "reject": resuming without choosing never sends anything.
+    assert props["decision"]["default"] == "reject"
+    assert "approved_by" in schema["required"]
+    with served.server.client() as client:
+        assert artifact_keys(client, run_id) >= ARTIFACTS
+    record = served.completion()
+    assert record["flow_run_id"] == str(run_id)
+    approval = record["approval"]
+    assert (approval["approved"], approval["by"], approval["comment"], approval["how"]) == (
+        True,
+        "Test Leder",
+        "ok",
+        "prefect-form",
+    )
+    for channel in ("newsletter", "sms"):
+        outcome = record["channels"][channel]
+        assert outcome["status"] == "done", outcome
+        assert outcome["provider"] == "outbox"
+        assert outcome["counts"]["sent"] > 0, outcome
+        assert list((served.outbox / channel / "requests").glob("*.json")), channel
+
+
+@pytest.mark.integration
+def test_rejected_card_run_sends_nothing(served: Served, approved_run: object) -> None:
+    # After the approved run, so its requests/ folders exist until this run replaces them.
+    with served.server.client() as client:
+        run_id = trigger_card(client)
+        wait_for_pause(client, run_id, served.proc)
+        answer = client.resume_flow_run(
+            run_id, run_input={"decision": "reject", "approved_by": "Test Leder", "comment": "nej"}
+        )
+        assert answer.status.value == "ACCEPT", answer
+        state = wait_for_end(client, run_id, served.proc)
+        assert state.is_completed(), f"{state.name}: {state.message}\n{served.proc.tail()}"
+    record = served.completion()
+    assert record["flow_run_id"] == str(run_id)
+    assert record["approval"]["approved"] is False and record["approval"]["decision"] == "reject"
+    assert record["status"] == "incomplete"
+    for channel in ("newsletter", "sms"):
+        outcome = record["channels"][channel]
+        assert outcome["status"] == "rejected", outcome
+        assert not outcome["counts"].get("sent"), outcome
+        assert not (served.outbox / channel / "requests").exists(), channel
+        # The previews to publish are still written: only sending is held back.
+        assert outcome["files"], outcome
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    chromium_path() is None, reason="Chromium is not installed (apt-get install -y chromium)"
+)
+def test_screenshot_of_the_approved_run_in_the_ui(
+    served: Served, approved_run: tuple[UUID, dict[str, Any]], tmp_path: Path
+) -> None:
+    run_id = approved_run[0]
+    # The UI reads its API address from here; the wrong one draws an empty page with an error.
+    settings = httpx.get(f"{served.server.url}/ui-settings", timeout=10).json()
+    assert settings["api_url"] == served.server.api
+    # The SPA draws the run from the API after loading: 8 s is enough on a 2-core machine.
+    url = f"{served.server.url}/runs/flow-run/{run_id}"
+    # The README's picture is refreshed only on request, so a test run leaves the tree clean.
+    target = SCREENSHOT if os.environ.get("FBSFLOW_UPDATE_SCREENSHOT") else tmp_path / "run.png"
+    screenshot(url, target, width=1400, height=900, wait_ms=8000)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert target.stat().st_size > 20_000
+
+
+@pytest.mark.integration
+def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: Path) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    server = served.server
+    # Same deployment names as the served ones: the serving process must not pick up their runs.
+    served.proc.stop()
+    with server.client() as client:
+        # What `prefect work-pool create fbsflow --type process` does, without a CLI start-up.
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=POOL,
+                type="process",
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+            )
+        )
+    # Started before the deploy, so that its start-up overlaps it.
+    worker = start(
+        "prefect-worker",
+        [PREFECT, "worker", "start", "--pool", POOL],
+        env=server.env(
+            FBSFLOW_DATA_DIR=str(tmp_path / "data"),
+            FBSFLOW_PROJECT_DIR=str(ROOT),
+            PREFECT_WORKER_QUERY_SECONDS="2",
+        ),
+        cwd=tmp_path,
+        logs=tmp_path,
+    )
+    server.procs.append(worker)
+    # Deployed without FBSFLOW_PROJECT_DIR: `prefect deploy` would bake a value it sees into the
+    # pull step, and the stored template is what lets the worker say where the project is.
+    args = ["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)]
+    done = subprocess.run(
+        [PREFECT, *args],
+        cwd=ROOT,
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"prefect deploy:\n{done.stdout}\n{done.stderr}"
+    with server.client() as client:
+        for name in [CARD] + [f"inform-channel/{c}" for c in served.channels()]:
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_pool_name == POOL, name
+            assert deployment.pull_steps == PULL_STEPS
+            assert deployment.parameters["config_path"] == EXAMPLE_CONFIG_PATH
+
+        # One real run through the worker: the pull step must land in the project folder.
+        out = tmp_path / "pool-outbox"
+        deployment = client.read_deployment_by_name("inform-channel/website")
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"output_root": str(out)}
+        )
+        state = wait_for_end(client, run.id, worker, timeout=90)
+        assert state.is_completed(), f"{state.name}: {state.message}\n{worker.tail()}"
+    worker.stop()
+    record = json.loads((out / SLUG / "completion.json").read_text(encoding="utf-8"))
+    assert record["channels"]["website"]["status"] == "done"
+    assert (out / SLUG / "website").is_dir()
+
+
+def test_prefect_yaml_has_the_card_and_every_channel() -> None:
+    """Cheap check of prefect.yaml's shape, without a server."""
+    from flows.communicate_externally import communicate_externally
+    from flows.inform_channel import inform_channel
+
+    data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    assert data["build"] is None and data["push"] is None
+    assert data["pull"] == PULL_STEPS
+    flows = {"communicate_externally": communicate_externally, "inform_channel": inform_channel}
+    by_name = {}
+    for d in data["deployments"]:
+        path, func = d["entrypoint"].split(":")
+        assert (ROOT / path).is_file() and func in flows, d["entrypoint"]
+        assert d["work_pool"]["name"] == POOL
+        assert (ROOT / d["parameters"]["config_path"]).is_file()
+        by_name[(flows[func].name, d["name"])] = d
+    assert by_name[("communicate-externally", "card")]["parameters"] == {
+        "config_path": EXAMPLE_CONFIG_PATH
+    }
+    example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["channels"]
+    channel_deployments = {n for f, n in by_name if f == "inform-channel"}
+    assert channel_deployments == {c for c, s in example.items() if s is not None}
+    for name in channel_deployments:
+        assert by_name[("inform-channel", name)]["parameters"]["channel"] == name
