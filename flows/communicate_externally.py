@@ -15,6 +15,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from tasks.audience import Audience
 from tasks.delivery import ChunkOutcome, deliver_chunk
@@ -194,12 +195,13 @@ def _send_chunks(
     done = 0
     for start in range(0, len(chunks), MAX_CONCURRENT_CHUNKS):
         futures = [
+            # quote(): Prefect would otherwise walk every recipient looking for futures.
             deliver_chunk_task.submit(
                 channel,
-                config,
-                messages,
-                chunk,
-                ledger=ledger,
+                quote(config),
+                quote(messages),
+                quote(chunk),
+                ledger=quote(ledger),
                 campaign=campaign,
                 outbox=out.staging / channel.value,
                 run_id=run_id,
