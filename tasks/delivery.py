@@ -1,15 +1,21 @@
-"""The one delivery worker: claim a batch in the ledger, send it, record the outcome; retries live here.
+"""The one delivery worker: sends each recipient of a chunk once through a provider and the ledger.
 
-Providers only translate one API call; this worker decides what happens next:
+Providers hold no state and never retry; this module does, around each batch:
 
-- TransientError: the request was definitely not accepted. Sleep (exponential backoff with
-  jitter, or the provider's Retry-After) and send the same claimed batch again. When attempts run
-  out, release the batch to `pending` and raise, so a rerun sends it.
-- PermanentError: refused for good; the batch is `failed` with the provider's reason.
-- AmbiguousError, or anything unexpected during the send: the provider may have accepted it.
-  The batch is `unknown` and is never re-sent automatically (that is how duplicates happen).
-- A recipient missing from a BatchResult (an SMTP 4xx for one address) was not sent: it is
-  retried with the next attempt, alone.
+    claim (pending -> sending; keys another run holds or already handled are skipped)
+    send  TransientError  -> sleep (backoff, or the provider's Retry-After) and resend the same
+                             claimed batch; attempts exhausted -> release (-> pending) and raise
+          PermanentError  -> the whole batch is refused: mark failed, stop the chunk and raise
+                             (the next batches carry the same content and would be refused too)
+          AmbiguousError  -> mark unknown (it may have been accepted), never resend; go on
+          ConfigError     -> nothing was sent: release and raise
+          anything else   -> mark unknown (a bug may strike after the request left), raise
+                             AmbiguousError
+    mark  the per-recipient statuses the provider returned, as given; DEFERRED ones (definitely
+          not sent, e.g. an SMTP 4xx) are resent alone after a backoff, like a TransientError
+
+A crash between claim and mark leaves rows in `sending`; `Ledger.resolve_interrupted` turns them
+into `unknown` on the next run once their lease has run out, so nobody is sent to twice.
 """
 
 from __future__ import annotations
@@ -19,49 +25,68 @@ import os
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.ledger import DeliveryState, Ledger
 from tasks.models import Language
-from tasks.providers.base import DeliveryStatus, Message, Provider, Recipient
+from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
 
 log = logging.getLogger(__name__)
 
-_STATE = {
-    DeliveryStatus.SENT: DeliveryState.SENT,
-    DeliveryStatus.FAILED: DeliveryState.FAILED,
-    DeliveryStatus.UNKNOWN: DeliveryState.UNKNOWN,
-}
+BACKOFF_SCALE_ENV = "FBSFLOW_BACKOFF_SCALE"
+OUTCOMES = ("sent", "failed", "unknown", "skipped", "released")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for transient errors; FBSFLOW_BACKOFF_SCALE multiplies every delay (0 in tests)."""
+    """How often and how long to wait before resending a batch the provider did not accept.
+
+    Delay before retry n (1-based): min(cap, base * 2**(n-1)), spread by +-jitter (a fraction),
+    so parallel runs do not retry in step. A provider's Retry-After replaces the backoff (plus up
+    to `jitter` more, never less); one longer than `cap` ends the retries at once, since sleeping
+    that long inside a task would hold the batch's lease for nothing. Every delay is multiplied by
+    env FBSFLOW_BACKOFF_SCALE (default 1; tests set it to 0 or a small number).
+    """
 
     attempts: int = 5
     base: float = 0.5
     cap: float = 30.0
     jitter: float = 0.25
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        scale = float(os.environ.get("FBSFLOW_BACKOFF_SCALE", "1"))
-        if retry_after is not None:
-            return max(0.0, retry_after) * scale
-        backoff = min(self.cap, self.base * 2 ** (attempt - 1))
-        return backoff * (1 + random.uniform(-self.jitter, self.jitter)) * scale
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1 = the first resend)."""
+        delay = min(self.cap, self.base * 2 ** (retry - 1))
+        return _scale() * delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def delay(self, retry: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry `retry`; None if the provider asks for too long a wait."""
+        if retry_after is None:
+            return self.backoff(retry)
+        if retry_after > self.cap:
+            return None
+        return _scale() * retry_after * (1 + random.uniform(0, self.jitter))
+
+
+def _scale() -> float:
+    raw = os.environ.get(BACKOFF_SCALE_ENV, "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ConfigError(f"{BACKOFF_SCALE_ENV} must be a number such as 1 or 0.01") from None
+    if scale < 0:
+        raise ConfigError(f"{BACKOFF_SCALE_ENV} must not be negative")
+    return scale
 
 
 @dataclass
 class ChunkOutcome:
-    """Counts of one chunk (no personal data) and how many API requests it took."""
+    """What one `deliver_chunk` call did; `requests` counts provider calls, retries included."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     requests: int = 0
-
-    def add(self, state: str, n: int = 1) -> None:
-        self.counts[state] = self.counts.get(state, 0) + n
 
 
 def deliver_chunk(
@@ -73,16 +98,39 @@ def deliver_chunk(
     campaign: str,
     channel: str,
     run_id: str,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy = RetryPolicy(),  # frozen, so one shared default is safe
 ) -> ChunkOutcome:
-    """Send `recipients` their language's message, each at most once, in provider-sized batches."""
-    retry = retry or RetryPolicy()
+    """Send `messages` to `recipients` (one message per language), each recipient at most once.
+
+    Register the audience first (one `Ledger.register` call); a recipient the ledger has never
+    seen is registered when its batch comes up, so it is never silently left out. Only keys this
+    call claims are sent:
+    keys sent, failed or unknown before, or claimed right now by a parallel run, count as
+    `skipped`. Raises TransientError after releasing a batch the provider kept refusing for now
+    (a rerun sends it), PermanentError after a batch was refused for good, ConfigError if a
+    recipient's language has no message (before anything is sent).
+    """
+    unique: dict[str, Recipient] = {}
+    for recipient in recipients:
+        unique.setdefault(recipient.key, recipient)
+    missing = sorted(
+        {r.language.value for r in unique.values()} - {lang.value for lang in messages}
+    )
+    if missing:
+        raise ConfigError(
+            f"no rendered {channel} message for language(s) {missing}; render one or map those "
+            "recipients to a language the municipality offers"
+        )
+
     outcome = ChunkOutcome()
+    outcome.counts["skipped"] += len(recipients) - len(unique)
     by_language: dict[Language, list[Recipient]] = {}
-    for r in recipients:
-        language = r.language if r.language in messages else Language.DA
-        by_language.setdefault(language, []).append(r)
+    for recipient in unique.values():
+        by_language.setdefault(recipient.language, []).append(recipient)
+
     for language, group in by_language.items():
+        # Key order is the ledger's storage order: each batch then updates neighbouring rows.
+        group.sort(key=lambda r: r.key)
         for start in range(0, len(group), provider.max_batch):
             batch = group[start : start + provider.max_batch]
             _deliver_batch(
@@ -90,12 +138,20 @@ def deliver_chunk(
                 ledger,
                 messages[language],
                 batch,
+                campaign,
+                channel,
+                run_id,
+                retry,
                 outcome,
-                campaign=campaign,
-                channel=channel,
-                run_id=run_id,
-                retry=retry,
             )
+    log.info(
+        "%s/%s via %s: %s in %d requests",
+        campaign,
+        channel,
+        provider.name,
+        _summary(outcome.counts),
+        outcome.requests,
+    )
     return outcome
 
 
@@ -103,98 +159,218 @@ def _deliver_batch(
     provider: Provider,
     ledger: Ledger,
     message: Message,
-    batch: Sequence[Recipient],
-    outcome: ChunkOutcome,
-    *,
+    batch: list[Recipient],
     campaign: str,
     channel: str,
     run_id: str,
     retry: RetryPolicy,
+    outcome: ChunkOutcome,
 ) -> None:
-    batch_id = uuid.uuid4().hex[:12]
-    claimed = set(
-        ledger.claim(campaign, channel, [r.key for r in batch], batch_id=batch_id, run_id=run_id)
-    )
-    outcome.add("skipped", len(batch) - len(claimed))  # already handled, or a parallel run has them
+    batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
+    keys = [r.key for r in batch]
+    claimed = set(ledger.claim(campaign, channel, keys, batch_id=batch_id, run_id=run_id))
+    if len(claimed) < len(keys):
+        # Keys the ledger has never seen are registered here (cheaply, only when some key was
+        # not claimable), so a forgotten register step can never mean "silently not sent".
+        unseen = set(keys) - claimed - set(ledger.states(campaign, channel, keys))
+        if unseen:
+            ledger.register(campaign, channel, unseen)
+            claimed |= set(
+                ledger.claim(campaign, channel, sorted(unseen), batch_id=batch_id, run_id=run_id)
+            )
+    outcome.counts["skipped"] += len(keys) - len(claimed)
     todo = [r for r in batch if r.key in claimed]
     attempt = 0
     while todo:
         attempt += 1
+        todo_keys = [r.key for r in todo]
         if attempt > 1:
-            ledger.renew_claim(campaign, channel, [r.key for r in todo], run_id=run_id)
+            ledger.renew_claim(campaign, channel, todo_keys, run_id=run_id)
         outcome.requests += 1
         try:
             result = provider.send_batch(message, todo, campaign=campaign, batch_id=batch_id)
         except TransientError as exc:
-            if attempt >= retry.attempts:
-                ledger.release(campaign, channel, [r.key for r in todo], run_id=run_id)
-                outcome.add("released", len(todo))
-                raise TransientError(
-                    f"{channel}: {len(todo)} recipients not accepted after {attempt} attempts "
-                    f"({exc}); they stay pending for a rerun",
-                    status=exc.status,
-                ) from None
-            wait = retry.delay(attempt, exc.retry_after)
-            log.warning("%s batch %s: %s; retrying in %.1f s", channel, batch_id, exc, wait)
-            time.sleep(wait)
-            continue
-        except PermanentError as exc:
-            _mark(ledger, campaign, channel, todo, DeliveryState.FAILED, outcome, run_id, str(exc))
-            return
-        except ConfigError:
-            # A refused key or a wrong URL: nothing was accepted; let the person fix it and rerun.
-            ledger.release(campaign, channel, [r.key for r in todo], run_id=run_id)
-            outcome.add("released", len(todo))
-            raise
-        except AmbiguousError as exc:
-            _mark(ledger, campaign, channel, todo, DeliveryState.UNKNOWN, outcome, run_id, str(exc))
-            return
-        except Exception as exc:  # an unexpected failure mid-send may still have delivered
-            _mark(
+            _wait_or_give_up(
+                provider,
                 ledger,
+                todo_keys,
+                attempt,
+                retry,
+                exc,
                 campaign,
                 channel,
-                todo,
-                DeliveryState.UNKNOWN,
-                outcome,
                 run_id,
-                f"unexpected {type(exc).__name__}",
+                batch_id,
+                outcome,
             )
+            continue
+        except PermanentError as exc:
+            _record(
+                ledger,
+                todo_keys,
+                DeliveryState.FAILED,
+                f"refused: {exc}",
+                campaign,
+                channel,
+                run_id,
+                outcome,
+            )
+            raise PermanentError(
+                f"{provider.name}: batch {batch_id} refused ({exc}); its {len(todo)} "
+                "recipients are marked failed and the rest of this chunk is left pending; fix "
+                "the cause, then Ledger.requeue_failed and rerun",
+                status=exc.status,
+            ) from exc
+        except AmbiguousError as exc:
+            _record(
+                ledger,
+                todo_keys,
+                DeliveryState.UNKNOWN,
+                f"ambiguous: {exc}",
+                campaign,
+                channel,
+                run_id,
+                outcome,
+            )
+            log.error(
+                "%s: batch %s may or may not have been accepted (%s); %d recipients marked "
+                "unknown and not resent",
+                provider.name,
+                batch_id,
+                exc,
+                len(todo),
+            )
+            return
+        except ConfigError:
+            ledger.release(campaign, channel, todo_keys, run_id=run_id)
+            outcome.counts["released"] += len(todo)
+            raise
+        except Exception as exc:
+            name = type(exc).__name__
+            _record(
+                ledger,
+                todo_keys,
+                DeliveryState.UNKNOWN,
+                f"unexpected {name} while sending",
+                campaign,
+                channel,
+                run_id,
+                outcome,
+            )
+            # Only the type: a foreign exception's text (and traceback) may carry an address.
+            log.error("%s: unexpected %s while sending batch %s", provider.name, name, batch_id)
             raise AmbiguousError(
-                f"{channel}: unexpected {type(exc).__name__} while sending"
+                f"{provider.name}: unexpected {name} while sending batch {batch_id}; its "
+                f"{len(todo)} recipients are marked unknown"
             ) from None
-        statuses = {k: _STATE[s] for k, s in result.statuses.items() if k in claimed}
-        ledger.mark(
-            campaign,
-            channel,
-            statuses,
-            provider_ids=result.provider_ids,
-            detail=result.detail,
-            run_id=run_id,
-        )
-        for state in statuses.values():
-            outcome.add(state.value)
-        # Recipients without a status were not sent (e.g. deferred by an SMTP server): retry them.
-        todo = [r for r in todo if r.key not in statuses]
+        deferred = _record_result(ledger, result, todo_keys, campaign, channel, run_id, outcome)
+        todo = [r for r in todo if r.key in deferred]
         if todo:
-            if attempt >= retry.attempts:
-                ledger.release(campaign, channel, [r.key for r in todo], run_id=run_id)
-                outcome.add("released", len(todo))
-                raise TransientError(
-                    f"{channel}: {len(todo)} recipients deferred after {attempt} attempts"
-                )
-            time.sleep(retry.delay(attempt, None))
+            exc = TransientError(f"{len(todo)} recipients deferred ({result.detail})")
+            _wait_or_give_up(
+                provider,
+                ledger,
+                [r.key for r in todo],
+                attempt,
+                retry,
+                exc,
+                campaign,
+                channel,
+                run_id,
+                batch_id,
+                outcome,
+            )
 
 
-def _mark(
+def _wait_or_give_up(
+    provider: Provider,
     ledger: Ledger,
+    keys: list[str],
+    attempt: int,
+    retry: RetryPolicy,
+    exc: TransientError,
     campaign: str,
     channel: str,
-    batch: Sequence[Recipient],
-    state: DeliveryState,
-    outcome: ChunkOutcome,
     run_id: str,
-    detail: str,
+    batch_id: str,
+    outcome: ChunkOutcome,
 ) -> None:
-    ledger.mark(campaign, channel, {r.key: state for r in batch}, detail=detail, run_id=run_id)
-    outcome.add(state.value, len(batch))
+    """Sleep before resending `keys`; or, attempts spent, release them and raise TransientError."""
+    wait = retry.delay(attempt, exc.retry_after) if attempt < retry.attempts else None
+    if wait is None:
+        ledger.release(campaign, channel, keys, run_id=run_id)
+        outcome.counts["released"] += len(keys)
+        raise TransientError(
+            f"{provider.name}: batch {batch_id} not accepted after {attempt} attempt(s) "
+            f"({exc}); its {len(keys)} recipients are pending again for a rerun; "
+            f"this chunk so far: {_summary(outcome.counts)}",
+            status=exc.status,
+            retry_after=exc.retry_after,
+        ) from exc
+    log.warning(
+        "%s: batch %s not accepted (%s); retry %d of %d in %.2fs",
+        provider.name,
+        batch_id,
+        exc,
+        attempt,
+        retry.attempts - 1,
+        wait,
+    )
+    time.sleep(wait)
+
+
+def _record(
+    ledger: Ledger,
+    keys: list[str],
+    state: DeliveryState,
+    detail: str,
+    campaign: str,
+    channel: str,
+    run_id: str,
+    outcome: ChunkOutcome,
+) -> None:
+    ledger.mark(campaign, channel, dict.fromkeys(keys, state), detail=detail, run_id=run_id)
+    outcome.counts[state.value] += len(keys)
+
+
+def _record_result(
+    ledger: Ledger,
+    result: BatchResult,
+    sent_keys: list[str],
+    campaign: str,
+    channel: str,
+    run_id: str,
+    outcome: ChunkOutcome,
+) -> set[str]:
+    """Record each status as the provider gave it; return the deferred keys (not sent: retry).
+
+    A key the provider left out becomes unknown: it was part of an accepted request.
+    """
+    given = result.statuses
+    # DeliveryStatus values are DeliveryState values; the ledger converts once per distinct one.
+    statuses = {key: given[key] for key in sent_keys if key in given}
+    deferred = {key for key, status in statuses.items() if status == DeliveryStatus.DEFERRED}
+    for key in deferred:
+        del statuses[key]
+    groups = [(result.detail, statuses)]
+    if len(statuses) + len(deferred) < len(sent_keys):
+        silent = dict.fromkeys((k for k in sent_keys if k not in given), DeliveryState.UNKNOWN)
+        log.warning("provider returned no status for %d recipients; marked unknown", len(silent))
+        groups.append(("accepted, but the provider reported no status for this recipient", silent))
+    for detail, group in groups:
+        if group:
+            ledger.mark(
+                campaign,
+                channel,
+                group,
+                provider_ids=result.provider_ids,
+                detail=detail,
+                run_id=run_id,
+            )
+            for state, count in Counter(group.values()).items():
+                outcome.counts[DeliveryState(state).value] += count
+    return deferred
+
+
+def _summary(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {counts[name]}" for name in OUTCOMES if counts.get(name))

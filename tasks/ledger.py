@@ -1,0 +1,647 @@
+"""The delivery ledger: a row per campaign x channel x recipient, so each borrower gets one message.
+
+A row moves through these states (`DeliveryState`):
+
+    pending ──claim──> sending ──mark──> sent | failed | unknown
+       ^                  │
+       └────release───────┘   (the request was definitely not accepted)
+
+    sending ──resolve_interrupted──> unknown   (its run died; the provider may have accepted it)
+    unknown ──requeue_unknown──> pending       (only when a person chooses at-least-once)
+    failed  ──requeue_failed───> pending       (after a person fixed what the provider refused)
+
+How a rerun tells a dead run's `sending` rows from a live parallel run's: every claim carries a
+lease (`lease_until`, wall-clock seconds). The worker renews the lease before every new attempt at
+a batch (`renew_claim`), so a live run's rows never sit past their lease, while a run killed by
+SIGKILL or a crash leaves rows whose lease runs out. `resolve_interrupted` turns only expired
+`sending` rows into `unknown`; rows of a run that is still within its lease are left alone and
+show up as `sending` in `counts`. The lease (default 10 minutes) must be longer than one send
+attempt plus one backoff sleep; a rerun started sooner after a crash simply does not touch that
+run's rows yet. Machines sharing a PostgreSQL ledger should keep their clocks in sync (NTP), which
+is far finer than the lease.
+
+The ledger never stores an address: `recipient_key` is an HMAC-SHA256 of the normalised address
+under a secret key (env `FBSFLOW_LEDGER_KEY`, or a random key kept in a file beside the SQLite
+database). Every operation is one statement per up to `_CHUNK` keys, never one per recipient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from enum import StrEnum
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    any_,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql import FromClause
+
+from tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
+LEDGER_KEY_ENV = "FBSFLOW_LEDGER_KEY"
+KEY_FILE_NAME = "ledger.key"
+DB_FILE_NAME = "ledger.db"
+DEFAULT_LEASE_SECONDS = 600.0
+# Keys per SQL statement: large enough that 1M keys take 20 statements, small enough that one
+# statement's parameter (a JSON text or an array) stays a few MB.
+_CHUNK = 50_000
+# Rows added at once after which PostgreSQL's statistics are refreshed.
+_ANALYZE_AFTER = 10_000
+# 128 bits of the HMAC: collisions among a few million borrowers are out of reach.
+_KEY_HEX_CHARS = 32
+_MIN_SECRET_BYTES = 16
+# Joins keys into one PostgreSQL parameter; no key from recipient_key can contain it.
+_SEPARATOR = "\x1f"
+_SPACES = re.compile(r"\s+")
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+
+
+class DeliveryState(StrEnum):
+    """Where one recipient of one campaign and channel stands."""
+
+    PENDING = "pending"  # not sent yet
+    SENDING = "sending"  # claimed by a run that is sending it right now (or died doing so)
+    SENT = "sent"  # accepted by the provider
+    FAILED = "failed"  # refused for good; `detail` says why
+    UNKNOWN = "unknown"  # may have been accepted: never re-sent unless a person says so
+
+
+_metadata = MetaData()
+deliveries = Table(
+    "delivery_ledger",
+    _metadata,
+    # Rows are stored in the order they were registered, and updates after the first look-up go
+    # by this id: a batch of an audience then touches a few neighbouring pages instead of one
+    # page per recipient, which is what makes 1M rows affordable.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("campaign", String(200), nullable=False),
+    Column("channel", String(40), nullable=False),
+    Column("recipient_key", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("batch_id", String(200)),
+    Column("run_id", String(200)),
+    Column("provider_id", Text),
+    Column("detail", Text),
+    # Seconds since the epoch (UTC); a float keeps bulk writes cheap on both databases.
+    Column("updated_at", Float, nullable=False),
+    Column("lease_until", Float),
+    # The only other index: no index on `state`, which every update would have to maintain.
+    UniqueConstraint("campaign", "channel", "recipient_key", name="delivery_ledger_recipient"),
+    # Free room in each page lets PostgreSQL update a row in place (HOT) without index writes.
+    postgresql_with={"fillfactor": 60},
+)
+_c = deliveries.c
+
+
+def normalise_address(address: str) -> str:
+    """The form two spellings of an address share: e-mail lower-cased, phone without punctuation."""
+    value = _SPACES.sub("", address.strip())
+    if "@" in value:
+        return value.casefold()
+    value = _PHONE_PUNCTUATION.sub("", value)
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    return value
+
+
+def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
+    it = iter(keys)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class Ledger:
+    """The delivery ledger over SQLite (one machine) or PostgreSQL (`FBSFLOW_DATABASE_URL`).
+
+    One instance may be shared by threads. It remembers the row ids of the keys it claimed until
+    they are marked or released, so that the second update of a row skips the key look-up.
+    """
+
+    def __init__(
+        self, url: str, *, key: bytes, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"the ledger key is {len(key)} bytes; use at least {_MIN_SECRET_BYTES} random bytes"
+            )
+        self._key = key
+        self.lease_seconds = lease_seconds
+        self._engine = _make_engine(url)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        self._claimed_ids: dict[tuple[str, str], dict[str, int]] = {}
+        self._ids_lock = threading.Lock()
+        self._create_table()
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return f"Ledger(dialect={self._engine.dialect.name!r})"
+
+    @classmethod
+    def open(cls, data_dir: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Ledger:
+        """The ledger at `FBSFLOW_DATABASE_URL`, else `ledger.db` in `data_dir` (made if missing).
+
+        The key comes from `FBSFLOW_LEDGER_KEY`, else from `data_dir/ledger.key`, made once with a
+        random key. Every machine sharing one PostgreSQL ledger must use the same key, or the same
+        address gets different keys and could be sent to twice: set the env variable there.
+        """
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{data_dir / DB_FILE_NAME}"
+        return cls(url, key=_load_key(data_dir), lease_seconds=lease_seconds)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def recipient_key(self, address: str) -> str:
+        """A stable, non-personal key for an address: truncated HMAC-SHA256 of its normal form."""
+        digest = hmac.new(self._key, normalise_address(address).encode(), hashlib.sha256)
+        return digest.hexdigest()[:_KEY_HEX_CHARS]
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def register(self, campaign: str, channel: str, keys: Iterable[str]) -> int:
+        """Add `keys` as pending; keys already in the ledger keep their state. Returns rows added.
+
+        Rows are stored in key order, the order `deliver_chunk` sends in, so a batch's claim and
+        mark touch neighbouring rows and index entries instead of one random page per recipient
+        (on 1M rows that is several times faster). Register a whole audience in one call.
+        """
+        cols = ["campaign", "channel", "recipient_key", "state", "attempts", "updated_at"]
+        now = time.time()
+        added = 0
+        with self._engine.begin() as conn:
+            for chunk in _chunks(sorted(keys)):
+                source = self._values(chunk)
+                rows = select(
+                    literal(campaign, String),
+                    literal(channel, String),
+                    source.c.value,
+                    literal(DeliveryState.PENDING.value, String),
+                    literal(0, Integer),
+                    literal(now, Float),
+                )
+                if self._postgres:
+                    stmt = pg_insert(deliveries).from_select(cols, rows).on_conflict_do_nothing()
+                else:
+                    stmt = insert(deliveries).from_select(cols, rows).prefix_with("OR IGNORE")
+                added += conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+        if self._postgres and added >= _ANALYZE_AFTER:
+            # Fresh statistics, so the planner knows this campaign has many rows (~0.2 s).
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql(f"ANALYZE {deliveries.name}")
+        return added
+
+    def claim(
+        self, campaign: str, channel: str, keys: Sequence[str], *, batch_id: str, run_id: str
+    ) -> list[str]:
+        """Move pending `keys` to sending for this run; return only the keys this call claimed.
+
+        Atomic: two runs claiming the same keys at once never both get one. On PostgreSQL the
+        second UPDATE waits for the first's row locks and re-checks `state = 'pending'`; on SQLite
+        the transaction holds the write lock from its start (BEGIN IMMEDIATE), so the pending rows
+        it reads are still pending when it updates them.
+        """
+        now = time.time()
+        values = {
+            "state": DeliveryState.SENDING.value,
+            "attempts": _c.attempts + 1,
+            "batch_id": batch_id,
+            "run_id": run_id,
+            "provider_id": None,
+            "detail": None,
+            "updated_at": now,
+            "lease_until": now + self.lease_seconds,
+        }
+        found: list[tuple[int, str]] = []
+        # Sorted, so that concurrent claims lock PostgreSQL rows in one order and cannot deadlock.
+        with self._engine.begin() as conn:
+            for chunk in _chunks(sorted(set(keys))):
+                pending = self._by_keys(campaign, channel, chunk) & (
+                    _c.state == DeliveryState.PENDING.value
+                )
+                if self._postgres:
+                    stmt = (
+                        update(deliveries)
+                        .where(pending)
+                        .values(values)
+                        .returning(_c.id, _c.recipient_key)
+                    )
+                    found.extend(conn.execute(stmt).all())
+                else:
+                    # RETURNING costs SQLite more than this read, which the write lock makes safe.
+                    rows = self._pending_in_key_range(conn, campaign, channel, chunk)
+                    if rows is None:
+                        rows = conn.execute(select(_c.id, _c.recipient_key).where(pending)).all()
+                    if rows:
+                        ids = [row_id for row_id, _ in rows]
+                        conn.execute(update(deliveries).where(self._by_ids(ids)).values(values))
+                    found.extend(rows)
+        with self._ids_lock:
+            self._claimed_ids.setdefault((campaign, channel), {}).update(
+                (key, row_id) for row_id, key in found
+            )
+        return [key for _, key in found]
+
+    def renew_claim(self, campaign: str, channel: str, keys: Sequence[str], *, run_id: str) -> int:
+        """Before another attempt at claimed keys: count the attempt and extend their lease."""
+        now = time.time()
+        return self._update(
+            campaign,
+            channel,
+            keys,
+            states=(DeliveryState.SENDING,),
+            run_id=run_id,
+            values={
+                "attempts": _c.attempts + 1,
+                "updated_at": now,
+                "lease_until": now + self.lease_seconds,
+            },
+        )
+
+    def mark(
+        self,
+        campaign: str,
+        channel: str,
+        statuses: Mapping[str, str],
+        *,
+        provider_ids: Sequence[str] = (),
+        detail: str = "",
+        run_id: str | None = None,
+    ) -> int:
+        """Record the outcome (a DeliveryState or its value) of sent keys; returns rows changed.
+
+        Only rows in `sending` or `unknown` change (a run may learn the truth about its own rows
+        after a parallel rerun judged them interrupted); `sent`, `failed` and `pending` rows are
+        never overwritten. With `run_id`, only that run's rows change. `provider_ids` are the ids
+        of the request(s) that carried these keys; `detail` is a non-personal reason.
+        """
+        grouped: dict[str, list[str]] = {}
+        for key, state in statuses.items():
+            grouped.setdefault(state, []).append(key)
+        by_state = {DeliveryState(state): keys for state, keys in grouped.items()}
+        for outcome in by_state.keys() & {DeliveryState.PENDING, DeliveryState.SENDING}:
+            raise ValueError(f"mark records an outcome; {outcome.value!r} is not one")
+        values = {
+            "provider_id": " ".join(provider_ids) or None,
+            "detail": detail or None,
+            "updated_at": time.time(),
+            "lease_until": None,
+        }
+        changed = 0
+        with self._engine.begin() as conn:
+            for outcome, keys in by_state.items():
+                changed += self._update(
+                    campaign,
+                    channel,
+                    keys,
+                    states=(DeliveryState.SENDING, DeliveryState.UNKNOWN),
+                    run_id=run_id,
+                    values={**values, "state": outcome.value},
+                    conn=conn,
+                )
+        self._forget(campaign, channel, statuses)
+        return changed
+
+    def release(
+        self, campaign: str, channel: str, keys: Sequence[str], *, run_id: str | None = None
+    ) -> int:
+        """Put claimed keys back to pending: their request was definitely not accepted."""
+        changed = self._update(
+            campaign,
+            channel,
+            keys,
+            states=(DeliveryState.SENDING,),
+            run_id=run_id,
+            values={
+                "state": DeliveryState.PENDING.value,
+                "updated_at": time.time(),
+                "lease_until": None,
+            },
+        )
+        self._forget(campaign, channel, keys)
+        return changed
+
+    def resolve_interrupted(self, campaign: str, channel: str) -> int:
+        """Turn `sending` rows whose lease ran out (their run died) into `unknown`; for reruns."""
+        now = time.time()
+        stmt = (
+            update(deliveries)
+            .where(
+                _c.campaign == campaign,
+                _c.channel == channel,
+                _c.state == DeliveryState.SENDING.value,
+                _c.lease_until < now,
+            )
+            .values(
+                state=DeliveryState.UNKNOWN.value,
+                detail="interrupted: the run sending it stopped before recording the outcome",
+                updated_at=now,
+                lease_until=None,
+            )
+        )
+        with self._engine.begin() as conn:
+            count = conn.execute(stmt).rowcount
+        if count:
+            log.warning(
+                "%s/%s: %d recipients were being sent by a run that stopped; marked unknown",
+                campaign,
+                channel,
+                count,
+            )
+        return count
+
+    def requeue_unknown(self, campaign: str, channel: str) -> int:
+        """unknown -> pending, so a rerun sends them: only if a person accepts duplicates."""
+        return self._requeue(campaign, channel, DeliveryState.UNKNOWN)
+
+    def requeue_failed(self, campaign: str, channel: str) -> int:
+        """failed -> pending, after a person fixed what the provider refused (e.g. the sender)."""
+        return self._requeue(campaign, channel, DeliveryState.FAILED)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def pending_keys(self, campaign: str, channel: str) -> list[str]:
+        """Keys still to send, in storage order (key order within one `register` call)."""
+        stmt = (
+            select(_c.recipient_key)
+            .where(
+                _c.campaign == campaign,
+                _c.channel == channel,
+                _c.state == DeliveryState.PENDING.value,
+            )
+            .order_by(_c.id)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def counts(self, campaign: str, channel: str | None = None) -> dict[str, int]:
+        """Rows per state (every state present, zeros included), for one channel or all."""
+        stmt = select(_c.state, func.count()).where(_c.campaign == campaign).group_by(_c.state)
+        if channel is not None:
+            stmt = stmt.where(_c.channel == channel)
+        result = {state.value: 0 for state in DeliveryState}
+        with self._engine.connect() as conn:
+            for state, count in conn.execute(stmt):
+                result[state] = count
+        return result
+
+    def states(self, campaign: str, channel: str, keys: Iterable[str]) -> dict[str, DeliveryState]:
+        """The state of each given key that is in the ledger (keys not registered are absent)."""
+        result: dict[str, DeliveryState] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(keys):
+                stmt = select(_c.recipient_key, _c.state).where(
+                    self._by_keys(campaign, channel, chunk)
+                )
+                result.update((key, DeliveryState(state)) for key, state in conn.execute(stmt))
+        return result
+
+    def rows(self, campaign: str, channel: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Every column of the given keys' rows, e.g. to tell a person why a delivery failed."""
+        result: dict[str, dict[str, Any]] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(keys):
+                stmt = select(deliveries).where(self._by_keys(campaign, channel, chunk))
+                result.update((row.recipient_key, dict(row._mapping)) for row in conn.execute(stmt))
+        return result
+
+    def delete_campaign(self, campaign: str) -> int:
+        """Remove every row of a campaign (tests and deliberate clean-ups only)."""
+        with self._ids_lock:
+            for stream in [s for s in self._claimed_ids if s[0] == campaign]:
+                del self._claimed_ids[stream]
+        with self._engine.begin() as conn:
+            return conn.execute(deliveries.delete().where(_c.campaign == campaign)).rowcount
+
+    # --- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pending_in_key_range(
+        conn: Connection, campaign: str, channel: str, keys: list[str]
+    ) -> list[tuple[int, str]] | None:
+        """Pending rows of sorted `keys` by one index range scan, if the range is dense enough.
+
+        A batch cut from a key-ordered audience covers a narrow key range holding little else:
+        reading that range is several times cheaper than one index look-up per key. None if the
+        range holds more than twice as many rows (a sparse batch): then look keys up one by one.
+        """
+        limit = 2 * len(keys)
+        stmt = (
+            select(_c.id, _c.recipient_key, _c.state)
+            .where(
+                _c.campaign == campaign,
+                _c.channel == channel,
+                _c.recipient_key.between(keys[0], keys[-1]),
+            )
+            .limit(limit + 1)
+        )
+        rows = conn.execute(stmt).all()
+        if len(rows) > limit:
+            return None
+        wanted = set(keys)
+        pending = DeliveryState.PENDING.value
+        return [(row_id, key) for row_id, key, state in rows if state == pending and key in wanted]
+
+    def _requeue(self, campaign: str, channel: str, state: DeliveryState) -> int:
+        stmt = (
+            update(deliveries)
+            .where(_c.campaign == campaign, _c.channel == channel, _c.state == state.value)
+            .values(state=DeliveryState.PENDING.value, updated_at=time.time())
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def _update(
+        self,
+        campaign: str,
+        channel: str,
+        keys: Iterable[str],
+        *,
+        states: Sequence[DeliveryState],
+        run_id: str | None,
+        values: Mapping[str, Any],
+        conn: Connection | None = None,
+    ) -> int:
+        """One UPDATE per chunk: by row id for keys this instance claimed, by key for the rest."""
+        if conn is None:
+            with self._engine.begin() as own:
+                return self._update(
+                    campaign, channel, keys, states=states, run_id=run_id, values=values, conn=own
+                )
+        with self._ids_lock:
+            known = self._claimed_ids.get((campaign, channel), {})
+            ids = sorted({known[k] for k in keys if k in known})
+            others = sorted({k for k in keys if k not in known})
+        guard = _c.state.in_([s.value for s in states])
+        if run_id is not None:
+            guard &= _c.run_id == run_id
+        changed = 0
+        # Ids before keys, each sorted: every writer takes PostgreSQL row locks in one order.
+        for id_chunk in _chunks(ids):
+            stmt = update(deliveries).where(self._by_ids(id_chunk) & guard).values(values)
+            changed += conn.execute(stmt).rowcount
+        for key_chunk in _chunks(others):
+            where = self._by_keys(campaign, channel, key_chunk) & guard
+            changed += conn.execute(update(deliveries).where(where).values(values)).rowcount
+        return changed
+
+    def _forget(self, campaign: str, channel: str, keys: Iterable[str]) -> None:
+        with self._ids_lock:
+            known = self._claimed_ids.get((campaign, channel))
+            if known:
+                for key in keys:
+                    known.pop(key, None)
+
+    def _by_keys(self, campaign: str, channel: str, keys: list[str]) -> ColumnElement[bool]:
+        """Rows of these keys, found through the unique index, with one bound parameter."""
+        if self._postgres:
+            # `= ANY(array)` is an index condition whatever the statistics say; a fresh table
+            # without them would otherwise get a plan that scans the campaign once per key.
+            in_keys = _c.recipient_key == any_(self._pg_array(keys, Text))
+        else:
+            in_keys = _c.recipient_key.in_(select(self._values(keys).c.value))
+        return (_c.campaign == campaign) & (_c.channel == channel) & in_keys
+
+    def _by_ids(self, ids: list[int]) -> ColumnElement[bool]:
+        low, high = min(ids), max(ids)
+        if high - low + 1 == len(set(ids)):
+            # The usual case (a batch of a key-ordered audience): one range scan, no id list.
+            return _c.id.between(low, high)
+        if self._postgres:
+            return _c.id == any_(self._pg_array(ids, BigInteger))
+        return _c.id.in_(select(self._values(ids).c.value))
+
+    def _values(self, values: list[str]) -> FromClause:
+        """`values` as a one-column table `value`, sent as one parameter (not one per value)."""
+        if self._postgres:
+            return func.unnest(self._pg_array(values, Text)).table_valued("value").render_derived()
+        return func.json_each(bindparam("values_json", json.dumps(values))).table_valued("value")
+
+    @staticmethod
+    def _pg_array(values: list[str] | list[int], item: type[Text] | type[BigInteger]) -> Any:
+        """A PostgreSQL array from one text parameter, split by the server.
+
+        psycopg's encoding of a Python list costs more than the UPDATE it feeds (~8 us a key).
+        """
+        joined = _SEPARATOR.join(map(str, values))
+        if values and joined.count(_SEPARATOR) != len(values) - 1:
+            raise ValueError("a recipient key contains the ASCII unit separator (0x1f)")
+        array = func.string_to_array(bindparam("values_text", joined, type_=Text), _SEPARATOR)
+        return cast(array, ARRAY(item()))
+
+    def _create_table(self) -> None:
+        try:
+            _metadata.create_all(self._engine, checkfirst=True)
+        except SQLAlchemyError:
+            # Two processes opening a fresh database at once: the loser's CREATE fails.
+            with self._engine.connect() as conn:
+                if not self._engine.dialect.has_table(conn, deliveries.name):
+                    raise
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        # The driver must not open transactions itself: we issue BEGIN IMMEDIATE (below).
+        connect_args={"isolation_level": None, "check_same_thread": False, "timeout": 60},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        with suppress(Exception):  # in-memory databases cannot use WAL
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last one.
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+        dbapi_conn.execute("PRAGMA busy_timeout=60000")
+        # An upper bound, used only as pages are read: a 1M-row audience's index stays in memory.
+        dbapi_conn.execute("PRAGMA cache_size=-262144")
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        # Take the write lock when the transaction starts, so a claim's check of `state` and its
+        # update cannot interleave with another process's claim.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _load_key(data_dir: Path) -> bytes:
+    """The HMAC key: env FBSFLOW_LEDGER_KEY, else `data_dir/ledger.key`, created once at random."""
+    from_env = os.environ.get(LEDGER_KEY_ENV)
+    if from_env:
+        key = from_env.encode()
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{LEDGER_KEY_ENV} is shorter than {_MIN_SECRET_BYTES} characters; set a long "
+                "random value, e.g. from: python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        return key
+    path = data_dir / KEY_FILE_NAME
+    if not path.exists():
+        # Write aside, then link into place: if two processes race, both use the winner's key.
+        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_text().strip().encode()
+    if len(key) < _MIN_SECRET_BYTES:
+        raise ConfigError(f"{path} holds too short a key; delete it only if nothing was sent yet")
+    return key
