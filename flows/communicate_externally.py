@@ -14,12 +14,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from tasks.audience import Audience
 from tasks.delivery import ChunkOutcome, deliver_chunk
-from tasks.errors import DeliveryError
+from tasks.errors import DeliveryError, TransientError
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.notify import failure_notice
@@ -54,7 +55,22 @@ LEASE_SECONDS = float(os.environ.get("FBSFLOW_LEASE_SECONDS", "600"))
 MAX_CONCURRENT_CHUNKS = 4
 
 
-@task(name="deliver-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+def _worth_retrying(task: Any, task_run: Any, state: State) -> bool:
+    """Retry a chunk only after a TransientError: its recipients were released, not sent.
+
+    A refused batch (PermanentError) or a possibly delivered one (AmbiguousError) must not be
+    tried again: the first would burn more batches into `failed`, the second could duplicate.
+    """
+    return isinstance(state.result(raise_on_failure=False), TransientError)
+
+
+@task(
+    name="deliver-chunk",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_worth_retrying,
+)
 def deliver_chunk_task(
     channel: Channel,
     config: MunicipalityConfig,
@@ -147,7 +163,8 @@ def deliver(
             recipients = branch_recipients(config, ledger)
         ledger.register(campaign, channel.value, (r.key for r in recipients))
         pending = set(ledger.pending_keys(campaign, channel.value))
-        todo = [r for r in recipients if r.key in pending]
+        # In key order: the ledger stores rows by key, so a batch's claim reads neighbouring rows.
+        todo = sorted((r for r in recipients if r.key in pending), key=lambda r: r.key)
         chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
         logger.info(
             "%s via %s: %d recipients, %d to send in %d chunks",
