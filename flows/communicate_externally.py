@@ -180,9 +180,15 @@ def deliver(
         ledger.close()
         if scratch:
             scratch.cleanup()
-    unsettled = counts.get("pending", 0) + counts.get("sending", 0)
-    status = "failed" if errors or unsettled else "done"
+    status = "failed" if errors or counts.get("pending") else "done"
     detail = "; ".join(errors[:3])
+    if counts.get("sending") and status == "done":
+        # Another run of the same campaign holds these right now; it records their outcome.
+        status = "in_progress"
+        detail = (
+            f"{counts['sending']} are being sent by another run of this campaign right now: "
+            "run again after it has finished to record the final counts"
+        )
     if counts.get("unknown"):
         detail = (detail + "; " if detail else "") + (
             f"{counts['unknown']} may or may not have been delivered (provider did not answer): "
@@ -290,7 +296,7 @@ def communicate_externally(
         # 1. Plan: import the audience, render every channel, write the plan and the previews.
         borrowers = import_borrowers(config, config_path, audience, out)
         contents = render_content(config)
-        plan = make_plan(config, card, contents, borrowers, out)
+        plan = make_plan(config, card, contents, quote(borrowers), out)
         write_previews(config, contents, out)
 
         # 2. Inform via each channel. Files for people to publish are always written;
