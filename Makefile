@@ -14,13 +14,18 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 APT_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 poppler-utils zbar-tools fonts-dejavu-core chromium
 APT_COMMANDS := pdftotext pdftoppm zbarimg chromium
 
-.PHONY: run test test-fast bench lint system-deps serve clean
+.PHONY: run test test-slow test-fast bench lint system-deps serve clean
 
 run: $(VENV)/.run-installed system-deps
 	$(BIN)/fbsflow run $(EXAMPLE) --approve $(foreach s,$(DEMO_CONFIRM),--confirm $(s)) --by "Projektleder (demo)"
 
+# Everything but the multi-minute end-to-end proofs (crash and rerun, parallel runs): those run
+# in `make test-slow`, which CI runs after `make test`.
 test: $(VENV)/.dev-installed system-deps node_modules/axe-core/axe.min.js
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: $(VENV)/.dev-installed system-deps node_modules/axe-core/axe.min.js
+	$(BIN)/pytest -q -m slow
 
 test-fast: $(VENV)/.dev-installed
 	$(BIN)/pytest -q -m "not integration and not slow"
