@@ -1,0 +1,162 @@
+"""SMS benchmark: `fbsflow run` end to end against the GatewayAPI stand-in, next to a bare loop.
+
+Usage: python bench/sms.py [--sizes 100000] [--keep]
+
+Each size is a number of borrower rows in the SMS scheme (see bench/README.md).
+"""
+
+# bench/email.py lies beside this file and would shadow the standard library's `email` package
+# (which http.client imports): the folder leaves sys.path, the repo root goes in its place.
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import os  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    Server,
+    batches,
+    clean_env,
+    http_json,
+    load_average,
+    messages_for,
+    out,
+    parse_sizes,
+    post_all,
+    rate,
+    recipients_for,
+    report_ratios,
+    report_run,
+    run_fbsflow,
+    start_server,
+    summary,
+    timed,
+    workspace,
+    write_audience,
+    write_config,
+)
+
+TOKEN = "test-token"
+CHUNK = 5_000  # flows/communicate_externally.CHUNK_SIZE
+BATCH = 10_000  # GatewayAPI's recipients per request
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000", help="rows in the SMS scheme, per run")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, files)")
+    args = parser.parse_args(argv)
+
+    ws = workspace(args.keep)
+    out(f"SMS benchmark, {os.cpu_count()} CPUs, load average {load_average()}, workspace {ws}")
+    config = write_config(ws, "sms")
+    messages = messages_for(config, "sms")
+    server = start_server(
+        ["-m", "tests.servers.gatewayapi_server", "--port", "0", "--token", TOKEN], ws / "gw.log"
+    )
+    env = clean_env(
+        PREFECT_HOME=str(ws / "prefect-home"), GATEWAYAPI_TOKEN=TOKEN, GATEWAYAPI_URL=server.url
+    )
+    results = []
+    try:
+        tiny = write_audience(ws, 100, "sms")
+        cold = run_fbsflow(config, tiny.path, ws / "cold", _env(env, ws / "cold"), "cold")
+        out(f"\nCold start (new Prefect database, 100 rows): {cold.wall:.1f} s wall, exit "
+            f"{cold.returncode}; later runs reuse that database.")
+        if cold.returncode != 0:
+            out(cold.log.read_text(errors="replace")[-3000:])
+            return 1
+        for size in parse_sizes(args.sizes):
+            results.append(_one_size(size, ws, config, messages, env, server))
+    finally:
+        final = server.stop()
+    out(f"\nStand-in's own count at exit: {final}")
+    summary(results, "Target: 1M SMS recipients <= 15 s; e2e / bare <= 1.3x.")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def _env(env: dict[str, str], data: Path) -> dict[str, str]:
+    return {**env, "FBSFLOW_DATA_DIR": str(data / "data")}
+
+
+def _delivered(server: Server) -> tuple[int, int]:
+    """(recipients delivered, requests) so far: the stand-in has no reset, so runs use deltas."""
+    stats = http_json(server.url, "/_stats")
+    return stats["delivered"], stats["requests"]
+
+
+def _one_size(
+    size: int,
+    ws: Path,
+    config: Path,
+    messages: dict[Any, Any],
+    env: dict[str, str],
+    server: Server,
+) -> dict[str, Any]:
+    from tasks.config import load_municipality
+    from tasks.providers.gatewayapi import build_payload
+
+    audience = write_audience(ws, size, "sms")
+    load_before = load_average()
+    before, requests_before = _delivered(server)
+    run = run_fbsflow(config, audience.path, ws / f"run-{size}", _env(env, ws / f"run-{size}"), "run")
+    after, requests_after = _delivered(server)
+    delivered, requests = after - before, requests_after - requests_before
+
+    import_seconds, recipients = timed(lambda: recipients_for(audience.path, "sms"))
+    settings = load_municipality(config).channels.sms
+    assert settings is not None
+    auth = base64.b64encode(f"{TOKEN}:".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+
+    def bare(chunk: int) -> tuple[float, int, int]:
+        """The same payloads (build_payload, grouped by chunk and language) on one connection."""
+        bodies = (
+            build_payload(
+                message,
+                group,
+                sender=settings.sender,
+                campaign="bench",
+                batch_id=uuid.uuid4().hex[:12],
+                max_parts=settings.max_parts,
+            )
+            for message, group in batches(recipients, messages, chunk, BATCH)
+        )
+        start, _ = _delivered(server)
+        seconds, posted = timed(lambda: post_all(server.url, "/rest/mtsms", headers, bodies, (200,)))
+        return seconds, posted, _delivered(server)[0] - start
+
+    bare_seconds, bare_requests, bare_delivered = bare(CHUNK)
+    full_seconds, full_requests, _ = bare(BATCH)
+    ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
+    report_run(size, len(recipients), run, delivered, requests, load_before)
+    out(f"  bare loop, the flow's payloads (chunks of {CHUNK:,} split by language: "
+        f"{bare_requests} requests on one connection): {bare_seconds:.2f} s, "
+        f"{rate(bare_delivered, bare_seconds)}; the in-process import takes {import_seconds:.2f} s")
+    out(f"  bare loop at GatewayAPI's full {BATCH:,} per request ({full_requests} requests): "
+        f"{full_seconds:.2f} s, {rate(len(recipients), full_seconds)}")
+    ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
+    if not ok:
+        out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
+            f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
+    return {
+        "size": size,
+        "recipients": len(recipients),
+        "wall": run.wall,
+        "bare": bare_seconds,
+        "max_rss": run.max_rss,
+        "tree_rss": run.tree_rss,
+        "ok": ok,
+        **ratios,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
