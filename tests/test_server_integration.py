@@ -33,6 +33,7 @@ import yaml
 
 from tests.conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG, ROOT
 from tests.support.axe import chromium_path, screenshot
+from tests.support.e2e import clean_env
 
 T = TypeVar("T")
 
@@ -50,8 +51,6 @@ COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 ARTIFACTS = {
     f"{SLUG}-{k}" for k in ("plan", "previews", "checklist", "delivery", "sms", "import-report")
 }
-# Any request to a host other than 127.0.0.1 goes to the discard port and is refused at once.
-DEAD_PROXY = "http://127.0.0.1:9"
 
 
 def _bin(name: str) -> str | None:
@@ -136,27 +135,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without Prefect settings or provider credentials (so every
-    channel uses the outbox), plus `extra`."""
-    drop = ("PREFECT_", "FBSFLOW_", "SENDGRID_", "GATEWAYAPI_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        env.pop(key, None)
-        env.pop(key.lower(), None)
-    env.update(
-        HTTP_PROXY=DEAD_PROXY,
-        HTTPS_PROXY=DEAD_PROXY,
-        ALL_PROXY=DEAD_PROXY,
-        NO_PROXY="127.0.0.1,localhost",
-        PYTHONPATH=str(ROOT),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_COLORS="false",
-    )
-    env.update(extra)
-    return env
 
 
 # --- Fixtures: one server, one served municipality -----------------------------------------------
