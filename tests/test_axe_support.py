@@ -19,6 +19,7 @@ from tests.support.axe import (
     run_axe,
     screenshot,
 )
+from tests.support.local_http import serve
 
 pytestmark = [
     pytest.mark.integration,
@@ -108,14 +109,8 @@ class _PageHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def page_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(_PageHandler) as url:
+        yield url
 
 
 def test_screenshot_waits_and_has_the_requested_size(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +23,7 @@ from tasks.pdf import (
     render_pdf,
 )
 from tasks.textmetrics import lix_info
+from tests.support.local_http import serve
 
 URL = "https://www.eksempel.dk/betalingsoverblik"
 _TOOLS = {"pdftoppm": "poppler-utils", "pdftotext": "poppler-utils", "pdfinfo": "poppler-utils",
@@ -166,14 +166,8 @@ class _CssHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def css_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CssHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(_CssHandler) as url:
+        yield url
 
 
 @needs_tools
