@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import hmac
 import os
 import random
 import socket
@@ -86,6 +87,16 @@ def test_recipient_key_is_a_keyed_hash_of_the_normalised_address(tmp_path: Path)
         assert a.recipient_key("anna@example.dk") != a.recipient_key("anne@example.dk")
     with Ledger(f"sqlite:///{tmp_path / 'b.db'}", key=b"another-key-0123456789abcdef") as b:
         assert b.recipient_key("anna.hansen@example.dk") != key
+
+
+@pytest.mark.parametrize("secret", [b"k" * 16, b"0123456789abcdef" * 4, b"x" * 100])
+def test_recipient_keys_are_exactly_hmac_sha256(tmp_path: Path, secret: bytes) -> None:
+    """The prepared-state shortcut must give the standard HMAC, for short, block-sized and long keys."""
+    addresses = ["anna@example.dk", "+4512345678", "bo@example.dk"]
+    with Ledger(f"sqlite:///{tmp_path / 'k.db'}", key=secret) as ledger:
+        expected = [hmac.new(secret, a.encode(), "sha256").hexdigest()[:32] for a in addresses]
+        assert ledger.recipient_keys(addresses) == expected
+        assert [ledger.recipient_key(a) for a in addresses] == expected
 
 
 def test_normalise_address() -> None:
@@ -306,7 +317,7 @@ def test_requeue_failed(ledger: Ledger, campaign: str) -> None:
     assert ledger.pending_keys(campaign, CHANNEL) == ["a"]
 
 
-def test_counts_include_every_state_and_pending_keys_keep_key_order(
+def test_counts_include_every_state_and_pending_keys_keep_registration_order(
     ledger: Ledger, campaign: str
 ) -> None:
     assert ledger.counts(campaign) == dict.fromkeys(
@@ -315,8 +326,47 @@ def test_counts_include_every_state_and_pending_keys_keep_key_order(
     keys = keys_(50)
     random.Random(1).shuffle(keys)
     ledger.register(campaign, CHANNEL, keys)
-    assert ledger.pending_keys(campaign, CHANNEL) == sorted(keys)
+    assert ledger.pending_keys(campaign, CHANNEL) == keys
+    # A later registration adds only the new keys, after the earlier ones.
+    assert ledger.register(campaign, CHANNEL, ["new", keys[0]]) == 1
+    assert ledger.pending_keys(campaign, CHANNEL) == [*keys, "new"]
     assert ledger.pending_keys(campaign, "sms") == []
+
+
+def test_claims_of_a_fresh_registration_hit_exactly_their_own_rows(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    """A first registration teaches the ledger its row ids; claims by id must hit only those."""
+    other = f"{campaign}-other"
+    with Ledger(db_url, key=KEY) as second:
+        try:
+            # Rows of another campaign before and after, so the new ids do not start at 1.
+            second.register(other, CHANNEL, keys_(7, "o"))
+            assert ledger.register(campaign, CHANNEL, keys_(30)) == 30
+            second.register(other, CHANNEL, keys_(5, "p"))
+            picked = keys_(30)[3:9] + keys_(30)[20:22]
+            claimed = ledger.claim(campaign, CHANNEL, picked, batch_id="b1", run_id="r")
+            assert sorted(claimed) == sorted(picked)
+            states = ledger.states(campaign, CHANNEL, keys_(30))
+            assert {k for k, v in states.items() if v is DeliveryState.SENDING} == set(picked)
+            assert set(second.states(other, CHANNEL, keys_(7, "o") + keys_(5, "p")).values()) == {
+                DeliveryState.PENDING
+            }
+            # A second claim of the same keys gets none of them.
+            assert ledger.claim(campaign, CHANNEL, picked, batch_id="b2", run_id="r") == []
+            ledger.mark(campaign, CHANNEL, dict.fromkeys(picked[:2], DeliveryState.SENT), run_id="r")
+            assert ledger.counts(campaign, CHANNEL)["sent"] == 2
+        finally:
+            second.delete_campaign(other)
+
+
+def test_a_claim_by_id_reports_only_the_rows_it_took(db_url: str, ledger: Ledger, campaign: str) -> None:
+    ledger.register(campaign, CHANNEL, keys_(10))
+    with Ledger(db_url, key=KEY) as rival:
+        rival.pending_keys(campaign, CHANNEL)  # learns the ids too
+        assert rival.claim(campaign, CHANNEL, keys_(10)[:4], batch_id="rival", run_id="r2")
+    claimed = ledger.claim(campaign, CHANNEL, keys_(10)[2:6], batch_id="mine", run_id="r1")
+    assert sorted(claimed) == keys_(10)[4:6]
 
 
 # --- concurrency -------------------------------------------------------------------------------
