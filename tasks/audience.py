@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gc
 import io
 import re
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 import phonenumbers
 
 from tasks.errors import ConfigError
+from tasks.gcpause import gc_paused
 from tasks.models import Language
 
 FIELDS = ("email", "mobile", "sms_consent", "newsletter_consent", "language", "name", "borrower_id")
@@ -540,15 +540,9 @@ def import_audience(
     if not text.strip():
         raise ConfigError(f"{path}: the borrower file is empty (fix: export the borrowers again)")
     first = _first_line(text)
-    # Borrowers hold only strings, ints and enums, so parsing makes no reference cycles;
-    # pausing the cycle collector saves it from walking a growing million-object heap.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    # Borrowers hold only strings, ints and enums, so parsing makes no reference cycles.
+    with gc_paused():
         return _parse(path, text, encoding, _delimiter(first), columns, suppressed)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _parse(

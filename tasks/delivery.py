@@ -129,8 +129,8 @@ def deliver_chunk(
         by_language.setdefault(recipient.language, []).append(recipient)
 
     for language, group in by_language.items():
-        # Key order is the ledger's storage order: each batch then updates neighbouring rows.
-        group.sort(key=lambda r: r.key)
+        # Kept in the order given, which the flow makes the ledger's storage order: each batch
+        # then claims and marks one run of neighbouring rows.
         for start in range(0, len(group), provider.max_batch):
             batch = group[start : start + provider.max_batch]
             _deliver_batch(

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from tasks.models import Channel, Language
 
@@ -25,9 +25,12 @@ class DeliveryStatus(StrEnum):
     DEFERRED = "deferred"  # definitely not accepted this time (e.g. SMTP 4xx): safe to retry
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One addressee. `address` is personal data: never log it, put it in artifacts or errors."""
+class Recipient(NamedTuple):
+    """One addressee. `address` is personal data: never log it, put it in artifacts or errors.
+
+    A NamedTuple, not a frozen dataclass: a million of them are built per run, and a tuple is
+    built about 4x faster and is smaller, while staying immutable.
+    """
 
     key: str  # stable, non-personal id (a keyed hash); what logs and the ledger carry
     address: str  # e-mail address, or E.164 number for SMS
