@@ -46,9 +46,20 @@ class Relay:
         self.connections: set[Any] = set()
         self.rcpt_replies: dict[str, str] = {}  # address -> reply, e.g. "550 5.1.1 no such user"
         self.hang_up_after_data: set[str] = set()  # deliver, then close without answering
+        self.pipelining = False  # offer RFC 2920 PIPELINING in the EHLO reply
+        self.pipelined_mails = 0  # MAIL commands that arrived with RCPT already behind them
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
         self.connections.add(session.peer)  # one peer (host, port) per TCP connection
+        # aiosmtpd reads one command at a time: the next ones wait in its stream buffer.
+        if b"RCPT TO" in bytes(getattr(server._reader, "_buffer", b"")):
+            self.pipelined_mails += 1
         envelope.mail_from = address
         return "250 OK"
 
@@ -251,10 +262,12 @@ def test_an_address_that_could_inject_headers_is_failed_without_sending(
 # --- Connection lost mid-batch ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
 def test_lost_connection_splits_the_batch_into_sent_unknown_and_unsent(
-    relay: tuple[Relay, int],
+    relay: tuple[Relay, int], pipelining: bool
 ) -> None:
     handler, port = relay
+    handler.pipelining = pipelining
     handler.hang_up_after_data.add("carl@eksempel.test")
     provider = make_provider(port)
     result = send(provider, recipients("anna", "bo", "carl", "dorte"))
@@ -362,3 +375,40 @@ def test_from_env_names_the_variable_to_fix(env: dict[str, str], complaint: str)
     settings = NewsletterSettings(from_email="bibliotek@eksempel-kommune.dk", from_name="Bibliotek")
     with pytest.raises(ConfigError, match=complaint):
         SmtpProvider.from_env(settings, env)
+
+
+# --- PIPELINING (RFC 2920) ---------------------------------------------------------------------
+
+
+def test_a_relay_offering_pipelining_gets_each_envelope_in_one_write(
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    handler.pipelining = True
+    handler.rcpt_replies["bo@eksempel.test"] = "550 5.1.1 no such user"
+    handler.rcpt_replies["carl@eksempel.test"] = "451 4.3.0 try again later"
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo", "carl", "dorte"))
+    provider.close()
+
+    assert result.statuses == {
+        "k-anna": DeliveryStatus.SENT,
+        "k-bo": DeliveryStatus.FAILED,
+        "k-carl": DeliveryStatus.DEFERRED,
+        "k-dorte": DeliveryStatus.SENT,
+    }
+    assert handler.deliveries == Counter({"anna@eksempel.test": 1, "dorte@eksempel.test": 1})
+    assert handler.pipelined_mails == 4
+    assert len(handler.connections) == 1
+    # Each copy is still addressed to its own recipient only.
+    parsed = email.message_from_bytes(handler.messages["dorte@eksempel.test"], policy=email.policy.SMTP)
+    assert parsed["To"] == "dorte@eksempel.test"
+
+
+def test_without_pipelining_on_offer_commands_go_one_at_a_time(relay: tuple[Relay, int]) -> None:
+    handler, port = relay
+    provider = make_provider(port)
+    result = send(provider, recipients("anna", "bo"))
+    provider.close()
+    assert set(result.statuses.values()) == {DeliveryStatus.SENT}
+    assert handler.pipelined_mails == 0

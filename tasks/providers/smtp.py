@@ -1,5 +1,8 @@
 """SMTP e-mail provider for a municipality's own relay: one message per recipient, one connection.
 
+When the relay offers PIPELINING (RFC 2920), each message's MAIL, RCPT and DATA go out in one
+write: two round trips per message instead of four.
+
 Per-recipient outcome, read from the relay's replies:
 
     250 after DATA                    SENT
@@ -234,14 +237,17 @@ class SmtpProvider(Provider):
                 # on it counts against this recipient (not sent) rather than the refused one.
                 conn.rset()
                 self._needs_reset = False
-            code, _ = conn.mail(self.from_email)
-            if code >= 500:
-                raise _SenderRefused(code)
-            if code < 300:
-                code, _ = conn.rcpt(address)
-            if code < 300:
-                conn.putcmd("data")
-                code, _ = conn.getreply()
+            if conn.has_extn("pipelining"):
+                code = self._envelope_pipelined(conn, address)
+            else:
+                code, _ = conn.mail(self.from_email)
+                if code >= 500:
+                    raise _SenderRefused(code)
+                if code < 300:
+                    code, _ = conn.rcpt(address)
+                if code < 300:
+                    conn.putcmd("data")
+                    code, _ = conn.getreply()
             if code == 354:
                 headers = f"To: {address}\r\nMessage-ID: {message_id}\r\n".encode("ascii")
                 conn.send(headers + body)
@@ -254,6 +260,28 @@ class SmtpProvider(Provider):
             raise _ConnectionLost(in_flight, type(exc).__name__) from None
         self._needs_reset = True
         return (DeliveryStatus.FAILED if code >= 500 else None), code
+
+    def _envelope_pipelined(self, conn: smtplib.SMTP, address: str) -> int:
+        """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920 PIPELINING).
+
+        One round trip instead of three per message, on relays that offer it (Postfix and
+        Exchange do). Returns the first reply code that is not a success, else DATA's (354).
+        """
+        conn.send(
+            f"MAIL FROM:{smtplib.quoteaddr(self.from_email)}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(address)}\r\nDATA\r\n"
+        )
+        mail_code, _ = conn.getreply()
+        rcpt_code, _ = conn.getreply()
+        data_code, _ = conn.getreply()
+        failed = next((code for code in (mail_code, rcpt_code) if code >= 300), None)
+        if failed is not None and data_code == 354:
+            # A relay that took DATA without a recipient now waits for a message: end it empty.
+            conn.send(b".\r\n")
+            conn.getreply()
+        if mail_code >= 500:
+            raise _SenderRefused(mail_code)
+        return data_code if failed is None else failed
 
     def _connection(self) -> smtplib.SMTP:
         """The open connection, checked with RSET, or a new one (STARTTLS and AUTH done)."""
