@@ -1,7 +1,8 @@
 """Newsletter benchmark: `fbsflow run` end to end against the SendGrid stand-in, next to bare loops.
 
-Usage: python bench/email.py [--sizes 10000,100000] [--sdk-sample 2000]
-       [--smtp-sample 2000] [--prefect-email-sample 300] [--skip-smtp] [--profile] [--keep]
+Usage: python bench/email.py [--sizes 10k,100k,1M] [--prefect both|server|embedded]
+       [--sdk-sample 2000] [--smtp-sample 2000] [--prefect-email-sample 300] [--skip-smtp]
+       [--profile] [--keep]
 
 Each size is a number of borrower rows that opted in to the newsletter (see bench/README.md).
 """
@@ -16,6 +17,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -23,6 +25,7 @@ import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    MODE_TEXT,
     PYTHON,
     ROOT,
     Server,
@@ -35,6 +38,7 @@ from bench.common import (  # noqa: E402
     out,
     parse_sizes,
     post_all,
+    prefect_modes,
     rate,
     recipients_for,
     report_ratios,
@@ -49,13 +53,12 @@ from bench.common import (  # noqa: E402
 )
 
 API_KEY = "SG.stand-in-test-key"
-CHUNK = 5_000  # flows/communicate_externally.CHUNK_SIZE: the bare loop groups the same way
 BATCH = 1_000  # SendGrid's recipients per request
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="opted-in rows per run")
+    parser.add_argument("--sizes", default="10k,100k,1M", help="opted-in rows per run")
     parser.add_argument("--sdk-sample", type=int, default=2000, help="recipients sent one by one")
     parser.add_argument("--smtp-sample", type=int, default=2000, help="SMTP messages per client")
     parser.add_argument(
@@ -64,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-smtp", action="store_true", help="leave out the SMTP comparison")
     parser.add_argument("--profile", action="store_true", help="profile the delivery path")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, files)")
+    parser.add_argument(
+        "--prefect",
+        choices=("both", "server", "embedded"),
+        default="both",
+        help="run against a long-lived Prefect server, an embedded one, or both (default)",
+    )
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
 
@@ -76,17 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     env["SENDGRID_HOST"] = server.url
     results: list[dict[str, Any]] = []
     try:
-        # A fresh Prefect home migrates its database on first use: measured once, apart.
-        tiny = write_audience(ws, 100, "newsletter")
-        cold = run_fbsflow(config, tiny.path, ws / "cold", _env(env, ws / "cold"), "cold")
-        out(f"\nCold start (new Prefect database, 100 rows): {cold.wall:.1f} s wall, exit "
-            f"{cold.returncode}; later runs reuse that database, as a user's runs do.")
-        if cold.returncode != 0:
-            out(cold.log.read_text(errors="replace")[-3000:])
-            return 1
-        out(f"Importing the flow module (fbsflow + Prefect) alone takes {import_seconds(env):.1f} s.")
-        for size in sizes:
-            results.append(_one_size(size, ws, config, messages, env, server))
+        with contextlib.ExitStack() as stack:
+            envs = prefect_modes(args.prefect, env, ws, stack)
+            # A fresh Prefect database is migrated on first use: that run is measured apart.
+            for mode, mode_env in envs.items():
+                tiny = write_audience(ws, 100, "newsletter")
+                folder = ws / f"cold-{mode}"
+                cold = run_fbsflow(config, tiny.path, folder, _env(mode_env, folder), "cold")
+                out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
+                    f"{cold.returncode}; later runs reuse its database, as a user's runs do.")
+                if cold.returncode != 0:
+                    out(cold.log.read_text(errors="replace")[-3000:])
+                    return 1
+            out(f"Importing the flow module (fbsflow + Prefect) alone takes "
+                f"{import_seconds(env):.1f} s.")
+            for size in sizes:
+                results.extend(_one_size(size, ws, config, messages, envs, server))
         largest = max(results, key=lambda r: r["recipients"])
         _sdk(args.sdk_sample, largest, ws, config, messages, server)
         if args.profile:
@@ -108,19 +122,22 @@ def _one_size(
     ws: Path,
     config: Path,
     messages: dict[Any, Any],
-    env: dict[str, str],
+    envs: dict[str, dict[str, str]],
     server: Server,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     audience = write_audience(ws, size, "newsletter")
-    http_json(server.url, "/_reset", "POST")
-    load_before = load_average()
-    run = run_fbsflow(config, audience.path, ws / f"run-{size}", _env(env, ws / f"run-{size}"), "run")
-    stats = http_json(server.url, "/_stats")
-    delivered = stats["deliveries"]
+    runs = {}
+    for mode, env in envs.items():
+        http_json(server.url, "/_reset", "POST")
+        load_before = load_average()
+        folder = ws / f"run-{size}-{mode}"
+        run = run_fbsflow(config, audience.path, folder, _env(env, folder), "run")
+        runs[mode] = (run, http_json(server.url, "/_stats"), load_before)
 
     # The bare loop: the same recipients, the same payloads (build_payload, 1000 per request,
     # grouped by chunk and language as the flow does), one keep-alive connection, no ledger.
     import_seconds, recipients = timed(lambda: recipients_for(audience.path, "newsletter"))
+    from flows.communicate_externally import chunk_size
     from tasks.providers.sendgrid import build_payload
 
     settings = _settings(config)
@@ -133,7 +150,7 @@ def _one_size(
             campaign="bench",
             batch_id=uuid.uuid4().hex[:12],
         )
-        for message, group in batches(recipients, messages, CHUNK, BATCH)
+        for message, group in batches(recipients, messages, chunk_size(len(recipients)), BATCH)
     )
     http_json(server.url, "/_reset", "POST")
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
@@ -141,26 +158,31 @@ def _one_size(
         lambda: post_all(server.url, "/v3/mail/send", headers, bodies, ok=(202,))
     )
     bare_delivered = http_json(server.url, "/_stats")["deliveries"]
-    ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
-    report_run(size, len(recipients), run, delivered, stats["requests"], load_before)
-    out(f"  bare loop (build_payload + http.client, {requests} requests on one connection): "
-        f"{bare_seconds:.2f} s, {rate(bare_delivered, bare_seconds)}; the in-process import of "
-        f"the same file takes {import_seconds:.2f} s more")
-    ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
-    if not ok:
-        out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
-            f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
-    return {
-        "size": size,
-        "recipients": len(recipients),
-        "wall": run.wall,
-        "bare": bare_seconds,
-        "max_rss": run.max_rss,
-        "tree_rss": run.tree_rss,
-        "ok": ok,
-        "recipients_list": recipients,
-        **ratios,
-    }
+    results = []
+    for mode, (run, stats, load_before) in runs.items():
+        delivered = stats["deliveries"]
+        ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
+        report_run(size, len(recipients), run, delivered, stats["requests"], load_before, mode)
+        out(f"  bare loop (build_payload + http.client, {requests} requests on one connection): "
+            f"{bare_seconds:.2f} s, {rate(bare_delivered, bare_seconds)}; the in-process import "
+            f"of the same file takes {import_seconds:.2f} s more")
+        ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
+        if not ok:
+            out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
+                f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
+        results.append({
+            "size": size,
+            "mode": mode,
+            "recipients": len(recipients),
+            "wall": run.wall,
+            "bare": bare_seconds,
+            "max_rss": run.max_rss,
+            "tree_rss": run.tree_rss,
+            "ok": ok,
+            "recipients_list": recipients,
+            **ratios,
+        })
+    return results
 
 
 def _settings(config: Path) -> Any:
@@ -277,6 +299,7 @@ def _profile(
     from prefect.utilities.collections import visit_collection
     from prefect.utilities.engine import collect_task_run_inputs_sync
 
+    from flows.communicate_externally import chunk_size
     from tasks.audience import import_audience
     from tasks.delivery import deliver_chunk
     from tasks.ledger import Ledger
@@ -304,13 +327,14 @@ def _profile(
     provider = SendGridProvider(
         API_KEY, host=server.url, from_email=str(settings.from_email), from_name=settings.from_name
     )
+    per_chunk = chunk_size(len(recipients))  # as the flow cuts them
     profiler = cProfile.Profile()
     seconds, _ = timed(
         lambda: profiler.runcall(
             lambda: [
-                deliver_chunk(provider, ledger, messages, recipients[i : i + CHUNK],
+                deliver_chunk(provider, ledger, messages, recipients[i : i + per_chunk],
                               campaign="bench", channel="newsletter", run_id="bench")
-                for i in range(0, len(recipients), CHUNK)
+                for i in range(0, len(recipients), per_chunk)
             ]
         )
     )
@@ -321,13 +345,13 @@ def _profile(
         f"{seconds:.2f} s ({rate(len(recipients), seconds)}; profiler overhead included) ==")
     out("\n".join(text.getvalue().splitlines()[4:24]))
 
-    chunk = recipients[:CHUNK]
+    chunk = recipients[:per_chunk]
     collect, _ = timed(lambda: collect_task_run_inputs_sync(chunk))
     resolve, _ = timed(
         lambda: visit_collection(chunk, visit_fn=lambda x: x, return_data=True, max_depth=-1)
     )
     whole, _ = timed(lambda: collect_task_run_inputs_sync(audience))
-    out(f"  Prefect walks every task parameter: for one {CHUNK:,}-recipient chunk, collecting "
+    out(f"  Prefect walks every task parameter: for one {per_chunk:,}-recipient chunk, collecting "
         f"task inputs takes {collect:.2f} s and resolving parameters {resolve:.2f} s; the "
         f"Audience passed to make_plan ({len(audience.borrowers):,} borrowers): {whole:.2f} s "
         f"to collect, about as much again to resolve")

@@ -1,6 +1,6 @@
 """SMS benchmark: `fbsflow run` end to end against the GatewayAPI stand-in, next to a bare loop.
 
-Usage: python bench/sms.py [--sizes 100000] [--keep]
+Usage: python bench/sms.py [--sizes 100k,1M] [--prefect both|server|embedded] [--keep]
 
 Each size is a number of borrower rows in the SMS scheme (see bench/README.md).
 """
@@ -16,11 +16,13 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    MODE_TEXT,
     Server,
     batches,
     clean_env,
@@ -30,6 +32,7 @@ from bench.common import (  # noqa: E402
     out,
     parse_sizes,
     post_all,
+    prefect_modes,
     rate,
     recipients_for,
     report_ratios,
@@ -44,14 +47,19 @@ from bench.common import (  # noqa: E402
 )
 
 TOKEN = "test-token"
-CHUNK = 5_000  # flows/communicate_externally.CHUNK_SIZE
 BATCH = 10_000  # GatewayAPI's recipients per request
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000", help="rows in the SMS scheme, per run")
+    parser.add_argument("--sizes", default="100k,1M", help="rows in the SMS scheme, per run")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, files)")
+    parser.add_argument(
+        "--prefect",
+        choices=("both", "server", "embedded"),
+        default="both",
+        help="run against a long-lived Prefect server, an embedded one, or both (default)",
+    )
     args = parser.parse_args(argv)
 
     ws = workspace(args.keep)
@@ -64,17 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     env = clean_env(
         PREFECT_HOME=str(ws / "prefect-home"), GATEWAYAPI_TOKEN=TOKEN, GATEWAYAPI_URL=server.url
     )
-    results = []
+    results: list[dict[str, Any]] = []
     try:
-        tiny = write_audience(ws, 100, "sms")
-        cold = run_fbsflow(config, tiny.path, ws / "cold", _env(env, ws / "cold"), "cold")
-        out(f"\nCold start (new Prefect database, 100 rows): {cold.wall:.1f} s wall, exit "
-            f"{cold.returncode}; later runs reuse that database.")
-        if cold.returncode != 0:
-            out(cold.log.read_text(errors="replace")[-3000:])
-            return 1
-        for size in parse_sizes(args.sizes):
-            results.append(_one_size(size, ws, config, messages, env, server))
+        with contextlib.ExitStack() as stack:
+            envs = prefect_modes(args.prefect, env, ws, stack)
+            for mode, mode_env in envs.items():
+                tiny = write_audience(ws, 100, "sms")
+                folder = ws / f"cold-{mode}"
+                cold = run_fbsflow(config, tiny.path, folder, _env(mode_env, folder), "cold")
+                out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
+                    f"{cold.returncode}; later runs reuse its database.")
+                if cold.returncode != 0:
+                    out(cold.log.read_text(errors="replace")[-3000:])
+                    return 1
+            for size in parse_sizes(args.sizes):
+                results.extend(_one_size(size, ws, config, messages, envs, server))
     finally:
         final = server.stop()
     out(f"\nStand-in's own count at exit: {final}")
@@ -97,65 +109,72 @@ def _one_size(
     ws: Path,
     config: Path,
     messages: dict[Any, Any],
-    env: dict[str, str],
+    envs: dict[str, dict[str, str]],
     server: Server,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    from flows.communicate_externally import chunk_size
     from tasks.config import load_municipality
     from tasks.providers.gatewayapi import build_payload
 
     audience = write_audience(ws, size, "sms")
-    load_before = load_average()
-    before, requests_before = _delivered(server)
-    run = run_fbsflow(config, audience.path, ws / f"run-{size}", _env(env, ws / f"run-{size}"), "run")
-    after, requests_after = _delivered(server)
-    delivered, requests = after - before, requests_after - requests_before
+    runs = {}
+    for mode, env in envs.items():
+        load_before = load_average()
+        before, requests_before = _delivered(server)
+        folder = ws / f"run-{size}-{mode}"
+        run = run_fbsflow(config, audience.path, folder, _env(env, folder), "run")
+        after, requests_after = _delivered(server)
+        runs[mode] = (run, after - before, requests_after - requests_before, load_before)
 
     import_seconds, recipients = timed(lambda: recipients_for(audience.path, "sms"))
     settings = load_municipality(config).channels.sms
     assert settings is not None
     auth = base64.b64encode(f"{TOKEN}:".encode()).decode()
     headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+    chunk = chunk_size(len(recipients))
 
-    def bare(chunk: int) -> tuple[float, int, int]:
-        """The same payloads (build_payload, grouped by chunk and language) on one connection."""
-        bodies = (
-            build_payload(
-                message,
-                group,
-                sender=settings.sender,
-                campaign="bench",
-                batch_id=uuid.uuid4().hex[:12],
-                max_parts=settings.max_parts,
-            )
-            for message, group in batches(recipients, messages, chunk, BATCH)
+    # The same payloads (build_payload, grouped by the flow's chunks and by language), posted
+    # one after the other on one connection: no ledger, no Prefect.
+    bodies = (
+        build_payload(
+            message,
+            group,
+            sender=settings.sender,
+            campaign="bench",
+            batch_id=uuid.uuid4().hex[:12],
+            max_parts=settings.max_parts,
         )
-        start, _ = _delivered(server)
-        seconds, posted = timed(lambda: post_all(server.url, "/rest/mtsms", headers, bodies, (200,)))
-        return seconds, posted, _delivered(server)[0] - start
-
-    bare_seconds, bare_requests, bare_delivered = bare(CHUNK)
-    full_seconds, full_requests, _ = bare(BATCH)
-    ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
-    report_run(size, len(recipients), run, delivered, requests, load_before)
-    out(f"  bare loop, the flow's payloads (chunks of {CHUNK:,} split by language: "
-        f"{bare_requests} requests on one connection): {bare_seconds:.2f} s, "
-        f"{rate(bare_delivered, bare_seconds)}; the in-process import takes {import_seconds:.2f} s")
-    out(f"  bare loop at GatewayAPI's full {BATCH:,} per request ({full_requests} requests): "
-        f"{full_seconds:.2f} s, {rate(len(recipients), full_seconds)}")
-    ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
-    if not ok:
-        out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
-            f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
-    return {
-        "size": size,
-        "recipients": len(recipients),
-        "wall": run.wall,
-        "bare": bare_seconds,
-        "max_rss": run.max_rss,
-        "tree_rss": run.tree_rss,
-        "ok": ok,
-        **ratios,
-    }
+        for message, group in batches(recipients, messages, chunk, BATCH)
+    )
+    start, _ = _delivered(server)
+    bare_seconds, bare_requests = timed(
+        lambda: post_all(server.url, "/rest/mtsms", headers, bodies, (200,))
+    )
+    bare_delivered = _delivered(server)[0] - start
+    results = []
+    for mode, (run, delivered, requests, load_before) in runs.items():
+        ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
+        report_run(size, len(recipients), run, delivered, requests, load_before, mode)
+        out(f"  bare loop, the flow's payloads (chunks of {chunk:,} split by language, up to "
+            f"{BATCH:,} per request: {bare_requests} requests on one connection): "
+            f"{bare_seconds:.2f} s, {rate(bare_delivered, bare_seconds)}; the in-process import "
+            f"takes {import_seconds:.2f} s")
+        ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
+        if not ok:
+            out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
+                f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
+        results.append({
+            "size": size,
+            "mode": mode,
+            "recipients": len(recipients),
+            "wall": run.wall,
+            "bare": bare_seconds,
+            "max_rss": run.max_rss,
+            "tree_rss": run.tree_rss,
+            "ok": ok,
+            **ratios,
+        })
+    return results
 
 
 if __name__ == "__main__":
