@@ -170,6 +170,10 @@ class Ledger:
         # Row ids of every key `pending_keys` returned: a claim of those keys then goes straight
         # to the rows by id, one UPDATE, instead of first looking each key up in the index.
         self._known_ids: dict[tuple[str, str], dict[str, int]] = {}
+        # A first registration's keys in order and the id of the first: the key at position i
+        # has id first + i. A batch cut from that order is then one id range, found with one
+        # look-up, without a million-entry dict (~100 MB) of key -> id.
+        self._runs: dict[tuple[str, str], tuple[int, list[str]]] = {}
         self._ids_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._create_table()
@@ -197,6 +201,7 @@ class Ledger:
     def close(self) -> None:
         with self._ids_lock:
             self._known_ids.clear()
+            self._runs.clear()
         self._engine.dispose()
 
     def __enter__(self) -> Ledger:
@@ -239,6 +244,7 @@ class Ledger:
         now = time.time()
         added = 0
         ids: dict[str, int] = {}
+        run: tuple[int, list[str]] | None = None
         with self._transaction() as conn:
             if self._postgres:
                 cols = ["campaign", "channel", "recipient_key", "state", "attempts", "updated_at"]
@@ -276,10 +282,12 @@ class Ledger:
                     first = (before or 0) + 1
                     ends = self._ids_of(conn, campaign, channel, [unique[0], unique[-1]])
                     if ends == {unique[0]: first, unique[-1]: first + len(unique) - 1}:
-                        ids = dict(zip(unique, range(first, first + len(unique)), strict=True))
-        if ids:
-            with self._ids_lock:
+                        run = (first, unique)
+        with self._ids_lock:
+            if ids:
                 self._known_ids.setdefault((campaign, channel), {}).update(ids)
+            if run is not None:
+                self._runs[(campaign, channel)] = run
         if self._postgres and added >= _ANALYZE_AFTER:
             # Fresh statistics, so the planner knows this campaign has many rows (~0.2 s).
             with self._transaction() as conn:
@@ -313,13 +321,17 @@ class Ledger:
             "updated_at": now,
             "lease_until": now + self.lease_seconds,
         }
-        found: list[tuple[int, str]] = []
-        with self._ids_lock:
-            known = self._known_ids.get((campaign, channel), {})
-            by_id = {known[k]: k for k in keys if k in known}
-        if len(by_id) == len(set(keys)):
-            found = self._claim_by_ids(by_id, values, batch_id)
-        else:
+        found: list[tuple[int, str]] | None = None
+        with self._transaction() as conn:
+            # A stretch of a first registration: its ids, looked up and claimed in one go.
+            by_id = self._ids_in_run(conn, campaign, channel, keys)
+            if by_id is None:
+                with self._ids_lock:
+                    known = self._known_ids.get((campaign, channel), {})
+                    by_id = {known[k]: k for k in keys if k in known}
+            if by_id and len(by_id) == len(set(keys)):
+                found = self._claim_by_ids(conn, by_id, values, batch_id)
+        if found is None:
             found = self._claim_by_keys(campaign, channel, keys, values)
         with self._ids_lock:
             self._claimed_ids.setdefault((campaign, channel), {}).update(
@@ -327,8 +339,25 @@ class Ledger:
             )
         return [key for _, key in found]
 
+    def _ids_in_run(
+        self, conn: Connection, campaign: str, channel: str, keys: Sequence[str]
+    ) -> dict[int, str] | None:
+        """{id: key} when `keys` are a stretch of a first registration, in its order; else None."""
+        with self._ids_lock:
+            run = self._runs.get((campaign, channel))
+        if run is None or not keys:
+            return None
+        first, order = run
+        start = self._ids_of(conn, campaign, channel, [keys[0]]).get(keys[0])
+        if start is None:
+            return None
+        i = start - first
+        if i < 0 or order[i : i + len(keys)] != list(keys):
+            return None
+        return dict(zip(range(start, start + len(keys)), keys, strict=True))
+
     def _claim_by_ids(
-        self, by_id: dict[int, str], values: dict[str, Any], batch_id: str
+        self, conn: Connection, by_id: dict[int, str], values: dict[str, Any], batch_id: str
     ) -> list[tuple[int, str]]:
         """Claim rows whose ids `pending_keys` read: one UPDATE, usually over one id range.
 
@@ -337,18 +366,16 @@ class Ledger:
         """
         ids = sorted(by_id)
         pending = _c.state == DeliveryState.PENDING.value
-        with self._transaction() as conn:
-            if self._postgres:
-                # Sorted ids: concurrent claims lock PostgreSQL rows in one order (no deadlock).
-                stmt = update(deliveries).where(self._by_ids(ids) & pending).values(values)
-                return list(conn.execute(stmt.returning(_c.id, _c.recipient_key)).all())
-            stmt = update(deliveries).where(self._by_ids(ids) & pending).values(values)
-            claimed = conn.execute(stmt).rowcount
-            if claimed == len(ids):  # the usual case: nobody else had any of them
-                return [(row_id, by_id[row_id]) for row_id in ids]
-            # Some were taken or done already: read back which rows this claim took.
-            mine = select(_c.id).where(self._by_ids(ids) & (_c.batch_id == batch_id))
-            return [(row_id, by_id[row_id]) for row_id in conn.execute(mine).scalars()]
+        stmt = update(deliveries).where(self._by_ids(ids) & pending).values(values)
+        if self._postgres:
+            # Sorted ids: concurrent claims lock PostgreSQL rows in one order (no deadlock).
+            return list(conn.execute(stmt.returning(_c.id, _c.recipient_key)).all())
+        claimed = conn.execute(stmt).rowcount
+        if claimed == len(ids):  # the usual case: nobody else had any of them
+            return [(row_id, by_id[row_id]) for row_id in ids]
+        # Some were taken or done already: read back which rows this claim took.
+        mine = select(_c.id).where(self._by_ids(ids) & (_c.batch_id == batch_id))
+        return [(row_id, by_id[row_id]) for row_id in conn.execute(mine).scalars()]
 
     def _claim_by_keys(
         self, campaign: str, channel: str, keys: Sequence[str], values: dict[str, Any]
@@ -550,7 +577,7 @@ class Ledger:
     def delete_campaign(self, campaign: str) -> int:
         """Remove every row of a campaign (tests and deliberate clean-ups only)."""
         with self._ids_lock:
-            for ids in (self._claimed_ids, self._known_ids):
+            for ids in (self._claimed_ids, self._known_ids, self._runs):
                 for stream in [s for s in ids if s[0] == campaign]:
                     del ids[stream]
         with self._transaction() as conn:
