@@ -127,7 +127,7 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> Truth:
         ],
         personal=PersonalData.from_csv(csv),
     )
-    # Enough recipients for several chunks of 5,000 and several requests per channel.
+    # Enough recipients for several chunks of 2,000 and several requests per channel.
     assert len(truth.newsletter) > 10_000 and len(truth.sms) > 5_000
     return truth
 
@@ -175,6 +175,9 @@ def provider_env(
         "GATEWAYAPI_URL": gatewayapi.url,
         "FBSFLOW_DATA_DIR": str(folder / "data"),
         "FBSFLOW_BACKOFF_SCALE": "0.01",
+        # Small chunks: this audience then spans several chunk task runs per channel (the flow
+        # alone would pick one or two), so a kill lands with chunks still pending.
+        "FBSFLOW_CHUNK_SIZE": "2000",
         **extra,
     }
 
@@ -437,8 +440,8 @@ class Crash:
 
 
 def run_crash(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Crash:
-    """Run 1 dies at the 6th newsletter request (of ~16), run 2 at the 2nd SMS request (of 4: two
-    chunks, each a Danish and an English batch), run 3 finishes. Every request from the nth on is
+    """Run 1 dies at the 6th newsletter request (of ~14), run 2 at the 2nd SMS request (of ~5:
+    chunks of 2,000, split where the language changes), run 3 finishes. Every request from the nth on is
     held until the kill, so each sending thread stops at its current batch and later ones stay
     pending for the rerun."""
     probe = LedgerProbe(f"sqlite:///{folder / 'data' / 'ledger.db'}")

@@ -1,0 +1,42 @@
+"""How the flow cuts a channel's recipients into chunk task runs, and how many run at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.communicate_externally import MIN_CHUNK_SIZE, _positive_int_env, chunk_size
+from tasks.errors import ConfigError
+
+
+def test_small_audiences_get_chunks_of_the_minimum_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FBSFLOW_CHUNK_SIZE", raising=False)
+    assert chunk_size(0) == chunk_size(645) == chunk_size(100_000) == MIN_CHUNK_SIZE
+
+
+def test_large_audiences_get_about_twenty_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FBSFLOW_CHUNK_SIZE", raising=False)
+    assert chunk_size(1_000_000) == 50_000
+    size = chunk_size(914_703)
+    assert -(-914_703 // size) == 20  # every recipient in 20 chunks, the last one shorter
+
+
+def test_the_environment_fixes_the_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "1234")
+    assert chunk_size(1_000_000) == 1234
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "many", "2.5"])
+def test_a_bad_number_in_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raw)
+    with pytest.raises(ConfigError, match="FBSFLOW_MAX_CONCURRENT_CHUNKS") as caught:
+        _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2)
+    assert "positive whole number" in str(caught.value)
+
+
+def test_an_unset_or_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raising=False)
+    assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+    monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", " ")
+    assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
