@@ -535,6 +535,28 @@ def prefect_modes(
     return envs
 
 
+def with_fresh_ledger(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` with its own data folder, so the run starts on a new, empty SQLite ledger."""
+    return {**env, "FBSFLOW_DATA_DIR": str(folder / "data")}
+
+
+def first_runs(
+    envs: dict[str, dict[str, str]], ws: Path, config: Path, channel: str
+) -> bool:
+    """A 100-row run per Prefect mode: a new Prefect database is migrated on first use, so
+    that run is measured and reported apart. False (with the log's tail printed) if one failed."""
+    tiny = write_audience(ws, 100, channel)
+    for mode, env in envs.items():
+        folder = ws / f"cold-{mode}"
+        cold = run_fbsflow(config, tiny.path, folder, with_fresh_ledger(env, folder), "cold")
+        out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
+            f"{cold.returncode}; later runs reuse its database, as a user's runs do.")
+        if cold.returncode != 0:
+            out(cold.log.read_text(errors="replace")[-3000:])
+            return False
+    return True
+
+
 def report_run(
     size: int,
     recipients: int,

@@ -25,12 +25,12 @@ import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    MODE_TEXT,
     PYTHON,
     ROOT,
     Server,
     batches,
     clean_env,
+    first_runs,
     http_json,
     import_seconds,
     load_average,
@@ -47,6 +47,7 @@ from bench.common import (  # noqa: E402
     start_server,
     summary,
     timed,
+    with_fresh_ledger,
     workspace,
     write_audience,
     write_config,
@@ -88,15 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             envs = prefect_modes(args.prefect, env, ws, stack)
             # A fresh Prefect database is migrated on first use: that run is measured apart.
-            for mode, mode_env in envs.items():
-                tiny = write_audience(ws, 100, "newsletter")
-                folder = ws / f"cold-{mode}"
-                cold = run_fbsflow(config, tiny.path, folder, _env(mode_env, folder), "cold")
-                out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
-                    f"{cold.returncode}; later runs reuse its database, as a user's runs do.")
-                if cold.returncode != 0:
-                    out(cold.log.read_text(errors="replace")[-3000:])
-                    return 1
+            if not first_runs(envs, ws, config, "newsletter"):
+                return 1
             out(f"Importing the flow module (fbsflow + Prefect) alone takes "
                 f"{import_seconds(env):.1f} s.")
             for size in sizes:
@@ -113,10 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["ok"] for r in results) else 1
 
 
-def _env(env: dict[str, str], data: Path) -> dict[str, str]:
-    return {**env, "FBSFLOW_DATA_DIR": str(data / "data")}  # a fresh ledger per run
-
-
 def _one_size(
     size: int,
     ws: Path,
@@ -131,7 +121,7 @@ def _one_size(
         http_json(server.url, "/_reset", "POST")
         load_before = load_average()
         folder = ws / f"run-{size}-{mode}"
-        run = run_fbsflow(config, audience.path, folder, _env(env, folder), "run")
+        run = run_fbsflow(config, audience.path, folder, with_fresh_ledger(env, folder), "run")
         runs[mode] = (run, http_json(server.url, "/_stats"), load_before)
 
     # The bare loop: the same recipients, the same payloads (build_payload, 1000 per request,

@@ -22,10 +22,10 @@ import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    MODE_TEXT,
     Server,
     batches,
     clean_env,
+    first_runs,
     http_json,
     load_average,
     messages_for,
@@ -41,6 +41,7 @@ from bench.common import (  # noqa: E402
     start_server,
     summary,
     timed,
+    with_fresh_ledger,
     workspace,
     write_audience,
     write_config,
@@ -76,15 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             envs = prefect_modes(args.prefect, env, ws, stack)
-            for mode, mode_env in envs.items():
-                tiny = write_audience(ws, 100, "sms")
-                folder = ws / f"cold-{mode}"
-                cold = run_fbsflow(config, tiny.path, folder, _env(mode_env, folder), "cold")
-                out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
-                    f"{cold.returncode}; later runs reuse its database.")
-                if cold.returncode != 0:
-                    out(cold.log.read_text(errors="replace")[-3000:])
-                    return 1
+            if not first_runs(envs, ws, config, "sms"):
+                return 1
             for size in parse_sizes(args.sizes):
                 results.extend(_one_size(size, ws, config, messages, envs, server))
     finally:
@@ -92,10 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     out(f"\nStand-in's own count at exit: {final}")
     summary(results, "Target: 1M SMS recipients <= 15 s; e2e / bare <= 1.3x.")
     return 0 if all(r["ok"] for r in results) else 1
-
-
-def _env(env: dict[str, str], data: Path) -> dict[str, str]:
-    return {**env, "FBSFLOW_DATA_DIR": str(data / "data")}
 
 
 def _delivered(server: Server) -> tuple[int, int]:
@@ -122,7 +112,7 @@ def _one_size(
         load_before = load_average()
         before, requests_before = _delivered(server)
         folder = ws / f"run-{size}-{mode}"
-        run = run_fbsflow(config, audience.path, folder, _env(env, folder), "run")
+        run = run_fbsflow(config, audience.path, folder, with_fresh_ledger(env, folder), "run")
         after, requests_after = _delivered(server)
         runs[mode] = (run, after - before, requests_after - requests_before, load_before)
 
