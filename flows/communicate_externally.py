@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +142,16 @@ def borrower_recipients(
     else:
         chosen, attr = audience.sms_recipients(), "mobile"
     offered = set(languages)
-    groups: dict[Language, list[tuple[str, Language]]] = {}
+    groups: dict[Language, list[str]] = {}
     for borrower in chosen:
         language = borrower.language if borrower.language in offered else Language.DA
-        groups.setdefault(language, []).append((getattr(borrower, attr), language))
+        groups.setdefault(language, []).append(getattr(borrower, attr))
     del chosen
     recipients: list[Recipient] = []
-    for group in groups.values():
-        keys = ledger.recipient_keys(address for address, _ in group)
-        recipients.extend(sorted(map(Recipient, keys, *zip(*group, strict=True))))
+    for language, addresses in groups.items():
+        keys = ledger.recipient_keys(addresses)
+        keyed = sorted(zip(keys, addresses, strict=True), key=itemgetter(0))
+        recipients.extend(Recipient(key, address, language) for key, address in keyed)
     return recipients
 
 
