@@ -757,8 +757,10 @@ def _make_engine(url: str) -> Engine:
         # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last one.
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
         dbapi_conn.execute("PRAGMA busy_timeout=60000")
-        # An upper bound, used only as pages are read: a 1M-row audience's index stays in memory.
-        dbapi_conn.execute("PRAGMA cache_size=-262144")
+        # 64 MiB per connection. Claims and marks walk id ranges and registration fills the key
+        # index in order, so a bigger cache bought nothing: at 256 MiB a 1M run peaked ~230 MiB
+        # higher and was no faster (two runs each side by side).
+        dbapi_conn.execute("PRAGMA cache_size=-65536")
         # Checkpoint every 2,048 pages (64 MiB of WAL), not SQLite's default 1,000.
         dbapi_conn.execute("PRAGMA wal_autocheckpoint=2048")
 
