@@ -583,6 +583,45 @@ def report_run(
     out(f"  timeline (s from process start): {t.timeline()}")
 
 
+def report_mode_run(
+    size: int,
+    mode: str,
+    recipients: int,
+    run: RunResult,
+    delivered: int,
+    requests: int,
+    load_before: str,
+    *,
+    bare_line: str,
+    bare_seconds: float,
+    bare_delivered: int,
+    import_seconds: float,
+) -> dict[str, Any]:
+    """Print one run of one size in one Prefect mode beside the bare loop; return its summary row.
+
+    `ok` holds only if the run exited 0 and the stand-in counted every recipient once, for the
+    run and for the bare loop alike.
+    """
+    ok = run.returncode == 0 and delivered == recipients == bare_delivered
+    report_run(size, recipients, run, delivered, requests, load_before, mode)
+    out(bare_line)
+    ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
+    if not ok:
+        out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
+            f"{bare_delivered}) for {recipients} recipients; log {run.log}")
+    return {
+        "size": size,
+        "mode": mode,
+        "recipients": recipients,
+        "wall": run.wall,
+        "bare": bare_seconds,
+        "max_rss": run.max_rss,
+        "tree_rss": run.tree_rss,
+        "ok": ok,
+        **ratios,
+    }
+
+
 def report_ratios(run: RunResult, bare: float, bare_with_import: float) -> dict[str, float]:
     ratios = {"e2e_ratio": run.wall / bare}
     line = f"  ratio end to end / bare loop: {run.wall / bare:.2f}x (target <= 1.3x)"

@@ -35,8 +35,7 @@ from bench.common import (  # noqa: E402
     prefect_modes,
     rate,
     recipients_for,
-    report_ratios,
-    report_run,
+    report_mode_run,
     run_fbsflow,
     start_server,
     summary,
@@ -142,28 +141,18 @@ def _one_size(
     )
     bare_delivered = _delivered(server)[0] - start
     results = []
+    bare_line = (
+        f"  bare loop, the flow's payloads (chunks of {chunk:,} split by language, up to "
+        f"{BATCH:,} per request: {bare_requests} requests on one connection): "
+        f"{bare_seconds:.2f} s, {rate(bare_delivered, bare_seconds)}; the in-process import "
+        f"takes {import_seconds:.2f} s"
+    )
     for mode, (run, delivered, requests, load_before) in runs.items():
-        ok = run.returncode == 0 and delivered == len(recipients) == bare_delivered
-        report_run(size, len(recipients), run, delivered, requests, load_before, mode)
-        out(f"  bare loop, the flow's payloads (chunks of {chunk:,} split by language, up to "
-            f"{BATCH:,} per request: {bare_requests} requests on one connection): "
-            f"{bare_seconds:.2f} s, {rate(bare_delivered, bare_seconds)}; the in-process import "
-            f"takes {import_seconds:.2f} s")
-        ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds)
-        if not ok:
-            out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
-                f"{bare_delivered}) for {len(recipients)} recipients; log {run.log}")
-        results.append({
-            "size": size,
-            "mode": mode,
-            "recipients": len(recipients),
-            "wall": run.wall,
-            "bare": bare_seconds,
-            "max_rss": run.max_rss,
-            "tree_rss": run.tree_rss,
-            "ok": ok,
-            **ratios,
-        })
+        results.append(report_mode_run(
+            size, mode, len(recipients), run, delivered, requests, load_before,
+            bare_line=bare_line, bare_seconds=bare_seconds, bare_delivered=bare_delivered,
+            import_seconds=import_seconds,
+        ))
     return results
 
 
