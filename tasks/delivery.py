@@ -166,7 +166,8 @@ def _deliver_batch(
     retry: RetryPolicy,
     outcome: ChunkOutcome,
 ) -> None:
-    batch_id = f"{run_id}:{uuid.uuid4().hex[:12]}"
+    # The ledger row already names the run; a short id keeps each of a million rows small.
+    batch_id = uuid.uuid4().hex[:16]
     keys = [r.key for r in batch]
     claimed = set(ledger.claim(campaign, channel, keys, batch_id=batch_id, run_id=run_id))
     if len(claimed) < len(keys):
@@ -352,7 +353,11 @@ def _record_result(
     deferred = {key for key, status in statuses.items() if status == DeliveryStatus.DEFERRED}
     for key in deferred:
         del statuses[key]
-    groups = [(result.detail, statuses)]
+    # A sent row needs no reason, and a million copies of the request's note ("accepted, 1
+    # message id(s), cost ...") would be a fifth of what marking writes. Other outcomes keep it.
+    sent = {k: s for k, s in statuses.items() if s == DeliveryStatus.SENT}
+    others = {k: s for k, s in statuses.items() if s != DeliveryStatus.SENT}
+    groups = [("", sent), (result.detail, others)]
     if len(statuses) + len(deferred) < len(sent_keys):
         silent = dict.fromkeys((k for k in sent_keys if k not in given), DeliveryState.UNKNOWN)
         log.warning("provider returned no status for %d recipients; marked unknown", len(silent))

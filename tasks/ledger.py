@@ -214,18 +214,22 @@ class Ledger:
         """A stable, non-personal key for an address: truncated HMAC-SHA256 of its normal form."""
         return self.recipient_keys([address])[0]
 
-    def recipient_keys(self, addresses: Iterable[str]) -> list[str]:
+    def recipient_keys(self, addresses: Iterable[str], *, normalised: bool = False) -> list[str]:
         """`recipient_key` of each address, in order (the loop a million-recipient run needs).
 
         HMAC-SHA256 computed from the two SHA-256 states the key determines, prepared once
         (RFC 2104): the same digests as `hmac.digest`, in half the time, since that re-derives
-        them from the key on every call.
+        them from the key on every call. `normalised=True` says the addresses are already in
+        `normalise_address` form (the audience import's output: lower-case ASCII e-mail, E.164
+        numbers), which saves its two regex passes per address (~0.6 s on 1M).
         """
-        inner, outer, normal = self._hmac_inner, self._hmac_outer, normalise_address
+        inner, outer = self._hmac_inner, self._hmac_outer
+        if not normalised:
+            addresses = map(normalise_address, addresses)
         keys = []
         for address in addresses:
             h = inner.copy()
-            h.update(normal(address).encode())
+            h.update(address.encode())
             o = outer.copy()
             o.update(h.digest())
             keys.append(o.hexdigest()[:_KEY_HEX_CHARS])
@@ -374,7 +378,9 @@ class Ledger:
         if claimed == len(ids):  # the usual case: nobody else had any of them
             return [(row_id, by_id[row_id]) for row_id in ids]
         # Some were taken or done already: read back which rows this claim took.
-        mine = select(_c.id).where(self._by_ids(ids) & (_c.batch_id == batch_id))
+        mine = select(_c.id).where(
+            self._by_ids(ids) & (_c.batch_id == batch_id) & (_c.run_id == values["run_id"])
+        )
         return [(row_id, by_id[row_id]) for row_id in conn.execute(mine).scalars()]
 
     def _claim_by_keys(

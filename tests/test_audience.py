@@ -21,6 +21,7 @@ from tasks.audience import (
     normalise_mobile,
 )
 from tasks.errors import ConfigError
+from tasks.ledger import normalise_address
 from tasks.models import Language
 from tasks.synthetic import HEADER, main, write_borrowers
 
@@ -544,6 +545,11 @@ def test_fuzz_csvish_text(tmp_path: Path, text: str, encoding: str) -> None:
         assert all(
             b.email is None or normalise_email(b.email) == b.email for b in audience.borrowers
         )
+    if audience is not None:
+        # The flow keys imported addresses with `normalised=True`: they must be fixed points.
+        for b in audience.borrowers:
+            for address in (b.email, b.mobile):
+                assert address is None or normalise_address(address) == address
 
 
 def _import_survives(tmp_path: Path, data: bytes) -> Audience | None:
@@ -572,6 +578,9 @@ def test_synthetic_export_is_deterministic_and_realistic(tmp_path: Path) -> None
     audience = import_audience(a)
     counts = audience.report.counts
     assert len(audience.borrowers) == 3000
+    imported = [x for b in audience.borrowers for x in (b.email, b.mobile) if x is not None]
+    assert len(imported) > 5000
+    assert [normalise_address(x) for x in imported] == imported
     assert counts["valid"] / 3000 > 0.9
     for dirt in ("invalid_email", "invalid_mobile", "duplicate_email", "blank_line"):
         assert counts.get(dirt, 0) > 0, dirt

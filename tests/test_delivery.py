@@ -100,7 +100,8 @@ def test_sends_each_recipient_once_in_batches_per_language(ledger: Ledger) -> No
     assert outcome.requests == len(provider.calls) == 2 + 1  # 2000 Danish, 500 English
     assert ledger.counts(CAMPAIGN, CHANNEL)["sent"] == 2500
     row = ledger.rows(CAMPAIGN, CHANNEL, [recipients[0].key])[recipients[0].key]
-    assert row["provider_id"].startswith("fake-run-1:") and row["attempts"] == 1
+    assert row["provider_id"] == f"fake-{row['batch_id']}" and row["run_id"] == "run-1"
+    assert row["attempts"] == 1 and row["detail"] is None  # a sent row needs no reason
 
     again = deliver(provider, ledger, recipients, run_id="run-2")
     assert again.counts["skipped"] == 2500 and again.requests == 0

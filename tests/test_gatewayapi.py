@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.models import Channel, Language, SmsSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
-from tasks.providers.gatewayapi import GatewayApiProvider, build_payload
+from tasks.providers.gatewayapi import _E164, GatewayApiProvider, _msisdn, build_payload
 from tests.servers.gatewayapi_server import Fault, GatewayApiServer
 
 TOKEN = "test-token-gw"
@@ -352,6 +354,22 @@ def test_build_payload_refuses_other_channels_and_bad_numbers_without_quoting_th
     assert "20000001" not in str(caught.value)
     with pytest.raises(ValueError, match="1 to 10000"):
         build_payload(sms(), [], sender=SENDER, campaign="c", batch_id="b")
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="+0123456789 \n٣x", max_size=18),
+        st.from_regex(r"\+[0-9]{5,17}", fullmatch=True),
+    )
+)
+def test_msisdn_fast_path_agrees_with_the_e164_pattern(address: str) -> None:
+    """The regex-free path for ordinary numbers must accept and convert exactly as _E164 does."""
+    recipient = Recipient(key="k", address=address)
+    if _E164.match(address):
+        assert _msisdn(recipient) == int(address[1:])
+    else:
+        with pytest.raises(ValueError, match=r"E\.164"):
+            _msisdn(recipient)
 
 
 # --- Configuration from the environment -----------------------------------------------------------

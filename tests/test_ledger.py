@@ -96,6 +96,7 @@ def test_recipient_keys_are_exactly_hmac_sha256(tmp_path: Path, secret: bytes) -
     with Ledger(f"sqlite:///{tmp_path / 'k.db'}", key=secret) as ledger:
         expected = [hmac.new(secret, a.encode(), "sha256").hexdigest()[:32] for a in addresses]
         assert ledger.recipient_keys(addresses) == expected
+        assert ledger.recipient_keys(addresses, normalised=True) == expected
         assert [ledger.recipient_key(a) for a in addresses] == expected
 
 

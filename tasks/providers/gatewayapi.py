@@ -114,7 +114,19 @@ def _check_text(text: str, max_parts: int) -> None:
 
 
 def _msisdn(recipient: Recipient) -> int:
-    if not _E164.match(recipient.address):
+    address = recipient.address
+    # The usual case without the regex (a million calls): what _E164 accepts, "+" and 7-15
+    # ASCII digits, the first not 0.
+    digits = address[1:]
+    if (
+        address[:1] == "+"
+        and 7 <= len(digits) <= 15
+        and digits[0] != "0"
+        and digits.isdigit()
+        and digits.isascii()
+    ):
+        return int(digits)
+    if not _E164.match(address):
         # Name the recipient by key: the address itself is personal data.
         raise ValueError(
             f"recipient {recipient.key}: address is not an E.164 number such as +4512345678 "
