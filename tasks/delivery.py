@@ -28,6 +28,8 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.ledger import DeliveryState, Ledger
@@ -110,12 +112,9 @@ def deliver_chunk(
     (a rerun sends it), PermanentError after a batch was refused for good, ConfigError if a
     recipient's language has no message (before anything is sent).
     """
-    unique: dict[str, Recipient] = {}
-    for recipient in recipients:
-        unique.setdefault(recipient.key, recipient)
-    missing = sorted(
-        {r.language.value for r in unique.values()} - {lang.value for lang in messages}
-    )
+    by_language = _by_language(recipients)
+    unique = sum(map(len, by_language.values()))
+    missing = sorted({lang.value for lang in by_language} - {lang.value for lang in messages})
     if missing:
         raise ConfigError(
             f"no rendered {channel} message for language(s) {missing}; render one or map those "
@@ -123,10 +122,7 @@ def deliver_chunk(
         )
 
     outcome = ChunkOutcome()
-    outcome.counts["skipped"] += len(recipients) - len(unique)
-    by_language: dict[Language, list[Recipient]] = {}
-    for recipient in unique.values():
-        by_language.setdefault(recipient.language, []).append(recipient)
+    outcome.counts["skipped"] += len(recipients) - unique
 
     for language, group in by_language.items():
         # Kept in the order given, which the flow makes the ledger's storage order: each batch
@@ -155,6 +151,23 @@ def deliver_chunk(
     return outcome
 
 
+def _by_language(recipients: Sequence[Recipient]) -> dict[Language, list[Recipient]]:
+    """Each key once (its first occurrence), grouped by language, in the order given."""
+    key, language = attrgetter("key"), attrgetter("language")
+    if len(set(map(key, recipients))) == len(recipients):
+        # The flow's chunks: no repeats, one run per language. Found in C, not per recipient.
+        runs = [(lang, list(group)) for lang, group in groupby(recipients, language)]
+        if len({lang for lang, _ in runs}) == len(runs):
+            return dict(runs)
+    unique: dict[str, Recipient] = {}
+    for recipient in recipients:
+        unique.setdefault(recipient.key, recipient)
+    grouped: dict[Language, list[Recipient]] = {}
+    for recipient in unique.values():
+        grouped.setdefault(recipient.language, []).append(recipient)
+    return grouped
+
+
 def _deliver_batch(
     provider: Provider,
     ledger: Ledger,
@@ -180,7 +193,7 @@ def _deliver_batch(
                 ledger.claim(campaign, channel, sorted(unseen), batch_id=batch_id, run_id=run_id)
             )
     outcome.counts["skipped"] += len(keys) - len(claimed)
-    todo = [r for r in batch if r.key in claimed]
+    todo = batch if len(claimed) == len(keys) else [r for r in batch if r.key in claimed]
     attempt = 0
     while todo:
         attempt += 1
@@ -348,6 +361,15 @@ def _record_result(
     A key the provider left out becomes unknown: it was part of an accepted request.
     """
     given = result.statuses
+    if (
+        len(given) == len(sent_keys)
+        and set(given.values()) == {DeliveryStatus.SENT}
+        and given.keys() == set(sent_keys)
+    ):
+        # The usual answer, every recipient accepted: recorded without a loop in Python.
+        accepted = dict.fromkeys(sent_keys, DeliveryState.SENT)
+        _mark(ledger, campaign, channel, accepted, "", result.provider_ids, run_id, outcome)
+        return set()
     # DeliveryStatus values are DeliveryState values; the ledger converts once per distinct one.
     statuses = {key: given[key] for key in sent_keys if key in given}
     deferred = {key for key, status in statuses.items() if status == DeliveryStatus.DEFERRED}
@@ -364,17 +386,23 @@ def _record_result(
         groups.append(("accepted, but the provider reported no status for this recipient", silent))
     for detail, group in groups:
         if group:
-            ledger.mark(
-                campaign,
-                channel,
-                group,
-                provider_ids=result.provider_ids,
-                detail=detail,
-                run_id=run_id,
-            )
-            for state, count in Counter(group.values()).items():
-                outcome.counts[DeliveryState(state).value] += count
+            _mark(ledger, campaign, channel, group, detail, result.provider_ids, run_id, outcome)
     return deferred
+
+
+def _mark(
+    ledger: Ledger,
+    campaign: str,
+    channel: str,
+    group: dict[str, DeliveryState | DeliveryStatus],
+    detail: str,
+    provider_ids: Sequence[str],
+    run_id: str,
+    outcome: ChunkOutcome,
+) -> None:
+    ledger.mark(campaign, channel, group, provider_ids=provider_ids, detail=detail, run_id=run_id)
+    for state, count in Counter(group.values()).items():
+        outcome.counts[DeliveryState(state).value] += count
 
 
 def _summary(counts: Mapping[str, int]) -> str:

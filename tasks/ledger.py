@@ -327,12 +327,14 @@ class Ledger:
         }
         found: list[tuple[int, str]] | None = None
         with self._transaction() as conn:
-            # A stretch of a first registration: its ids, looked up and claimed in one go.
-            by_id = self._ids_in_run(conn, campaign, channel, keys)
-            if by_id is None:
-                with self._ids_lock:
-                    known = self._known_ids.get((campaign, channel), {})
-                    by_id = {known[k]: k for k in keys if k in known}
+            # A stretch of a first registration: one id range, claimed in one statement. Its
+            # ids are not remembered: marking the same stretch finds the range the same way.
+            span = self._span_in_run(conn, campaign, channel, keys)
+            if span is not None:
+                return self._claim_span(conn, campaign, channel, span, keys, values, batch_id)
+            with self._ids_lock:
+                known = self._known_ids.get((campaign, channel), {})
+                by_id = {known[k]: k for k in keys if k in known}
             if by_id and len(by_id) == len(set(keys)):
                 found = self._claim_by_ids(conn, by_id, values, batch_id)
         if found is None:
@@ -343,10 +345,14 @@ class Ledger:
             )
         return [key for _, key in found]
 
-    def _ids_in_run(
+    def _span_in_run(
         self, conn: Connection, campaign: str, channel: str, keys: Sequence[str]
-    ) -> dict[int, str] | None:
-        """{id: key} when `keys` are a stretch of a first registration, in its order; else None."""
+    ) -> tuple[int, int] | None:
+        """(first id, last id) when `keys` are a stretch of a first registration, in its order.
+
+        One index look-up (the first key) and a list comparison (in C): no per-key work in
+        Python, which on a million recipients is what claiming and marking would cost most.
+        """
         with self._ids_lock:
             run = self._runs.get((campaign, channel))
         if run is None or not keys:
@@ -358,7 +364,45 @@ class Ledger:
         i = start - first
         if i < 0 or order[i : i + len(keys)] != list(keys):
             return None
-        return dict(zip(range(start, start + len(keys)), keys, strict=True))
+        return start, start + len(keys) - 1
+
+    def _claim_span(
+        self,
+        conn: Connection,
+        campaign: str,
+        channel: str,
+        span: tuple[int, int],
+        keys: Sequence[str],
+        values: dict[str, Any],
+        batch_id: str,
+    ) -> list[str]:
+        """Claim a stretch of a first registration by its id range: every key, or, when another
+        run got to some of them first, exactly the rows this claim took."""
+        low, high = span
+        stmt = (
+            update(deliveries)
+            .where(_c.id.between(low, high) & (_c.state == DeliveryState.PENDING.value))
+            .values(values)
+        )
+        if self._postgres:
+            rows = list(conn.execute(stmt.returning(_c.id, _c.recipient_key)).all())
+        else:
+            if conn.execute(stmt).rowcount == len(keys):
+                return list(keys)
+            mine = (_c.batch_id == batch_id) & (_c.run_id == values["run_id"])
+            rows = list(
+                conn.execute(
+                    select(_c.id, _c.recipient_key).where(_c.id.between(low, high) & mine)
+                ).all()
+            )
+        if len(rows) == len(keys):
+            return list(keys)
+        # Only some: remember their ids, since a mark of part of a stretch goes by key or id.
+        with self._ids_lock:
+            self._claimed_ids.setdefault((campaign, channel), {}).update(
+                (key, row_id) for row_id, key in rows
+            )
+        return [key for _, key in sorted(rows)]
 
     def _claim_by_ids(
         self, conn: Connection, by_id: dict[int, str], values: dict[str, Any], batch_id: str
@@ -447,8 +491,12 @@ class Ledger:
         of the request(s) that carried these keys; `detail` is a non-personal reason.
         """
         grouped: dict[str, list[str]] = {}
-        for key, state in statuses.items():
-            grouped.setdefault(state, []).append(key)
+        distinct = set(statuses.values())
+        if len(distinct) == 1:  # the usual case: one outcome for a whole batch, no per-key loop
+            grouped[distinct.pop()] = list(statuses)
+        else:
+            for key, state in statuses.items():
+                grouped.setdefault(state, []).append(key)
         by_state = {DeliveryState(state): keys for state, keys in grouped.items()}
         for outcome in by_state.keys() & {DeliveryState.PENDING, DeliveryState.SENDING}:
             raise ValueError(f"mark records an outcome; {outcome.value!r} is not one")
@@ -660,13 +708,19 @@ class Ledger:
                 return self._update(
                     campaign, channel, keys, states=states, run_id=run_id, values=values, conn=own
                 )
+        keys = list(keys)
+        guard = _c.state.in_([s.value for s in states])
+        if run_id is not None:
+            guard &= _c.run_id == run_id
+        span = self._span_in_run(conn, campaign, channel, keys)
+        if span is not None:
+            # A whole claimed stretch (the usual mark): one range, no per-key work.
+            stmt = update(deliveries).where(_c.id.between(*span) & guard).values(values)
+            return int(conn.execute(stmt).rowcount)
         with self._ids_lock:
             known = self._claimed_ids.get((campaign, channel), {})
             ids = sorted({known[k] for k in keys if k in known})
             others = sorted({k for k in keys if k not in known})
-        guard = _c.state.in_([s.value for s in states])
-        if run_id is not None:
-            guard &= _c.run_id == run_id
         changed = 0
         # Ids before keys, each sorted: every writer takes PostgreSQL row locks in one order.
         for id_chunk in _chunks(ids):

@@ -355,19 +355,30 @@ def test_claims_of_a_fresh_registration_hit_exactly_their_own_rows(
             }
             # A second claim of the same keys gets none of them.
             assert ledger.claim(campaign, CHANNEL, picked, batch_id="b2", run_id="r") == []
-            ledger.mark(campaign, CHANNEL, dict.fromkeys(picked[:2], DeliveryState.SENT), run_id="r")
+            ledger.mark(
+                campaign, CHANNEL, dict.fromkeys(picked[:2], DeliveryState.SENT), run_id="r"
+            )
             assert ledger.counts(campaign, CHANNEL)["sent"] == 2
         finally:
             second.delete_campaign(other)
 
 
-def test_a_claim_by_id_reports_only_the_rows_it_took(db_url: str, ledger: Ledger, campaign: str) -> None:
+def test_a_claim_by_id_reports_only_the_rows_it_took(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
     ledger.register(campaign, CHANNEL, keys_(10))
     with Ledger(db_url, key=KEY) as rival:
         rival.pending_keys(campaign, CHANNEL)  # learns the ids too
         assert rival.claim(campaign, CHANNEL, keys_(10)[:4], batch_id="rival", run_id="r2")
     claimed = ledger.claim(campaign, CHANNEL, keys_(10)[2:6], batch_id="mine", run_id="r1")
     assert sorted(claimed) == keys_(10)[4:6]
+    # Marking the whole stretch as this run touches only the rows this run took.
+    stretch = dict.fromkeys(keys_(10)[2:6], DeliveryState.SENT)
+    assert ledger.mark(campaign, CHANNEL, stretch, run_id="r1") == 2
+    states = ledger.states(campaign, CHANNEL, keys_(10)[:7])
+    assert [states[k] for k in keys_(10)[:7]] == [DeliveryState.SENDING] * 4 + [
+        DeliveryState.SENT
+    ] * 2 + [DeliveryState.PENDING]
 
 
 # --- concurrency -------------------------------------------------------------------------------
