@@ -91,6 +91,10 @@ _MIN_SECRET_BYTES = 16
 _SEPARATOR = "\x1f"
 _SPACES = re.compile(r"\s+")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+# What a JSON string must escape (RFC 8259: quote, backslash, controls), and lone surrogates,
+# which have no UTF-8 form. json.dumps also escapes the rest of non-ASCII, which JSON does not
+# require and SQLite's json_each reads either way.
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 
 
 class DeliveryState(StrEnum):
@@ -140,6 +144,16 @@ def normalise_address(address: str) -> str:
     if value.startswith("00"):
         value = "+" + value[2:]
     return value
+
+
+def _json_array(values: list[str]) -> str:
+    """`json.dumps(values)` for a list of strings, joined in C when none needs escaping.
+
+    Recipient keys are hex: on a million of them this takes ~20 ms instead of ~350 ms.
+    """
+    if _JSON_ESCAPED.search("".join(values)) is None:
+        return '["' + '","'.join(values) + '"]' if values else "[]"
+    return json.dumps(values)
 
 
 def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
@@ -244,7 +258,9 @@ class Ledger:
         in one call. When every key is new, the ledger also learns their row ids here, so that
         claiming them needs no look-up (and no `pending_keys` read).
         """
-        unique = list(dict.fromkeys(keys))
+        unique = list(keys)
+        if len(set(unique)) != len(unique):
+            unique = list(dict.fromkeys(unique))
         now = time.time()
         added = 0
         ids: dict[str, int] = {}
@@ -278,7 +294,7 @@ class Ledger:
                         f"INSERT OR IGNORE INTO {deliveries.name} (campaign, channel, "
                         "recipient_key, state, attempts, updated_at) SELECT ?, ?, value, ?, 0, ? "
                         "FROM json_each(?) ORDER BY json_each.key",
-                        (campaign, channel, DeliveryState.PENDING.value, now, json.dumps(chunk)),
+                        (campaign, channel, DeliveryState.PENDING.value, now, _json_array(chunk)),
                     ).rowcount
                 if unique and added == len(unique):
                     # All new, inserted in order under the write lock: SQLite gave them the ids
@@ -761,7 +777,8 @@ class Ledger:
         """`values` as a one-column table `value`, sent as one parameter (not one per value)."""
         if self._postgres:
             return func.unnest(self._pg_array(values, Text)).table_valued("value").render_derived()
-        return func.json_each(bindparam("values_json", json.dumps(values))).table_valued("value")
+        text = _json_array(values) if values and isinstance(values[0], str) else json.dumps(values)
+        return func.json_each(bindparam("values_json", text)).table_valued("value")
 
     @staticmethod
     def _pg_array(values: list[str] | list[int], item: type[Text] | type[BigInteger]) -> Any:

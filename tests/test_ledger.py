@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import multiprocessing
 import os
 import random
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from tasks.errors import ConfigError
@@ -24,6 +27,7 @@ from tasks.ledger import (
     LEDGER_KEY_ENV,
     DeliveryState,
     Ledger,
+    _json_array,
     normalise_address,
 )
 
@@ -87,6 +91,18 @@ def test_recipient_key_is_a_keyed_hash_of_the_normalised_address(tmp_path: Path)
         assert a.recipient_key("anna@example.dk") != a.recipient_key("anne@example.dk")
     with Ledger(f"sqlite:///{tmp_path / 'b.db'}", key=b"another-key-0123456789abcdef") as b:
         assert b.recipient_key("anna.hansen@example.dk") != key
+
+
+@given(st.lists(st.text(max_size=8), max_size=6))
+def test_json_array_is_json_dumps_for_any_strings(values: list[str]) -> None:
+    assert json.loads(_json_array(values)) == values
+
+
+def test_keys_that_need_escaping_register_and_claim(ledger: Ledger, campaign: str) -> None:
+    odd = ['a"b', "c\\d", "e\nf", "æøå", "plain"]
+    assert ledger.register(campaign, CHANNEL, odd) == 5
+    assert sorted(ledger.claim(campaign, CHANNEL, odd, batch_id="1", run_id="r")) == sorted(odd)
+    assert ledger.mark(campaign, CHANNEL, dict.fromkeys(odd, DeliveryState.SENT)) == 5
 
 
 @pytest.mark.parametrize("secret", [b"k" * 16, b"0123456789abcdef" * 4, b"x" * 100])
