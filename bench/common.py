@@ -177,7 +177,7 @@ def http_json(url: str, path: str, method: str = "GET") -> Any:
 def post_all(
     url: str, path: str, headers: dict[str, str], bodies: Iterable[Any], ok: tuple[int, ...]
 ) -> int:
-    """POST each JSON body over ONE keep-alive connection; return how many were posted.
+    """POST each JSON body (a document, or bytes) over ONE keep-alive connection; return how many.
 
     The bare loop every benchmark compares against: `bodies` may be a generator that builds
     each payload, so building counts in the caller's timing as it does in the real pipeline.
@@ -191,7 +191,8 @@ def post_all(
     sent = 0
     try:
         for body in bodies:
-            data = json.dumps(body).encode()
+            # Bytes: a body the provider encodes itself (GatewayAPI); else what the SDK does.
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             conn.request("POST", path, body=data, headers=headers)
             response = conn.getresponse()
             response.read()

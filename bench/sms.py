@@ -103,7 +103,7 @@ def _one_size(
 ) -> list[dict[str, Any]]:
     from flows.communicate_externally import chunk_size
     from tasks.config import load_municipality
-    from tasks.providers.gatewayapi import build_payload
+    from tasks.providers.gatewayapi import encode_payload
 
     audience = write_audience(ws, size, "sms")
     runs = {}
@@ -122,10 +122,11 @@ def _one_size(
     headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
     chunk = chunk_size(len(recipients))
 
-    # The same payloads (build_payload, grouped by the flow's chunks and by language), posted
-    # one after the other on one connection: no ledger, no Prefect.
+    # The same request bodies (encode_payload, as the provider sends them, grouped by the
+    # flow's chunks and by language), posted one after the other on one connection: no ledger,
+    # no Prefect.
     bodies = (
-        build_payload(
+        encode_payload(
             message,
             group,
             sender=settings.sender,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import socket
 import subprocess
@@ -22,7 +23,13 @@ from hypothesis import strategies as st
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.models import Channel, Language, SmsSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
-from tasks.providers.gatewayapi import _E164, GatewayApiProvider, _msisdn, build_payload
+from tasks.providers.gatewayapi import (
+    _E164,
+    GatewayApiProvider,
+    _msisdn,
+    build_payload,
+    encode_payload,
+)
 from tests.servers.gatewayapi_server import Fault, GatewayApiServer
 
 TOKEN = "test-token-gw"
@@ -370,6 +377,32 @@ def test_msisdn_fast_path_agrees_with_the_e164_pattern(address: str) -> None:
     else:
         with pytest.raises(ValueError, match=r"E\.164"):
             _msisdn(recipient)
+
+
+_NUMBERS = st.one_of(
+    st.from_regex(r"\+45[2-9][0-9]{7}", fullmatch=True),
+    st.sampled_from(["+4520000001", "+4520000001\n", "+045123", "4520000001", "+45 20000001"]),
+    st.text(alphabet="+0123456789\n", min_size=1, max_size=14),
+)
+
+
+@given(
+    st.lists(_NUMBERS, min_size=1, max_size=8),
+    st.sampled_from([None, datetime(2026, 12, 14, 9, tzinfo=UTC)]),
+)
+def test_encode_payload_is_build_payload_as_json(
+    numbers: list[str], sendtime: datetime | None
+) -> None:
+    """The provider's request body must be exactly build_payload's document, or fail as it does."""
+    recipients = [Recipient(key=f"k{i}", address=n) for i, n in enumerate(numbers)]
+    kwargs = dict(sender=SENDER, campaign="c", batch_id="b", sendtime=sendtime)
+    try:
+        expected = build_payload(sms(), recipients, **kwargs)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            encode_payload(sms(), recipients, **kwargs)
+        return
+    assert json.loads(encode_payload(sms(), recipients, **kwargs)) == expected
 
 
 # --- Configuration from the environment -----------------------------------------------------------

