@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tasks.errors import ConfigError, FbsflowError
@@ -77,6 +80,13 @@ def _run(args: argparse.Namespace) -> int:
         approve = answer.strip().lower() in ("y", "yes", "j", "ja")
     from flows.communicate_externally import communicate_externally
 
+    booting = _boot_temporary_server()
+    if booting is not None:
+        from tasks.steps import prefetch_audience
+
+        # The temporary server boots in its own process: parse the borrowers meanwhile.
+        prefetch_audience(config, str(config_path), str(audience_path) if audience_path else None)
+        booting.join()
     mode = (
         "Prefect server " + os.environ["PREFECT_API_URL"]
         if os.environ.get("PREFECT_API_URL")
@@ -103,6 +113,32 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  confirm with: fbsflow done {config_path} STEP --by NAME")
     print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
     return 0 if record["status"] == "complete" or not approve else 1
+
+
+def _boot_temporary_server() -> threading.Thread | None:
+    """Start booting Prefect's temporary server, when this run will use one; None if not.
+
+    The same server the flow would start on its first API call (Prefect keeps one per
+    process), started early so its seconds of start-up overlap our own work.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    # A failure here is raised again, properly, when the flow starts the server itself.
+    thread = threading.Thread(
+        target=_quietly, args=(server.start,), name="fbsflow-prefect-boot", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _quietly(start: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):
+        start()
 
 
 def _ledger(args: argparse.Namespace) -> int:

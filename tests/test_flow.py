@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.communicate_externally import communicate_externally
+from tasks import steps
+from tasks.config import load_municipality
 from tasks.models import Channel
+from tasks.steps import prefetch_audience
 
 from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
 
@@ -121,3 +126,42 @@ def test_another_municipality_config_runs_the_same_way(
     )
     assert record["status"] == "complete", record["reasons"]
     assert set(record["channels"]) == {"website", "sms"}
+
+
+def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
+    prefect_harness: None, isolated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`fbsflow run` parses the borrowers while Prefect's temporary server boots (prefetch)."""
+    config = load_municipality(EXAMPLE_CONFIG)
+    csv = isolated / "borrowers.csv"
+    shutil.copy(EXAMPLE_AUDIENCE, csv)
+    assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(csv))
+    caplog.set_level(logging.INFO)
+    record = communicate_externally(
+        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        approve=True,
+    )
+    assert "read while Prefect was starting" in caplog.text
+    assert not steps._prefetched  # handed over, not kept alive beside the flow's copy
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 645
+
+    # Prefetched, then the export changes before the flow reads it: the new file is read.
+    assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(csv))
+    with csv.open("a", encoding="utf-8", newline="") as fh:
+        fh.write("1199999999;Ny Låner;ny.laaner@example.com;;Nej;Ja;da\r\n")
+    caplog.clear()
+    record = communicate_externally(
+        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        approve=True,
+    )
+    assert "read while Prefect was starting" not in caplog.text
+    assert not steps._prefetched
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 646
+
+
+def test_prefetch_leaves_a_broken_file_to_the_import_step(isolated: Path) -> None:
+    config = load_municipality(EXAMPLE_CONFIG)
+    empty = isolated / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(empty)) is False
+    assert not steps._prefetched
