@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_SCALE_ENV = "FBSFLOW_BACKOFF_SCALE"
 OUTCOMES = ("sent", "failed", "unknown", "skipped", "released")
+_KEY = attrgetter("key")
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def _deliver_batch(
 ) -> None:
     # The ledger row already names the run; a short id keeps each of a million rows small.
     batch_id = uuid.uuid4().hex[:16]
-    keys = [r.key for r in batch]
+    keys = list(map(_KEY, batch))
     claimed = set(ledger.claim(campaign, channel, keys, batch_id=batch_id, run_id=run_id))
     if len(claimed) < len(keys):
         # Keys the ledger has never seen are registered here (cheaply, only when some key was
@@ -197,7 +198,7 @@ def _deliver_batch(
     attempt = 0
     while todo:
         attempt += 1
-        todo_keys = [r.key for r in todo]
+        todo_keys = keys if todo is batch else list(map(_KEY, todo))
         if attempt > 1:
             ledger.renew_claim(campaign, channel, todo_keys, run_id=run_id)
         outcome.requests += 1
@@ -278,7 +279,7 @@ def _deliver_batch(
                 f"{len(todo)} recipients are marked unknown"
             ) from None
         deferred = _record_result(ledger, result, todo_keys, campaign, channel, run_id, outcome)
-        todo = [r for r in todo if r.key in deferred]
+        todo = [r for r in todo if r.key in deferred] if deferred else []
         if todo:
             exc = TransientError(f"{len(todo)} recipients deferred ({result.detail})")
             _wait_or_give_up(

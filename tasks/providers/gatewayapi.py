@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import httpx
@@ -177,7 +178,7 @@ def encode_payload(
     json.dumps: on a million SMS recipients that is ~1.5 s less.
     """
     envelope = _envelope(message, recipients, sender, campaign, batch_id, sendtime, max_parts)
-    addresses = list(dict.fromkeys(r.address for r in recipients))
+    addresses = list(dict.fromkeys(map(attrgetter("address"), recipients)))
     lines = "\n".join(addresses)
     if lines.count("\n") != len(addresses) - 1 or not _E164_LINES.fullmatch(lines + "\n"):
         # Something unusual: build_payload checks number by number and names the bad one.
@@ -400,5 +401,5 @@ class GatewayApiProvider(Provider):
         if isinstance(usage, dict) and "total_cost" in usage:
             cost = f", cost {usage['total_cost']} {usage.get('currency', '')}".rstrip()
         detail = f"{response.status_code}: accepted, {len(provider_ids)} message id(s){cost}"
-        statuses = dict.fromkeys((r.key for r in recipients), DeliveryStatus.SENT)
+        statuses = dict.fromkeys(map(attrgetter("key"), recipients), DeliveryStatus.SENT)
         return BatchResult(statuses, provider_ids=provider_ids, detail=detail)

@@ -26,6 +26,7 @@ import re
 import time
 import urllib.error
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import python_http_client.exceptions as sdk_errors
@@ -73,7 +74,7 @@ def build_payload(
         raise ValueError(
             f"a SendGrid batch holds at most {MAX_RECIPIENTS} recipients, got {len(recipients)}"
         )
-    if len({r.key for r in recipients}) != len(recipients):
+    if len(set(map(attrgetter("key"), recipients))) != len(recipients):
         raise ValueError("recipient keys repeat within the batch; the ledger must deduplicate")
     if not message.subject:
         raise ValueError("an e-mail message needs a subject")
@@ -201,7 +202,7 @@ class SendGridProvider(Provider):
             message_id = response.headers.get("X-Message-Id")
             sandbox = " (sandbox: validated, not delivered)" if status == 200 else ""
             return BatchResult(
-                statuses=dict.fromkeys((r.key for r in recipients), DeliveryStatus.SENT),
+                statuses=dict.fromkeys(map(attrgetter("key"), recipients), DeliveryStatus.SENT),
                 provider_ids=[message_id] if message_id else [],
                 detail=f"{status}: accepted{sandbox}",
             )
