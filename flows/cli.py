@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from tasks.errors import ConfigError, FbsflowError
@@ -86,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
         # The temporary server boots in its own process: parse the borrowers meanwhile.
         prefetch_audience(config, str(config_path), str(audience_path) if audience_path else None)
-        booting.join()
+        booting.result()  # a server that failed to start fails the run now, once
     mode = (
         "Prefect server " + os.environ["PREFECT_API_URL"]
         if os.environ.get("PREFECT_API_URL")
@@ -115,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if record["status"] == "complete" or not approve else 1
 
 
-def _boot_temporary_server() -> threading.Thread | None:
+def _boot_temporary_server() -> Future[None] | None:
     """Start booting Prefect's temporary server, when this run will use one; None if not.
 
     The same server the flow would start on its first API call (Prefect keeps one per
@@ -128,17 +127,18 @@ def _boot_temporary_server() -> threading.Thread | None:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    # A failure here is raised again, properly, when the flow starts the server itself.
-    thread = threading.Thread(
-        target=_quietly, args=(server.start,), name="fbsflow-prefect-boot", daemon=True
-    )
-    thread.start()
-    return thread
+    booting: Future[None] = Future()
 
+    def boot() -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            booting.set_exception(exc)
+        else:
+            booting.set_result(None)
 
-def _quietly(start: Callable[[], None]) -> None:
-    with contextlib.suppress(Exception):
-        start()
+    threading.Thread(target=boot, name="fbsflow-prefect-boot", daemon=True).start()
+    return booting
 
 
 def _ledger(args: argparse.Namespace) -> int:

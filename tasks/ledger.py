@@ -355,6 +355,13 @@ class Ledger:
                 found = self._claim_by_ids(conn, by_id, values, batch_id)
         if found is None:
             found = self._claim_by_keys(campaign, channel, keys, values)
+        elif len(found) < len(set(keys)):
+            # Ids learned earlier can be stale (the campaign deleted and registered anew by
+            # another ledger instance): keys not taken by id are tried by key, which only ever
+            # takes pending rows, so a key another run holds stays with that run.
+            taken = {key for _, key in found}
+            rest = [key for key in dict.fromkeys(keys) if key not in taken]
+            found += self._claim_by_keys(campaign, channel, rest, values)
         with self._ids_lock:
             self._claimed_ids.setdefault((campaign, channel), {}).update(
                 (key, row_id) for row_id, key in found
@@ -366,19 +373,25 @@ class Ledger:
     ) -> tuple[int, int] | None:
         """(first id, last id) when `keys` are a stretch of a first registration, in its order.
 
-        One index look-up (the first key) and a list comparison (in C): no per-key work in
-        Python, which on a million recipients is what claiming and marking would cost most.
+        One index look-up (the first and last key) and a list comparison (in C): no per-key
+        work in Python, which on a million recipients is what claiming and marking would cost
+        most.
         """
         with self._ids_lock:
             run = self._runs.get((campaign, channel))
         if run is None or not keys:
             return None
         first, order = run
-        start = self._ids_of(conn, campaign, channel, [keys[0]]).get(keys[0])
+        ends = self._ids_of(conn, campaign, channel, [keys[0], keys[-1]])
+        start = ends.get(keys[0])
         if start is None:
             return None
         i = start - first
         if i < 0 or order[i : i + len(keys)] != list(keys):
+            return None
+        # Both ends, checked in the table: rows deleted and registered anew by another ledger
+        # instance (delete_campaign) must not leave this one updating someone else's ids.
+        if ends.get(keys[-1]) != start + len(keys) - 1:
             return None
         return start, start + len(keys) - 1
 

@@ -126,13 +126,16 @@ def prefetch_audience(
     source = _audience_source(config, config_path, audience_path)
     if source is None:
         return False
+    before = _fingerprint(config, *source)
     try:
         audience = import_audience(
             source[0], columns=config.audience.columns, suppression=source[1]
         )
     except ConfigError:
         return False
-    _prefetched[_fingerprint(config, *source)] = audience
+    if _fingerprint(config, *source) != before:
+        return False  # written to while we read it (an export still being saved): not trusted
+    _prefetched[before] = audience
     return True
 
 
@@ -155,15 +158,17 @@ def _audience_source(
 def _fingerprint(
     config: MunicipalityConfig, path: Path, suppression: Path | None
 ) -> tuple[object, ...]:
-    """Which files, at which size and modification time, read with which column names: a
-    changed file or mapping is parsed again."""
+    """Which files (inode), at which size and modification and change times, read with which
+    column names: a changed file or mapping is parsed again. The change time catches a copy
+    that kept the old size and modification time (`cp -p`, `rsync -t`)."""
     parts: list[object] = [tuple(sorted((config.audience.columns or {}).items()))]
     for file in (path, suppression):
         try:
             stat = file.stat() if file is not None else None
         except OSError:
             stat = None
-        parts += [str(file.resolve()) if file else None, stat and (stat.st_size, stat.st_mtime_ns)]
+        identity = stat and (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        parts += [str(file.resolve()) if file else None, identity]
     return tuple(parts)
 
 

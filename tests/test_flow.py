@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -157,6 +158,25 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
     assert "read while Prefect was starting" not in caplog.text
     assert not steps._prefetched
     assert record["channels"]["newsletter"]["counts"]["sent"] == 646
+
+    # Rewritten to the same size with the old modification time put back (as `cp -p` does):
+    # the change time still tells, and the file is read again.
+    assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(csv))
+    before = csv.stat()
+    data = csv.read_bytes().replace(b"ny.laaner@", b"ny.laanar@")
+    csv.write_bytes(data)
+    os.utime(csv, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert csv.stat().st_size == before.st_size and csv.stat().st_mtime_ns == before.st_mtime_ns
+    caplog.clear()
+    record = communicate_externally(
+        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        approve=True,
+    )
+    assert "read while Prefect was starting" not in caplog.text
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 646
+    requests = isolated / "outbox" / "eksempel-kommune" / "newsletter" / "requests"
+    sent_to = "".join(p.read_text(encoding="utf-8") for p in requests.glob("*.json"))
+    assert "ny.laanar@example.com" in sent_to and "ny.laaner@example.com" not in sent_to
 
 
 def test_prefetch_leaves_a_broken_file_to_the_import_step(isolated: Path) -> None:

@@ -397,6 +397,27 @@ def test_a_claim_by_id_reports_only_the_rows_it_took(
     ] * 2 + [DeliveryState.PENDING]
 
 
+def test_a_stale_first_registration_is_not_trusted_after_the_campaign_was_rewritten(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    """Another instance deletes the campaign and registers other keys into the same ids."""
+    ledger.register(campaign, CHANNEL, ["a", "b", "c"])
+    with Ledger(db_url, key=KEY) as other:
+        other.delete_campaign(campaign)
+        other.register(campaign, CHANNEL, ["a", "x", "b"])
+    assert sorted(ledger.claim(campaign, CHANNEL, ["a", "b"], batch_id="1", run_id="r")) == [
+        "a",
+        "b",
+    ]
+    assert ledger.mark(campaign, CHANNEL, dict.fromkeys(["a", "b"], DeliveryState.SENT)) == 2
+    states = ledger.states(campaign, CHANNEL, ["a", "b", "x"])
+    assert states == {
+        "a": DeliveryState.SENT,
+        "b": DeliveryState.SENT,
+        "x": DeliveryState.PENDING,
+    }
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 
