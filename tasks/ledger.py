@@ -355,13 +355,6 @@ class Ledger:
                 found = self._claim_by_ids(conn, by_id, values, batch_id)
         if found is None:
             found = self._claim_by_keys(campaign, channel, keys, values)
-        elif len(found) < len(set(keys)):
-            # Ids learned earlier can be stale (the campaign deleted and registered anew by
-            # another ledger instance): keys not taken by id are tried by key, which only ever
-            # takes pending rows, so a key another run holds stays with that run.
-            taken = {key for _, key in found}
-            rest = [key for key in dict.fromkeys(keys) if key not in taken]
-            found += self._claim_by_keys(campaign, channel, rest, values)
         with self._ids_lock:
             self._claimed_ids.setdefault((campaign, channel), {}).update(
                 (key, row_id) for row_id, key in found
