@@ -399,26 +399,23 @@ class Ledger:
         batch_id: str,
     ) -> list[str]:
         """Claim a stretch of a first registration by its id range: every key, or, when another
-        run got to some of them first, exactly the rows this claim took."""
+        run got to some of them first, exactly the rows this claim took.
+
+        SQLite only: PostgreSQL hands out ids from a sequence that other processes share, so
+        only a SQLite registration records a stretch (`_runs`).
+        """
         low, high = span
         stmt = (
             update(deliveries)
             .where(_c.id.between(low, high) & (_c.state == DeliveryState.PENDING.value))
             .values(values)
         )
-        if self._postgres:
-            rows = list(conn.execute(stmt.returning(_c.id, _c.recipient_key)).all())
-        else:
-            if conn.execute(stmt).rowcount == len(keys):
-                return list(keys)
-            mine = (_c.batch_id == batch_id) & (_c.run_id == values["run_id"])
-            rows = list(
-                conn.execute(
-                    select(_c.id, _c.recipient_key).where(_c.id.between(low, high) & mine)
-                ).all()
-            )
-        if len(rows) == len(keys):
+        if conn.execute(stmt).rowcount == len(keys):
             return list(keys)
+        mine = (_c.batch_id == batch_id) & (_c.run_id == values["run_id"])
+        rows = conn.execute(
+            select(_c.id, _c.recipient_key).where(_c.id.between(low, high) & mine)
+        ).all()
         # Only some: remember their ids, since a mark of part of a stretch goes by key or id.
         with self._ids_lock:
             self._claimed_ids.setdefault((campaign, channel), {}).update(
