@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 BACKOFF_SCALE_ENV = "FBSFLOW_BACKOFF_SCALE"
 OUTCOMES = ("sent", "failed", "unknown", "skipped", "released")
 _KEY = attrgetter("key")
+_LANGUAGE = attrgetter("language")
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,9 @@ def deliver_chunk(
 
 def _by_language(recipients: Sequence[Recipient]) -> dict[Language, list[Recipient]]:
     """Each key once (its first occurrence), grouped by language, in the order given."""
-    key, language = attrgetter("key"), attrgetter("language")
-    if len(set(map(key, recipients))) == len(recipients):
+    if len(set(map(_KEY, recipients))) == len(recipients):
         # The flow's chunks: no repeats, one run per language. Found in C, not per recipient.
-        runs = [(lang, list(group)) for lang, group in groupby(recipients, language)]
+        runs = [(lang, list(group)) for lang, group in groupby(recipients, _LANGUAGE)]
         if len({lang for lang, _ in runs}) == len(runs):
             return dict(runs)
     unique: dict[str, Recipient] = {}

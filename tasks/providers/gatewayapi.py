@@ -157,9 +157,14 @@ def build_payload(
     occurs twice is sent once: GatewayAPI refuses a message with a repeated recipient.
     """
     payload = _envelope(message, recipients, sender, campaign, batch_id, sendtime, max_parts)
-    msisdns = dict.fromkeys(_msisdn(r) for r in recipients)  # ordered and de-duplicated
-    payload["recipients"] = [{"msisdn": m} for m in msisdns]
+    payload["recipients"] = _recipient_list(recipients)
     return payload
+
+
+def _recipient_list(recipients: Sequence[Recipient]) -> list[dict[str, int]]:
+    """Each number once, in order, as GatewayAPI's integer msisdn; names a bad one by key."""
+    msisdns = dict.fromkeys(_msisdn(r) for r in recipients)
+    return [{"msisdn": m} for m in msisdns]
 
 
 def encode_payload(
@@ -181,17 +186,8 @@ def encode_payload(
     addresses = list(dict.fromkeys(map(attrgetter("address"), recipients)))
     lines = "\n".join(addresses)
     if lines.count("\n") != len(addresses) - 1 or not _E164_LINES.fullmatch(lines + "\n"):
-        # Something unusual: build_payload checks number by number and names the bad one.
-        payload = build_payload(
-            message,
-            recipients,
-            sender=sender,
-            campaign=campaign,
-            batch_id=batch_id,
-            sendtime=sendtime,
-            max_parts=max_parts,
-        )
-        return json.dumps(payload).encode()
+        # Something unusual: checked number by number, as build_payload does.
+        return json.dumps({**envelope, "recipients": _recipient_list(recipients)}).encode()
     # Plain E.164 numbers, each once: a number's one "+" goes, and the digits are the integer.
     numbers = '},{"msisdn":'.join(addresses).replace("+", "")
     head = json.dumps(envelope)
