@@ -9,15 +9,23 @@ handful of dictionary look-ups and one regex.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
+import marshal
+import os
 import re
-from collections import Counter
+import signal
+import tempfile
+import threading
+from bisect import bisect_left, bisect_right
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress, count, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
+from typing import IO
 
 import phonenumbers
 
@@ -359,20 +367,26 @@ def _delimiter(header: str) -> str:
 _CHUNK = 1 << 20  # characters split at a time: big enough to be fast, small enough to reuse memory
 
 
-def _chunks(text: str) -> Iterator[list[str]]:
-    """The lines of `text` without their line ends, as lists of about _CHUNK characters.
+def _line_ends(text: str) -> tuple[str, str]:
+    """The text with one kind of line end throughout, and that line end."""
+    if "\r" not in text:
+        return text, "\n"
+    if text.count("\r") == text.count("\r\n") == text.count("\n"):
+        return text, "\r\n"
+    # Mixed or old Mac line ends, e.g. Excel's LF inside quoted CRLF rows.
+    return text.replace("\r\n", "\n").replace("\r", "\n"), "\n"
+
+
+def _chunks(
+    text: str, newline: str, start: int = 0, stop: int | None = None
+) -> Iterator[list[str]]:
+    """The lines of text[start:stop] without their line ends, as lists of ~_CHUNK characters.
 
     io.StringIO would first copy the text into a 4-bytes-a-character buffer and then hand
     out one line per Python call; on a million-row export that is most of the import time.
     """
-    newline = "\n"
-    if "\r" in text:
-        if text.count("\r") == text.count("\r\n") == text.count("\n"):
-            newline = "\r\n"
-        else:  # mixed or old Mac line ends, e.g. Excel's LF inside quoted CRLF rows
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-    end_of_text = len(text) - len(newline) if text.endswith(newline) else len(text)
-    start = 0
+    stop = len(text) if stop is None else stop
+    end_of_text = stop - len(newline) if text.endswith(newline, start, stop) else stop
     while start <= end_of_text:
         end = text.find(newline, start + _CHUNK, end_of_text)
         if end < 0:
@@ -388,11 +402,22 @@ class _Lines:
     when a quoted value spans lines; so every record comes out as csv.reader would give it.
     """
 
-    def __init__(self, path: Path, text: str, delimiter: str) -> None:
-        self.path = path
-        self.stream = chain.from_iterable(_chunks(text))
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        newline: str,
+        delimiter: str,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
+        self.path, self.delimiter = path, delimiter
+        self.stream = chain.from_iterable(_chunks(text, newline, start, stop))
         self._head: str | None = None
         self.pulled = 0  # lines the last quoted record took beyond its first
+        # A quoted record wanted a line after the last one: at the end of a part of the file
+        # (see _SplitImport) the record may go on in the next part.
+        self.ran_out = False
         self._csv = csv.reader(self, delimiter=delimiter, strict=False)
 
     def __iter__(self) -> _Lines:
@@ -403,7 +428,11 @@ class _Lines:
         if head is not None:
             self._head = None
             return head + "\n"
-        line = next(self.stream)
+        try:
+            line = next(self.stream)
+        except StopIteration:
+            self.ran_out = True
+            raise
         self.pulled += 1
         return line + "\n"
 
@@ -534,33 +563,225 @@ def import_audience(
     path: Path, *, columns: Mapping[str, str] | None = None, suppression: Path | None = None
 ) -> Audience:
     """Read a borrower export; every row becomes a Borrower, every problem a report line."""
+    return start_import(path, columns=columns, suppression=suppression, split=False).result()
+
+
+def start_import(
+    path: Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    suppression: Path | None = None,
+    split: bool = True,
+) -> PendingImport:
+    """Read the files now and, with `split`, start parsing the file's tail in a forked child.
+
+    `result()` parses the rest in this process and joins the two. Why: the import is pure
+    Python, one core's work (~3 s on a million rows), while the machine has two. `fbsflow run`
+    starts the child before it imports Prefect, so the tail is parsed while Prefect loads. The
+    split only happens where it is safe and pays: a file of at least _SPLIT_MIN characters, a
+    platform with fork, and no other thread in this process (a forked child gets only the
+    calling thread, and locks other threads hold would stay held in it). Either way the
+    Audience is exactly what a single pass gives (tests compare them).
+    """
     path = Path(path)
     suppressed = read_suppression(Path(suppression)) if suppression is not None else frozenset()
     text, encoding = _read_text(path, "borrower file")
     # Not `text.strip()`: that copies the whole text (~0.2 s on a million rows) to test it.
     if not text or text.isspace():
         raise ConfigError(f"{path}: the borrower file is empty (fix: export the borrowers again)")
-    first = _first_line(text)
-    # Borrowers hold only strings, ints and enums, so parsing makes no reference cycles.
-    with gc_paused():
-        return _parse(path, text, encoding, _delimiter(first), columns, suppressed)
+    text, newline = _line_ends(text)
+    delimiter = _delimiter(_first_line(text))
+    pending = PendingImport(path, text, newline, encoding, delimiter, columns, suppressed)
+    if split and len(text) >= _SPLIT_MIN and hasattr(os, "fork") and threading.active_count() == 1:
+        pending._fork_tail()
+    return pending
 
 
-def _parse(
-    path: Path,
-    text: str,
-    encoding: str,
-    delimiter: str,
-    columns: Mapping[str, str] | None,
-    suppressed: frozenset[str],
-) -> Audience:
-    lines = _Lines(path, text, delimiter)
+# Below this many characters (~100k rows) a second process costs more than it saves.
+_SPLIT_MIN = 8 << 20
+# The child's share of the file. It starts about a second before this process gets to its own
+# part (the Prefect import, ~0.8 s), and then spends ~0.15 s packing its part (measured).
+_TAIL_SHARE = 0.62
+
+
+class PendingImport:
+    """An import under way: the file is read; `result()` returns the Audience."""
+
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        newline: str,
+        encoding: str,
+        delimiter: str,
+        columns: Mapping[str, str] | None,
+        suppressed: frozenset[str],
+    ) -> None:
+        self.path, self.text, self.newline = path, text, newline
+        self.encoding, self.delimiter = encoding, delimiter
+        self.columns, self.suppressed = columns, suppressed
+        self.processes = 1  # how many processes parsed the file, once result() has returned
+        self._split: int | None = None  # where the child's part starts
+        # The child's pid, the read end of its "done" pipe, and the file it writes its part to.
+        self._child: tuple[int, int, IO[bytes]] | None = None
+
+    @property
+    def split(self) -> bool:
+        """Whether a child is parsing the tail of the file."""
+        return self._child is not None
+
+    def result(self) -> Audience:
+        """Parse what is left here and return the whole import (once)."""
+        # Borrowers hold only strings, ints and enums, so parsing makes no reference cycles.
+        with gc_paused():
+            try:
+                if self._child is not None:
+                    audience = self._joined()
+                    if audience is not None:
+                        self.processes = 2
+                        return audience
+                lines = self._lines()
+                header = _read_header(lines, self.path, self.columns)
+                return self._audience(_parse_rows(lines, header, self.suppressed))
+            finally:
+                self.close()
+                self.text = ""  # 2 bytes or more a character of the file: not kept for the run
+
+    def close(self) -> None:
+        """Stop the child, if any (after result() there is none)."""
+        if self._child is None:
+            return
+        pid, done, handover = self._child
+        self._child = None
+        os.close(done)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid, handover)
+
+    def _lines(self, start: int = 0, stop: int | None = None) -> _Lines:
+        return _Lines(self.path, self.text, self.newline, self.delimiter, start, stop)
+
+    def _audience(self, part: _Part) -> Audience:
+        if part.pending:
+            _name_first_rows(part.issues, part.pending, part.borrowers, part.duplicated)
+        # One fixed order, so the counts read the same however the file was parsed.
+        counts = {code: part.counts[code] for code in _REASONS if code in part.counts}
+        counts["valid"] = part.valid
+        if part.blank:
+            counts["blank_line"] = part.blank
+        report = ImportReport(
+            str(self.path), self.encoding, self.delimiter, part.rows, counts, part.issues
+        )
+        return Audience(part.borrowers, report, self.suppressed, frozenset(part.duplicated))
+
+    def _fork_tail(self) -> None:
+        point = self._split_point()
+        if point is None:
+            return
+        split, header = point
+        # A file, not a pipe: the child writes its part as soon as it is done, while this
+        # process is still parsing, instead of waiting for it to read (measured: 0.5 s).
+        handover = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _reap)
+        # The pipe says "done": waiting for the child's exit instead would wait for the kernel
+        # to tear down its memory (~0.2 s at a million rows).
+        done, done_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: parse the tail, hand it over, and leave without cleanup
+            status = 1
+            try:
+                os.close(done)
+                handover.write(self._tail(split, header))
+                handover.flush()
+                os.write(done_write, b"1")
+                status = 0
+            finally:
+                os._exit(status)  # no atexit handlers or buffered output of the parent's
+        os.close(done_write)
+        self._split, self._child = split, (pid, done, handover)
+
+    def _split_point(self) -> tuple[int, _Header] | None:
+        """Where the child's part starts (a line start), and the header; None: no split."""
+        try:
+            header = _read_header(self._lines(), self.path, self.columns)
+        except ConfigError:
+            return None  # result() reports it, as a single pass would
+        text, newline = self.text, self.newline
+        split = text.find(newline, int(len(text) * (1 - _TAIL_SHARE)))
+        if split < 0:
+            return None
+        split += len(newline)
+        if split >= len(text) or text.count(newline, 0, split) <= header.line_no:
+            return None  # a last line or a header that long: nothing to share
+        return split, header
+
+    def _tail(self, split: int, header: _Header) -> bytes:
+        """The rows from `split` on, parsed and packed for the trip to the parent."""
+        # Its first line number: the lines before it, counted as _chunks splits them.
+        line_no = self.text.count(self.newline, 0, split)
+        with gc_paused():
+            part = _parse_rows(
+                self._lines(split), _Header(header.index, header.ncols, line_no), self.suppressed
+            )
+            # marshal, not pickle: plain lists of strings are all it carries, and version 2
+            # writes and reads them in half the time (no memo of objects).
+            return marshal.dumps(_pack(part), 2)
+
+    def _head(self, split: int) -> _Part | None:
+        """The header and the rows before `split`; None if a quoted value runs on past it."""
+        lines = self._lines(0, split)
+        part = _parse_rows(lines, _read_header(lines, self.path, self.columns), self.suppressed)
+        return None if lines.ran_out else part
+
+    def _join(self, head: _Part, tail: bytes) -> Audience:
+        packed = marshal.loads(tail)
+        return self._audience(_merge(head, _unpack(packed), packed[1], packed[2]))
+
+    def _joined(self) -> Audience | None:
+        """Head parsed here plus the child's tail; None if the split cut a record in two."""
+        assert self._child is not None and self._split is not None
+        head = self._head(self._split)
+        pid, done, handover = self._child
+        self._child = None
+        finished = os.read(done, 1) == b"1"  # b"" once the child has gone without a word
+        os.close(done)
+        # A child that failed leaves it to a single pass to say why, if at all.
+        tail = None
+        if finished and head is not None:
+            handover.seek(0)
+            tail = handover.read()
+        _reap(pid, handover)
+        return None if head is None or tail is None else self._join(head, tail)
+
+
+def _reap(pid: int, handover: IO[bytes]) -> None:
+    """Collect the child's exit status and drop its file, in the background.
+
+    Not waited for: the kernel takes ~0.2 s to tear down the child's memory and ~0.1 s to
+    free the file's pages.
+    """
+
+    def reap() -> None:
+        handover.close()
+        os.waitpid(pid, 0)
+
+    threading.Thread(target=reap, name="fbsflow-reap", daemon=True).start()
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    index: dict[str, int]  # field -> column
+    ncols: int
+    line_no: int  # the header's last line: rows start after it
+    notes: tuple[tuple[int, str, str], ...] = ()  # (line, field, code) for missing columns
+
+
+def _read_header(lines: _Lines, path: Path, columns: Mapping[str, str] | None) -> _Header:
     stream, quoted = lines.stream, lines.quoted
     header: list[str] = []
     header_line = line_no = 0
     for line in stream:
         line_no += 1
-        header = quoted(line, line_no) if '"' in line else line.split(delimiter)
+        header = quoted(line, line_no) if '"' in line else line.split(lines.delimiter)
         header_line = line_no
         line_no += lines.pulled if '"' in line else 0
         if any(h.strip() for h in header):
@@ -575,15 +796,39 @@ def _parse(
             + " (fix: name a column E-mail or Mobil, or map it under audience.columns "
             "in the municipality config)"
         )
+    notes = tuple(
+        (header_line, column, code) for column, code in _COLUMN_NOTES if column not in index
+    )
+    return _Header(index, len(header), line_no, notes)
 
-    ncols = len(header)
+
+@dataclass(slots=True)
+class _Part:
+    """What parsing some of the rows found; `_merge` joins a head and a tail."""
+
+    borrowers: list[Borrower]
+    issues: list[ImportIssue]
+    pending: list[tuple[int, str]]  # (index in issues, address): duplicates awaiting a first row
+    counts: dict[str, int]  # issue code -> rows
+    duplicated: set[str]
+    seen_email: set[str]
+    seen_mobile: set[str]
+    rows: int
+    blank: int
+    valid: int
+
+
+def _parse_rows(lines: _Lines, header: _Header, suppressed: frozenset[str]) -> _Part:
+    """Parse the rows after `header.line_no` to the end of `lines`."""
+    stream, quoted = lines.stream, lines.quoted
+    delimiter = lines.delimiter
+    index, ncols, line_no = header.index, header.ncols, header.line_no
     counts: dict[str, int] = {}
     issues: list[ImportIssue] = []
-    for column, code in _COLUMN_NOTES:
-        if column not in index:
-            field_name, reason = _REASONS[code]
-            issues.append(ImportIssue(header_line, field_name.format(column=column), reason))
-            counts[code] = counts.get(code, 0) + 1
+    for note_line, column, code in header.notes:
+        field_name, reason = _REASONS[code]
+        issues.append(ImportIssue(note_line, field_name.format(column=column), reason))
+        counts[code] = counts.get(code, 0) + 1
 
     # A missing column reads from index -1: a "" appended to each record.
     pad = any(f not in index for f in KEPT)
@@ -707,13 +952,141 @@ def _parse(
         else:
             _add(issues, counts, row, bad, pending)
 
-    if pending:
-        _name_first_rows(issues, pending, borrowers, duplicated)
-    counts["valid"] = valid
-    if blank:
-        counts["blank_line"] = blank
-    report = ImportReport(str(path), encoding, delimiter, rows, counts, issues)
-    return Audience(borrowers, report, suppressed, frozenset(duplicated))
+    return _Part(
+        borrowers,
+        issues,
+        pending,
+        counts,
+        duplicated,
+        seen_email,
+        seen_mobile,
+        rows,
+        blank,
+        valid,
+    )
+
+
+def _merge(head: _Part, tail: _Part, emails: list[str | None], mobiles: list[str | None]) -> _Part:
+    """The head's rows followed by the tail's, as one pass over both would have found them.
+
+    `emails` and `mobiles` are the tail borrowers' addresses, as the child sent them.
+    """
+    # An address seen in the head is a duplicate at its first row in the tail too: the tail's
+    # parser could not know. (Its later rows there are marked already.)
+    borrowers = tail.borrowers
+    cross_email = head.seen_email.intersection(emails)
+    cross_mobile = head.seen_mobile.intersection(mobiles)
+    extra: dict[int, list[tuple[str, str]]] = {}  # tail row -> [(code, address)], e-mail first
+    for code, cross, addresses in (
+        ("duplicate_email", cross_email, emails),
+        ("duplicate_mobile", cross_mobile, mobiles),
+    ):
+        # The positions of crossing addresses, found in C; the first one of each counts.
+        left = set(cross)
+        for at in compress(count(), map(cross.__contains__, addresses)):
+            address = addresses[at]
+            if address in left:
+                left.discard(address)
+                extra.setdefault(borrowers[at].row, []).append((code, address))  # type: ignore[arg-type]
+                if not left:
+                    break
+    issues, pending, valid = tail.issues, tail.pending, tail.valid
+    counts = dict(head.counts)
+    for code, n in tail.counts.items():
+        counts[code] = counts.get(code, 0) + n
+    if extra:
+        # Put each new issue where a single pass would have: after the row's field-count
+        # issue (and, for a number, its e-mail issues), before the rest.
+        rows_of = [i.row for i in issues]
+        merged: list[ImportIssue] = []
+        added: list[tuple[int, str]] = []  # (index in merged, address)
+        inserted_before: list[int] = []  # old index each new issue went in front of
+        taken = 0
+        for row in sorted(extra):
+            lo, hi = bisect_left(rows_of, row), bisect_right(rows_of, row)
+            if lo == hi:
+                valid -= 1  # the row had no issue until now
+            for code, address in extra[row]:
+                before = ("row",) if code == "duplicate_email" else ("row", "email")
+                at = lo
+                while at < hi and issues[at].field in before:
+                    at += 1
+                merged += issues[taken:at]
+                taken = at
+                field_name, reason = _REASONS[code]
+                added.append((len(merged), address))
+                inserted_before.append(at)
+                merged.append(ImportIssue(row, field_name, reason.format(first="?")))
+                counts[code] = counts.get(code, 0) + 1
+        merged += issues[taken:]
+        pending = [(i + bisect_right(inserted_before, i), a) for i, a in pending] + added
+        issues = merged
+    offset = len(head.issues)
+    return _Part(
+        head.borrowers + tail.borrowers,
+        head.issues + issues,
+        head.pending + [(i + offset, a) for i, a in pending],
+        counts,
+        head.duplicated | tail.duplicated | cross_email | cross_mobile,
+        set(),  # no longer needed
+        set(),
+        head.rows + tail.rows,
+        head.blank + tail.blank,
+        head.valid + valid,
+    )
+
+
+# A borrower's two consents and language in one byte, for the trip from the child.
+_LANGUAGES = tuple(Language)
+_FLAGS = {
+    (sms, news, language): sms | news << 1 | i << 2
+    for i, language in enumerate(_LANGUAGES)
+    for sms in (False, True)
+    for news in (False, True)
+}
+_SMS_OF = [bool(flag & 1) for flag in range(4 * len(_LANGUAGES))]
+_NEWS_OF = [bool(flag & 2) for flag in range(4 * len(_LANGUAGES))]
+_LANGUAGE_OF = [_LANGUAGES[flag >> 2] for flag in range(4 * len(_LANGUAGES))]
+
+
+def _pack(part: _Part) -> tuple[object, ...]:
+    """A part as columns of plain values: a million dataclasses would take seconds to pickle."""
+    borrowers, flags = part.borrowers, _FLAGS
+    return (
+        [b.row for b in borrowers],
+        [b.email for b in borrowers],
+        [b.mobile for b in borrowers],
+        bytes([flags[b.sms_consent, b.newsletter_consent, b.language] for b in borrowers]),
+        [(i.row, i.field, i.reason) for i in part.issues],
+        part.pending,
+        part.counts,
+        part.duplicated,
+        part.rows,
+        part.blank,
+        part.valid,
+    )
+
+
+def _unpack(packed: tuple[object, ...]) -> _Part:
+    rows, emails, mobiles, flags, issues, pending, counts, duplicated, n, blank, valid = packed
+    sms = map(_SMS_OF.__getitem__, flags)  # type: ignore[call-overload]
+    news = map(_NEWS_OF.__getitem__, flags)  # type: ignore[call-overload]
+    language = map(_LANGUAGE_OF.__getitem__, flags)  # type: ignore[call-overload]
+    borrowers = list(map(_BorrowerBuilder, rows, emails, mobiles, sms, news, language))  # type: ignore[call-overload]
+    # object.__setattr__ for each, in C: re-labelling as in _parse_rows.
+    deque(map(object.__setattr__, borrowers, repeat("__class__"), repeat(Borrower)), maxlen=0)
+    return _Part(
+        borrowers,
+        [ImportIssue(*i) for i in issues],  # type: ignore[attr-defined]
+        pending,  # type: ignore[arg-type]
+        counts,  # type: ignore[arg-type]
+        duplicated,  # type: ignore[arg-type]
+        set(),
+        set(),
+        n,  # type: ignore[arg-type]
+        blank,  # type: ignore[arg-type]
+        valid,  # type: ignore[arg-type]
+    )
 
 
 _COLUMN_NOTES = (
@@ -757,10 +1130,11 @@ def _name_first_rows(
 ) -> None:
     """Put the row number of each duplicate's first occurrence into its issue's reason."""
     first: dict[str, int] = {}
-    for borrower in borrowers:
-        for address in (borrower.email, borrower.mobile):
-            if address in duplicated and address not in first:
-                first[address] = borrower.row  # type: ignore[index]
+    for attr in ("email", "mobile"):
+        # Only rows with a repeated address matter: found in C, looked at in Python.
+        addresses = list(map(attrgetter(attr), borrowers))
+        for at in compress(count(), map(duplicated.__contains__, addresses)):
+            first.setdefault(addresses[at], borrowers[at].row)  # type: ignore[arg-type]
     for index, address in pending:
         issue = issues[index]
         code = "duplicate_email" if issue.field == "email" else "duplicate_mobile"

@@ -30,13 +30,14 @@ from tasks.checklist import (
     checklist_definitions,
     table_rows,
 )
-from tasks.config import load_card, load_municipality, resolve_relative
+from tasks.config import load_card, load_municipality
 from tasks.content import facts
 from tasks.errors import ConfigError
 from tasks.gallery import build_gallery, gallery_markdown
 from tasks.models import Channel, Language, MunicipalityConfig, StepKind, TaskCard
 from tasks.output import OutputFolder
 from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
+from tasks.prefetch import audience_source, take_prefetched
 from tasks.providers.base import Message
 from tasks.render import ChannelContent, render_channel, render_template
 
@@ -83,17 +84,18 @@ def import_borrowers(
     config: MunicipalityConfig, config_path: str, audience_path: str | None, out: OutputFolder
 ) -> Audience | None:
     """Read the borrower export; the report (rows, fields, reasons: no personal data) goes to the output."""
-    source = _audience_source(config, config_path, audience_path)
+    source = audience_source(config, config_path, audience_path)
     if source is None:
         return None
-    audience = _prefetched.pop(_fingerprint(config, *source), None)
-    _prefetched.clear()  # a stale one (its file changed since) is of no use to anyone
-    if audience is None:
+    taken = take_prefetched(config, *source)
+    if taken is None:
         audience = import_audience(
             source[0], columns=config.audience.columns, suppression=source[1]
         )
     else:
-        get_run_logger().info("Borrower file read while Prefect was starting; not read again")
+        audience, processes = taken
+        how = " by two processes" if processes == 2 else ""
+        get_run_logger().info(f"Borrower file read{how} while Prefect was starting; not read again")
     audience.report.write(out.staging)
     counts = audience.report.counts
     create_table_artifact(
@@ -106,70 +108,6 @@ def import_borrowers(
         description="Borrower import: counts per outcome and the first 200 problems (row, field, reason).",
     )
     return audience
-
-
-# Audiences parsed ahead of the flow by `prefetch_audience`, by the fingerprint of their files.
-_prefetched: dict[tuple[object, ...], Audience] = {}
-
-
-def prefetch_audience(
-    config: MunicipalityConfig, config_path: str, audience_path: str | None
-) -> bool:
-    """Parse the borrower file now; the flow's import step then takes the result as it is.
-
-    Why: `fbsflow run` without a Prefect server first boots Prefect's temporary server, a
-    process of its own that takes seconds on the other core. Parsing meanwhile hides the
-    import (~3.5 s on 1M rows). The step still writes the report and the artifact; if the
-    files change in between, it parses again. A file with mistakes is left to that step, which
-    reports them as always. Returns whether anything was kept.
-    """
-    source = _audience_source(config, config_path, audience_path)
-    if source is None:
-        return False
-    before = _fingerprint(config, *source)
-    try:
-        audience = import_audience(
-            source[0], columns=config.audience.columns, suppression=source[1]
-        )
-    except ConfigError:
-        return False
-    if _fingerprint(config, *source) != before:
-        return False  # written to while we read it (an export still being saved): not trusted
-    _prefetched[before] = audience
-    return True
-
-
-def _audience_source(
-    config: MunicipalityConfig, config_path: str, audience_path: str | None
-) -> tuple[Path, Path | None] | None:
-    """The borrower file and the suppression list a run reads, if any."""
-    source = audience_path or config.audience.file
-    if source is None:
-        return None
-    path = Path(audience_path) if audience_path else resolve_relative(Path(config_path), source)
-    suppression = (
-        resolve_relative(Path(config_path), config.audience.suppression_file)
-        if config.audience.suppression_file
-        else None
-    )
-    return path, suppression
-
-
-def _fingerprint(
-    config: MunicipalityConfig, path: Path, suppression: Path | None
-) -> tuple[object, ...]:
-    """Which files (inode), at which size and modification and change times, read with which
-    column names: a changed file or mapping is parsed again. The change time catches a copy
-    that kept the old size and modification time (`cp -p`, `rsync -t`)."""
-    parts: list[object] = [tuple(sorted((config.audience.columns or {}).items()))]
-    for file in (path, suppression):
-        try:
-            stat = file.stat() if file is not None else None
-        except OSError:
-            stat = None
-        identity = stat and (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-        parts += [str(file.resolve()) if file else None, identity]
-    return tuple(parts)
 
 
 @task(name="render-content", cache_policy=NO_CACHE, retries=0)

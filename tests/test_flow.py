@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from flows.communicate_externally import communicate_externally
-from tasks import steps
+from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.models import Channel
-from tasks.steps import prefetch_audience
+from tasks.prefetch import prefetch_audience
 
 from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
 
@@ -143,7 +143,7 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
         approve=True,
     )
     assert "read while Prefect was starting" in caplog.text
-    assert not steps._prefetched  # handed over, not kept alive beside the flow's copy
+    assert not prefetch._prefetched  # handed over, not kept alive beside the flow's copy
     assert record["channels"]["newsletter"]["counts"]["sent"] == 645
 
     # Prefetched, then the export changes before the flow reads it: the new file is read.
@@ -156,7 +156,7 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
         approve=True,
     )
     assert "read while Prefect was starting" not in caplog.text
-    assert not steps._prefetched
+    assert not prefetch._prefetched
     assert record["channels"]["newsletter"]["counts"]["sent"] == 646
 
     # Rewritten to the same size with the old modification time put back (as `cp -p` does):
@@ -184,4 +184,4 @@ def test_prefetch_leaves_a_broken_file_to_the_import_step(isolated: Path) -> Non
     empty = isolated / "empty.csv"
     empty.write_text("", encoding="utf-8")
     assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(empty)) is False
-    assert not steps._prefetched
+    assert not prefetch._prefetched

@@ -528,6 +528,47 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
     assert (out / SLUG / "website").is_dir()
 
 
+def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
+    server: Server, tmp_path: Path
+) -> None:
+    """`fbsflow run` with PREFECT_API_URL set: a forked child parses most of a large export
+    while Prefect loads (tasks.audience.start_import); the SMS still reach everyone once."""
+    from tasks.audience import _SPLIT_MIN, import_audience
+    from tasks.synthetic import write_borrowers
+
+    borrowers = write_borrowers(tmp_path / "laanere.csv", 150_000)
+    assert borrowers.stat().st_size >= _SPLIT_MIN
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    config["channels"] = {"sms": config["channels"]["sms"]}
+    config["audience"] = {}
+    config_path = tmp_path / "sms-only.yaml"
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    out = tmp_path / "outbox"
+    args = ["run", str(config_path), "--audience", str(borrowers), "--approve", "--output", str(out)]
+    done = subprocess.run(
+        [*command, *args],
+        cwd=tmp_path,
+        env=server.env(FBSFLOW_DATA_DIR=str(tmp_path / "data")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Borrower file read by two processes while Prefect was starting" in done.stderr
+    expected = sorted(b.mobile for b in import_audience(borrowers).sms_recipients())
+    sent = sorted(
+        str(m["msisdn"])
+        for path in (out / SLUG / "sms" / "requests").glob("*.json")
+        for request in [json.loads(path.read_text(encoding="utf-8"))]
+        for m in request["recipients"]
+    )
+    assert len(sent) == len(expected) > 40_000  # about a third are in the SMS scheme
+    assert sent == [e.lstrip("+") for e in expected]  # type: ignore[union-attr]
+
+
 def test_prefect_yaml_has_the_card_and_every_channel() -> None:
     """Cheap check of prefect.yaml's shape, without a server."""
     from flows.communicate_externally import communicate_externally

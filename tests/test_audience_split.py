@@ -1,0 +1,234 @@
+"""The import split across two processes gives exactly what a single pass gives.
+
+`start_import` lets a forked child parse the tail of a large export while this process parses
+the head; `_merge` then joins them. The equivalence is checked here on the join itself, in
+this process, at every line boundary of dirty files (duplicates across the split, quoted values
+spanning lines, ragged rows), and once for real through fork in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tasks import audience as imports
+from tasks.audience import Audience, import_audience, start_import
+from tasks.synthetic import write_borrowers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fingerprint(audience: Audience) -> tuple[object, ...]:
+    """Everything an import hands on: borrowers, report and the duplicated addresses."""
+    report = audience.report
+    return (
+        [(type(b).__name__, *astuple(b)) for b in audience.borrowers],
+        report.rows,
+        list(report.counts.items()),
+        [astuple(i) for i in report.issues],
+        report.encoding,
+        report.delimiter,
+        audience.duplicated,
+        audience.suppressed,
+    )
+
+
+def split_at(path: Path, split: int, **kwargs: object) -> Audience | None:
+    """Head and tail parsed here at `split` and joined as the parent joins the child's part."""
+    pending = start_import(path, split=False, **kwargs)  # type: ignore[arg-type]
+    header = imports._read_header(pending._lines(), path, None)
+    head = pending._head(split)
+    if head is None:
+        return None
+    return pending._join(head, pending._tail(split, header))
+
+
+def line_starts(path: Path) -> tuple[int, list[int]]:
+    """The header's last line number and the character offset of every later line."""
+    pending = start_import(path, split=False)
+    text, newline = pending.text, pending.newline
+    header = imports._read_header(pending._lines(), path, None)
+    starts, at = [], 0
+    while (at := text.find(newline, at)) >= 0:
+        at += len(newline)
+        starts.append(at)
+    # Not the end of the text: _split_point never splits there.
+    return header.line_no, [at for at in starts[header.line_no - 1 :] if at < len(text)]
+
+
+DIRTY = (
+    "Lånernummer;Navn;E-mail;Mobil;SMS-ordning;Nyhedsbrev;Sprog\r\n"
+    "1;Anna;anna@example.com;20123456;Ja;Ja;da\r\n"
+    "2;Bo;bo@example.com;+45 30 12 34 56;Nej;Ja;en\r\n"
+    '3;"Carl\r\nCarlsen";carl@example.com;;x;1;\r\n'
+    "\r\n"
+    "4;Dorte; ANNA@example.com ;20123456;Ja;Ja;da\r\n"  # duplicate of row 2, both addresses
+    "5;Eva;eva@example;40123456;ja;nej;fr\r\n"
+    "6;Finn;finn@example.com\r\n"  # too few fields
+    "7;Gry;gry@example.com;50123456;Ja;Ja;da;ekstra\r\n"  # too many fields
+    '8;"Hans ""H"" Hansen";hans@example.com;;Ja;Ja;da\r\n'
+    "9;Ida;bo@example.com;20123456;Ja;maybe;da\r\n"
+    ";;;;;;\r\n"
+    "10;Jens;eva@example.com;40123456;Ja;Ja;da\r\n"
+    '11;"Kim\r\n\r\nKimsen";kim@example.com;60123456;Ja;Ja;da\r\n'
+    "12;Lis;kim@example.com;60123456;Ja;Ja;da\r\n"
+    "13;Mads;mads@example.com;+46701234567;Ja;Ja;en\r\n"
+)
+
+
+def test_every_split_point_gives_the_single_pass(tmp_path: Path) -> None:
+    path = tmp_path / "dirty.csv"
+    path.write_text(DIRTY, encoding="utf-8-sig", newline="")
+    suppression = tmp_path / "stop.txt"
+    suppression.write_text("mads@example.com\n", encoding="utf-8")
+    single = fingerprint(import_audience(path, suppression=suppression))
+    _, starts = line_starts(path)
+    joined = cut = 0
+    for split in starts:
+        audience = split_at(path, split, suppression=suppression)
+        if audience is None:
+            cut += 1  # the split fell inside a quoted value: the caller parses in one pass
+            continue
+        joined += 1
+        assert fingerprint(audience) == single, f"split at character {split}"
+    assert joined >= 12 and cut == 3  # "Carl|Carlsen", "Kim||Kimsen": three lines inside quotes
+
+
+def test_duplicates_across_the_split_name_the_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "dirty.csv"
+    path.write_text(DIRTY, encoding="utf-8", newline="")
+    _, starts = line_starts(path)
+    # starts[i] is where line i + 2 starts: the head holds rows 2 (Anna) and 3 (Bo) only.
+    audience = split_at(path, starts[2])
+    assert audience is not None
+    issues = [astuple(i) for i in audience.report.issues if i.row in (7, 12)]
+    assert issues == [
+        # Dorte: the tail's first row with Anna's address and number.
+        (7, "email", "same e-mail address as row 2"),
+        (7, "mobile", "same mobile number as row 2"),
+        # Ida: the tail's first row with Bo's address; Anna's number repeats Dorte's.
+        (12, "email", "same e-mail address as row 3"),
+        (12, "mobile", "same mobile number as row 2"),
+        (12, "newsletter_consent", imports._REASONS["invalid_newsletter_consent"][1]),
+    ]
+    assert audience.report.counts["duplicate_email"] == 3  # Dorte, Ida, Lis
+
+
+_ROW_PIECES = st.sampled_from(
+    [
+        "anna@example.com",
+        "ANNA@example.com ",
+        "bo@example.com",
+        "bad@",
+        "20123456",
+        "+45 20 12 34 56",
+        "30123456",
+        "12",
+        "Ja",
+        "Nej",
+        "x",
+        "",
+        '"a;b"',
+        '"line\r\nbreak"',
+        '"un""quoted"',
+        "en",
+        "da",
+    ]
+)
+_ROWS = st.lists(
+    st.lists(_ROW_PIECES, min_size=0, max_size=7).map(";".join), min_size=1, max_size=25
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_ROWS, newline=st.sampled_from(["\n", "\r\n"]))
+def test_fuzz_split_points_agree_with_a_single_pass(
+    tmp_path: Path, rows: list[str], newline: str
+) -> None:
+    header = "E-mail;Mobil;Nyhedsbrev;SMS-ordning;Sprog;Navn;Ekstra"
+    path = tmp_path / "fuzz.csv"
+    path.write_text(newline.join([header, *rows]) + newline, encoding="utf-8", newline="")
+    try:
+        single = fingerprint(import_audience(path))
+    except imports.ConfigError:
+        return  # a file-level error: no split is tried on such a file (see _joined)
+    for split in line_starts(path)[1]:
+        audience = split_at(path, split)
+        if audience is not None:
+            assert fingerprint(audience) == single
+
+
+def test_no_fork_beside_other_threads_or_for_small_files(tmp_path: Path) -> None:
+    path = write_borrowers(tmp_path / "small.csv", 200)
+    assert not start_import(path).split  # far below _SPLIT_MIN
+    big = tmp_path / "big.csv"
+    big.write_bytes(path.read_bytes() + b"\r\n" * (imports._SPLIT_MIN + 1))
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert not start_import(big).split  # a forked child would inherit no thread but ours
+    finally:
+        stop.set()
+        helper.join()
+
+
+_FORKED = """
+import os, signal, sys
+from tasks.audience import import_audience, start_import
+from tests.test_audience_split import fingerprint
+path = sys.argv[1]
+single = fingerprint(import_audience(path))
+pending = start_import(path)
+assert pending.split, "no child was started"
+assert fingerprint(pending.result()) == single, "forked import differs"
+# A child that dies leaves the import to a single pass.
+pending = start_import(path)
+os.kill(pending._child[0], signal.SIGKILL)
+assert fingerprint(pending.result()) == single, "fallback differs"
+# A run that stops before the result leaves no child behind.
+pending = start_import(path)
+pid = pending._child[0]
+pending.close()
+import time
+for _ in range(100):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError("child still there")
+print("OK", len(single[0]))
+"""
+
+
+def test_forked_import_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Through os.fork for real: the pytest process has threads, so it is done in a new one."""
+    path = write_borrowers(tmp_path / "borrowers.csv", 150_000)
+    assert path.stat().st_size >= imports._SPLIT_MIN
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("OK 150")
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_a_file_of_only_a_header_is_not_split(tmp_path: Path, rows: int) -> None:
+    path = write_borrowers(tmp_path / "tiny.csv", rows)
+    pending = start_import(path, split=False)
+    assert pending._split_point() is None or rows == 1
