@@ -89,9 +89,11 @@ def _run(args: argparse.Namespace) -> int:
         Prefetch.start(config, str(config_path), audience, split=True) if _has_server() else None
     )
     try:
+        # Booting first: Prefect's server module (~1.1 s to import) is what the boot needs,
+        # and most of the flow's own imports come with it.
+        booting = _boot_temporary_server()
         from flows.communicate_externally import communicate_externally
 
-        booting = _boot_temporary_server()
         if booting is not None and prefetch is None:
             prefetch = Prefetch.start(config, str(config_path), audience)
         if prefetch is not None and prefetch.finish(config, str(config_path), audience):
