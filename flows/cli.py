@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -111,15 +112,16 @@ def _run(args: argparse.Namespace) -> int:
         else "embedded Prefect (no server)"
     )
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
-    record = communicate_externally(
-        config_path=str(config_path),
-        audience=audience,
-        approve=approve,
-        output_root=args.output,
-        at_least_once=args.at_least_once,
-        confirm=args.confirm or None,
-        confirmed_by=args.by,
-    )
+    with _without_heartbeats() if booting is not None else contextlib.nullcontext():
+        record = communicate_externally(
+            config_path=str(config_path),
+            audience=audience,
+            approve=approve,
+            output_root=args.output,
+            at_least_once=args.at_least_once,
+            confirm=args.confirm or None,
+            confirmed_by=args.by,
+        )
     out = Path(args.output) / config.municipality.slug
     print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
     for name, channel in record["channels"].items():
@@ -131,6 +133,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  confirm with: fbsflow done {config_path} STEP --by NAME")
     print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
     return 0 if record["status"] == "complete" or not approve else 1
+
+
+def _without_heartbeats() -> contextlib.AbstractContextManager[object]:
+    """Prefect settings for a run on its own temporary server: no flow-run heartbeats.
+
+    Heartbeats let a server notice a run whose process died. A temporary server lives in this
+    process's tree and ends with it, so there is no one left to notice; and stopping the
+    heartbeat thread costs up to a second at the end of every run (it sleeps in 1 s steps).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _has_server() -> bool:
