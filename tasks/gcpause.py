@@ -33,10 +33,13 @@ def gc_frozen() -> Iterator[None]:
     and borrowers stay alive; each full collection then walks all of them (profiled: building
     the payloads took several times longer than it does with them frozen). Unlike pausing, new
     garbage is still collected. Frozen objects are still freed by reference counting; on the
-    way out they return to the collector.
+    way out they return to the collector, unless something was frozen before (`fbsflow run`
+    freezes its imports and the borrowers): unfreezing would hand that back too.
     """
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
