@@ -67,7 +67,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import FromClause
 
 from tasks.errors import ConfigError
@@ -84,6 +84,10 @@ DEFAULT_LEASE_SECONDS = 600.0
 _CHUNK = 50_000
 # Rows added at once after which PostgreSQL's statistics are refreshed.
 _ANALYZE_AFTER = 10_000
+# PostgreSQL's "deadlock detected". A claim by row ids (id order) and another run's claim by
+# keys (key order) can lock the same rows in different orders; PostgreSQL then rolls one back.
+_DEADLOCK = "40P01"
+_DEADLOCK_RETRIES = 3
 # 128 bits of the HMAC: collisions among a few million borrowers are out of reach.
 _KEY_HEX_CHARS = 32
 _MIN_SECRET_BYTES = 16
@@ -328,7 +332,8 @@ class Ledger:
         Atomic: two runs claiming the same keys at once never both get one. On PostgreSQL the
         second UPDATE waits for the first's row locks and re-checks `state = 'pending'`; on SQLite
         the transaction holds the write lock from its start (BEGIN IMMEDIATE), so the pending rows
-        it reads are still pending when it updates them.
+        it reads are still pending when it updates them. A claim that PostgreSQL rolls back to
+        break a deadlock is made again.
         """
         now = time.time()
         values = {
@@ -341,6 +346,26 @@ class Ledger:
             "updated_at": now,
             "lease_until": now + self.lease_seconds,
         }
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                return self._claim(campaign, channel, keys, values, batch_id)
+            except OperationalError as exc:
+                # PostgreSQL broke a lock cycle by rolling this claim's transaction back:
+                # nothing of it happened, so claiming again is safe.
+                deadlock = getattr(exc.orig, "sqlstate", None) == _DEADLOCK
+                if not deadlock or attempt == _DEADLOCK_RETRIES:
+                    raise
+                log.info("claim of %d rows met a deadlock; claiming again", len(keys))
+        raise AssertionError("unreachable")
+
+    def _claim(
+        self,
+        campaign: str,
+        channel: str,
+        keys: Sequence[str],
+        values: dict[str, Any],
+        batch_id: str,
+    ) -> list[str]:
         found: list[tuple[int, str]] | None = None
         with self._transaction() as conn:
             # A stretch of a first registration: one id range, claimed in one statement. Its

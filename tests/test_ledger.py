@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -455,6 +456,75 @@ def test_threads_racing_never_claim_a_key_twice(db_url: str, ledger: Ledger, cam
     assert len(results) == 6
     assert len(claimed) == len(set(claimed)) == len(keys)
     assert ledger.counts(campaign, CHANNEL)["sending"] == len(keys)
+
+
+def test_a_claim_rolled_back_by_a_postgresql_deadlock_is_made_again(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    """Another transaction holds one row and then asks for one this claim holds: a real lock
+    cycle, which PostgreSQL breaks by rolling back the claim (it waited first). The claim is
+    then made again and takes both rows."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite takes one writer at a time: no lock cycles")
+    from sqlalchemy import create_engine, text
+
+    from tasks.ledger import deliveries
+
+    hold = text(
+        f"UPDATE {deliveries.name} SET detail = 'held' WHERE campaign = :c AND recipient_key = :k"
+    )
+    first, second = "k-a", "k-b"  # the claim by keys locks them in this order
+    ledger.register(campaign, CHANNEL, [first, second])
+    other = create_engine(db_url)
+    claimed: list[list[str]] = []
+    failed: list[BaseException] = []
+    try:
+        with other.connect() as conn:
+            conn.execute(text("BEGIN"))
+            # Hold the second row, as a claim by ids in another run would.
+            conn.execute(hold, {"c": campaign, "k": second})
+
+            def claim() -> None:
+                # A new instance knows no ids: it claims by keys, first row first.
+                try:
+                    with Ledger(db_url, key=KEY) as led:
+                        claimed.append(
+                            led.claim(campaign, CHANNEL, [first, second], batch_id="b", run_id="r")
+                        )
+                except BaseException as exc:  # handed to the test
+                    failed.append(exc)
+
+            worker = threading.Thread(target=claim)
+            worker.start()
+            _wait_for_a_lock_wait(conn, campaign)
+            # Now ask for the first row, which the claim holds while it waits for the second.
+            conn.execute(hold, {"c": campaign, "k": first})
+            conn.execute(text("COMMIT"))
+            worker.join(60)
+    finally:
+        other.dispose()
+    assert not failed, failed
+    assert claimed and sorted(claimed[0]) == [first, second]
+    assert ledger.counts(campaign, CHANNEL)["sending"] == 2
+
+
+def _wait_for_a_lock_wait(conn: Any, campaign: str) -> None:
+    """Until another backend waits for a row lock (the claim, blocked on the held row)."""
+    from sqlalchemy import text
+
+    for _ in range(200):
+        # Inside a transaction PostgreSQL keeps showing its first look at pg_stat_activity.
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        ).scalar()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the claim never waited for the held row")
 
 
 def _claim_in_child(url: str, campaign: str, keys: list[str], seed: int, queue: object) -> None:
