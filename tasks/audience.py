@@ -413,20 +413,53 @@ class _Lines:
     ) -> None:
         self.path, self.delimiter = path, delimiter
         self.stream = chain.from_iterable(_chunks(text, newline, start, stop))
-        self._head: str | None = None
-        self.pulled = 0  # lines the last quoted record took beyond its first
-        # A quoted record wanted a line after the last one: at the end of a part of the file
-        # (see _SplitImport) the record may go on in the next part.
-        self.ran_out = False
-        self._csv = csv.reader(self, delimiter=delimiter, strict=False)
+        # The reader reads from a _Feed, not from this object: a reader reading from its owner
+        # would be a reference cycle, and the cycle would keep the whole text alive (through the
+        # stream) until the cycle collector ran, which `fbsflow run` holds off (76 MB at 1M).
+        self._feed = _Feed(self.stream)
+        self._csv = csv.reader(self._feed, delimiter=delimiter, strict=False)
 
-    def __iter__(self) -> _Lines:
+    @property
+    def pulled(self) -> int:
+        """Lines the last quoted record took beyond its first."""
+        return self._feed.pulled
+
+    @property
+    def ran_out(self) -> bool:
+        """A quoted record wanted a line after the last one: at the end of a part of the file
+        (see PendingImport) the record may go on in the next part."""
+        return self._feed.ran_out
+
+    def quoted(self, line: str, line_no: int) -> list[str]:
+        """The record starting with `line`; `pulled` tells how many more lines it took."""
+        self._feed.head, self._feed.pulled = line, 0
+        try:
+            return next(self._csv)
+        except csv.Error as exc:
+            raise ConfigError(
+                f'{self.path}:{line_no}: {exc} (fix: look for an opening quote " that is '
+                f"never closed, or a quote inside a value that is not doubled)"
+            ) from None
+
+
+class _Feed:
+    """csv.reader's input: the record's first line, then further lines of the stream."""
+
+    __slots__ = ("head", "pulled", "ran_out", "stream")
+
+    def __init__(self, stream: Iterator[str]) -> None:
+        self.stream = stream
+        self.head: str | None = None
+        self.pulled = 0
+        self.ran_out = False
+
+    def __iter__(self) -> _Feed:
         return self
 
-    def __next__(self) -> str:  # csv.reader's input
-        head = self._head
+    def __next__(self) -> str:
+        head = self.head
         if head is not None:
-            self._head = None
+            self.head = None
             return head + "\n"
         try:
             line = next(self.stream)
@@ -435,17 +468,6 @@ class _Lines:
             raise
         self.pulled += 1
         return line + "\n"
-
-    def quoted(self, line: str, line_no: int) -> list[str]:
-        """The record starting with `line`; `pulled` tells how many more lines it took."""
-        self._head, self.pulled = line, 0
-        try:
-            return next(self._csv)
-        except csv.Error as exc:
-            raise ConfigError(
-                f'{self.path}:{line_no}: {exc} (fix: look for an opening quote " that is '
-                f"never closed, or a quote inside a value that is not doubled)"
-            ) from None
 
 
 # --- values ----------------------------------------------------------------------------------
