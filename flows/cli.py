@@ -164,6 +164,9 @@ def _boot_temporary_server() -> Future[None] | None:
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
+    # prefect.main sets up Prefect's logging, so that the boot's "Starting temporary server"
+    # line is shown; the flow needs it anyway, and it shares most imports with the server's.
+    import prefect.main  # noqa: F401
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()

@@ -707,7 +707,13 @@ class PendingImport:
         # The pipe says "done": waiting for the child's exit instead would wait for the kernel
         # to tear down its memory (~0.2 s at a million rows).
         done, done_write = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (limits, memory): parse in one process
+            os.close(done)
+            os.close(done_write)
+            handover.close()
+            return
         if pid == 0:  # the child: parse the tail, hand it over, and leave without cleanup
             status = 1
             try:
@@ -759,20 +765,23 @@ class PendingImport:
         return self._audience(_merge(head, _unpack(packed), packed[1], packed[2]))
 
     def _joined(self) -> Audience | None:
-        """Head parsed here plus the child's tail; None if the split cut a record in two."""
+        """Head parsed here plus the child's tail; None if the split cut a record in two, or
+        the child failed (a single pass then says why, if at all)."""
         assert self._child is not None and self._split is not None
         head = self._head(self._split)
+        if head is None:
+            return None  # result() stops the child: its part is of no use
         pid, done, handover = self._child
-        self._child = None
+        # Still ours until it has answered: interrupted while waiting, close() stops it.
         finished = os.read(done, 1) == b"1"  # b"" once the child has gone without a word
+        self._child = None
         os.close(done)
-        # A child that failed leaves it to a single pass to say why, if at all.
         tail = None
-        if finished and head is not None:
+        if finished:
             handover.seek(0)
             tail = handover.read()
         _reap(pid, handover)
-        return None if head is None or tail is None else self._join(head, tail)
+        return None if tail is None else self._join(head, tail)
 
 
 def _reap(pid: int, handover: IO[bytes]) -> None:
@@ -784,7 +793,8 @@ def _reap(pid: int, handover: IO[bytes]) -> None:
 
     def reap() -> None:
         handover.close()
-        os.waitpid(pid, 0)
+        with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: nothing to collect
+            os.waitpid(pid, 0)
 
     threading.Thread(target=reap, name="fbsflow-reap", daemon=True).start()
 

@@ -208,6 +208,20 @@ for _ in range(100):
     time.sleep(0.05)
 else:
     raise AssertionError("child still there")
+# A quoted value running across the split point: the head runs out inside it, the child is
+# stopped at once and the file is parsed in one pass.
+text = open(path, encoding="utf-8-sig", newline="").read()
+lines = text.split("\\r\\n")
+at = text.find("\\r\\n", int(len(text) * 0.38))
+row = text.count("\\r\\n", 0, at)  # the line holding the split point
+lines[row - 2] = lines[row - 2].replace(";", ';"' + "x\\r\\n" * 200 + 'y";', 1)
+quoted = path + ".quoted.csv"
+open(quoted, "w", encoding="utf-8", newline="").write("\\r\\n".join(lines))
+single_q = fingerprint(import_audience(quoted))
+pending = start_import(quoted)
+assert pending.split, "no child was started for the quoted file"
+assert fingerprint(pending.result()) == single_q, "quoted fallback differs"
+assert pending.processes == 1, "the split should have been given up"
 print("OK", len(single[0]))
 """
 
