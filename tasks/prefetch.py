@@ -46,11 +46,6 @@ class Prefetch:
             return None
         return cls(before, pending)
 
-    @property
-    def split(self) -> bool:
-        """Whether a child process is parsing part of the file."""
-        return self._pending.split
-
     def finish(
         self, config: MunicipalityConfig, config_path: str, audience_path: str | None
     ) -> bool:
