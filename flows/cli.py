@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_municipality(config_path)
     audience_path = _audience_path(args, config_path)
     approve = args.approve
-    if not approve and sys.stdin.isatty() and not os.environ.get("PREFECT_API_URL"):
+    if not approve and sys.stdin.isatty() and not _has_server():
         answer = input(
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
         )
@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     _collect_from_here()
     mode = (
         "Prefect server " + os.environ["PREFECT_API_URL"]
-        if os.environ.get("PREFECT_API_URL")
+        if _has_server()
         else "embedded Prefect (no server)"
     )
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)

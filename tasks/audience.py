@@ -728,7 +728,8 @@ class PendingImport:
         self._split, self._child = split, (pid, done, handover)
 
     def _split_point(self) -> tuple[int, _Header] | None:
-        """Where the child's part starts (a line start), and the header; None: no split."""
+        """Where the child's part starts (a line start), and the header its rows are read
+        with (its `line_no`: the lines before the split); None: no split."""
         try:
             header = _read_header(self._lines(), self.path, self.columns)
         except ConfigError:
@@ -738,18 +739,17 @@ class PendingImport:
         if split < 0:
             return None
         split += len(newline)
-        if split >= len(text) or text.count(newline, 0, split) <= header.line_no:
+        # The tail's first line number: the lines before it, counted as _chunks splits them.
+        before = text.count(newline, 0, split)
+        if split >= len(text) or before <= header.line_no:
             return None  # a last line or a header that long: nothing to share
-        return split, header
+        return split, _Header(header.index, header.ncols, before)
 
     def _tail(self, split: int, header: _Header) -> bytes:
-        """The rows from `split` on, parsed and packed for the trip to the parent."""
-        # Its first line number: the lines before it, counted as _chunks splits them.
-        line_no = self.text.count(self.newline, 0, split)
+        """The rows from `split` on (`header` as `_split_point` gives it), parsed and packed
+        for the trip to the parent."""
         with gc_paused():
-            part = _parse_rows(
-                self._lines(split), _Header(header.index, header.ncols, line_no), self.suppressed
-            )
+            part = _parse_rows(self._lines(split), header, self.suppressed)
             # marshal, not pickle: plain lists of strings are all it carries, and version 2
             # writes and reads them in half the time (no memo of objects).
             return marshal.dumps(_pack(part), 2)

@@ -44,10 +44,13 @@ def split_at(path: Path, split: int, **kwargs: object) -> Audience | None:
     """Head and tail parsed here at `split` and joined as the parent joins the child's part."""
     pending = start_import(path, split=False, **kwargs)  # type: ignore[arg-type]
     header = imports._read_header(pending._lines(), path, None)
+    # As _split_point hands it to the child: rows after `split`, numbered on from there.
+    before = pending.text.count(pending.newline, 0, split)
+    tail_header = imports._Header(header.index, header.ncols, before)
     head = pending._head(split)
     if head is None:
         return None
-    return pending._join(head, pending._tail(split, header))
+    return pending._join(head, pending._tail(split, tail_header))
 
 
 def line_starts(path: Path) -> tuple[int, list[int]]:
