@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,11 +20,19 @@ from pathlib import Path
 import pytest
 import python_http_client.exceptions as sdk_errors
 import sendgrid
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.models import Channel, Language, NewsletterSettings
 from tasks.providers.base import Attachment, BatchResult, DeliveryStatus, Message, Recipient
-from tasks.providers.sendgrid import SendGridProvider, build_payload, scrub_addresses
+from tasks.providers.sendgrid import (
+    SendGridProvider,
+    build_payload,
+    encode_payload,
+    scrub_addresses,
+)
+from tests.servers import sendgrid_server
 from tests.servers.sendgrid_server import Fault, SendGridServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +140,112 @@ def test_attachments_travel_base64(server: SendGridServer) -> None:
     [attachment] = server.requests[0].body["attachments"]  # type: ignore[index]
     assert base64.b64decode(attachment["content"]) == pdf
     assert attachment["filename"] == "plakat.pdf"
+
+
+def test_the_request_is_build_payloads_document_sent_as_utf8_json(server: SendGridServer) -> None:
+    # An address JSON must escape; the body must still be the same document.
+    batch = [*recipients(2), Recipient(key="k-3", address='"o\\dd"@eksempel.test')]
+    send(make_provider(server, unsubscribe_group_id=7), batch)
+
+    [request] = server.requests
+    assert request.content_type == "application/json; charset=utf-8"
+    assert request.body == build_payload(
+        MESSAGE, batch, from_email="bibliotek@eksempel-kommune.test",
+        from_name="Eksempel Bibliotekerne", campaign="debitor-2026", batch_id="b-0001",
+        unsubscribe_group_id=7,
+    )  # fmt: skip
+
+
+_ADDRESSES = st.one_of(
+    st.from_regex(r"[a-z0-9.+_-]{1,12}@[a-z0-9-]{1,10}\.[a-z]{2,4}", fullmatch=True),
+    st.sampled_from(['a"b@x.dk', "a\\b@x.dk", "æble@x.dk", "tab\t@x.dk", "snow☃@x.dk", "~@x"]),
+    st.text(max_size=12),
+)
+
+
+_KEYS = st.one_of(st.from_regex(r"[0-9a-f]{1,8}", fullmatch=True), st.text(max_size=6))
+
+
+@given(
+    st.lists(st.tuples(_KEYS, _ADDRESSES), min_size=0, max_size=6),
+    st.booleans(),
+    st.sampled_from([None, 3]),
+)
+@example([("a1", "x@y.dk"), ("b2", 'a"b@x.dk')], False, None)
+@example([("a1", "x@y.dk"), ("b2", "a\\b@x.dk")], True, 3)
+def test_encode_payload_is_build_payload_as_json(
+    pairs: list[tuple[str, str]], sandbox: bool, group: int | None
+) -> None:
+    """The provider's request body must be exactly build_payload's document, or fail as it does."""
+    batch = [Recipient(key=key, address=address) for key, address in pairs]
+    kwargs = dict(
+        from_email="a@eksempel.test", from_name="Ø", campaign="c", batch_id="b",
+        sandbox_mode=sandbox, unsubscribe_group_id=group,
+    )  # fmt: skip
+    try:
+        expected = build_payload(MESSAGE, batch, **kwargs)  # type: ignore[arg-type]
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            encode_payload(MESSAGE, batch, **kwargs)  # type: ignore[arg-type]
+        return
+    assert json.loads(encode_payload(MESSAGE, batch, **kwargs)) == expected  # type: ignore[arg-type]
+
+
+def test_the_stand_in_refuses_a_body_that_is_not_json(server: SendGridServer) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        body = json.dumps(build_payload(
+            MESSAGE, recipients(1), from_email="a@eksempel.test", from_name="A", campaign="c",
+            batch_id="b",
+        ))  # fmt: skip
+        headers = {"Authorization": f"Bearer {server.api_key}", "Content-Type": "text/plain"}
+        conn.request("POST", "/v3/mail/send", body=body.encode(), headers=headers)
+        response = conn.getresponse()
+        assert response.status == 415
+        assert b"Content-Type should be application/json" in response.read()
+    finally:
+        conn.close()
+    assert server.deliveries == Counter()
+
+
+_PLAIN_PERSONALIZATION = st.fixed_dictionaries(
+    {"to": st.tuples(st.fixed_dictionaries({"email": _ADDRESSES})).map(list)},
+    optional={"custom_args": st.fixed_dictionaries({"recipient": st.text(max_size=4)})},
+)
+_PERSONALIZATION_PARTS = st.fixed_dictionaries(
+    {"to": st.lists(st.fixed_dictionaries({"email": _ADDRESSES}), min_size=0, max_size=2)},
+    optional={
+        "custom_args": st.one_of(
+            st.dictionaries(st.sampled_from(["recipient", "campaign"]), st.text(max_size=4)),
+            st.just({"recipient": "x" * 9_990}),
+            st.just({"recipient": 1}),
+            st.just([]),
+        ),
+        "cc": st.lists(st.fixed_dictionaries({"email": _ADDRESSES}), max_size=1),
+        "subject": st.just("s"),
+    },
+)
+
+
+@given(
+    st.one_of(
+        st.lists(_PLAIN_PERSONALIZATION, max_size=5),
+        st.lists(
+            st.one_of(_PERSONALIZATION_PARTS, st.just("p"), st.just({"to": [1]})), max_size=5
+        ),
+    ),
+    st.sampled_from([{}, {"campaign": "c"}, {"campaign": 2}, {"big": "x" * 5_000}]),
+)
+def test_the_stand_ins_quick_check_never_passes_what_the_full_check_refuses(
+    personalizations: list, top_args: dict
+) -> None:
+    body = {"personalizations": personalizations, "custom_args": top_args}
+    quick = sendgrid_server._check_personalizations(body)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(sendgrid_server, "_plain_personalizations", lambda *_: False)
+        full = sendgrid_server._check_personalizations(body)
+    assert quick == full
 
 
 # --- The 1000-recipient limit ----------------------------------------------------------------
