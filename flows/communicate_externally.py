@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.futures import PrefectFuture, as_completed
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -301,29 +302,36 @@ def _send_chunks(
     at_once = _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", MAX_CONCURRENT_CHUNKS)
     progress = create_progress_artifact(progress=0.0, description=f"{channel.value}: chunks sent")
     errors: list[str] = []
+
+    def submit(chunk: list[Recipient]) -> PrefectFuture[ChunkOutcome]:
+        # quote(): Prefect would otherwise walk every recipient looking for futures.
+        return deliver_chunk_task.submit(
+            channel,
+            quote(config),
+            quote(messages),
+            quote(chunk),
+            ledger=quote(ledger),
+            campaign=campaign,
+            outbox=out.staging / channel.value,
+            run_id=run_id,
+        )
+
+    # A window, not waves: the next chunk starts the moment any one finishes, so no thread
+    # idles while the slower chunk of a pair finishes.
+    waiting = iter(chunks)
+    running = [submit(chunk) for chunk in islice(waiting, at_once)]
     done = 0
-    for start in range(0, len(chunks), at_once):
-        futures = [
-            # quote(): Prefect would otherwise walk every recipient looking for futures.
-            deliver_chunk_task.submit(
-                channel,
-                quote(config),
-                quote(messages),
-                quote(chunk),
-                ledger=quote(ledger),
-                campaign=campaign,
-                outbox=out.staging / channel.value,
-                run_id=run_id,
-            )
-            for chunk in chunks[start : start + at_once]
-        ]
-        for future in futures:
-            try:
-                future.result()
-            except DeliveryError as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-            done += 1
+    while running:
+        future = next(as_completed(running))
+        running.remove(future)
+        try:
+            future.result()
+        except DeliveryError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        done += 1
         update_progress_artifact(progress, progress=100.0 * done / len(chunks))
+        if (chunk := next(waiting, None)) is not None:
+            running.append(submit(chunk))
     return errors
 
 

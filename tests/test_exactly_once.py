@@ -266,11 +266,14 @@ class Happy:
     requests_after_second: tuple[int, int]
     ledger_output: str
     states: dict[str, dict[Any, str]]
+    max_in_flight: int
 
 
 def run_happy(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Happy:
     with SendGridServer(keep_bodies=False) as sg, GatewayApiServer() as gw:
         env = provider_env(folder, sg, gw)
+        # Slow first answers (still delivered) keep every chunk that is running in flight at once.
+        sg.fail_next(*[SendGridFault.slow(0.4)] * 6)
         with fbsflow.slots.take():
             first = fbsflow.finish(start(fbsflow, "happy-1", folder, truth, env), RUN_TIMEOUT)
         after_first = (sg.stats()["requests"], gw.requests)
@@ -279,8 +282,9 @@ def run_happy(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Happy:
             second = fbsflow.finish(start(fbsflow, "happy-2", folder, truth, env), RUN_TIMEOUT)
         after_second = (sg.stats()["requests"], gw.requests)
         output = ledger_cli(truth.config_path, env)
+        in_flight = sg.stats()["max_in_flight"]
     found = {c: sqlite_states(folder, truth, c) for c in CHANNELS}
-    return Happy(first, second, emails, sms, after_first, after_second, output, found)
+    return Happy(first, second, emails, sms, after_first, after_second, output, found, in_flight)
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +303,13 @@ def test_every_consenting_borrower_gets_exactly_one_message(happy: Happy, truth:
         assert counts["failed"] == counts["unknown"] == counts["pending"] == counts["sending"] == 0
         assert len(happy.states[channel]) == len(expected)
         assert set(happy.states[channel].values()) == {"sent"}
+
+
+def test_chunks_of_a_channel_are_sent_two_at_a_time_at_most(happy: Happy, truth: Truth) -> None:
+    # Several 2,000-recipient chunks, each sent request after request, the first answers slow:
+    # the default bound of two chunk task runs at once is two requests at once, and both run.
+    assert len(truth.emails) > 3 * 2000
+    assert happy.max_in_flight == 2
 
 
 def test_an_identical_rerun_sends_nothing_and_fbsflow_ledger_prints_the_counts(

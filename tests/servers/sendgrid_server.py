@@ -165,6 +165,8 @@ class SendGridServer:
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._arrived = 0
+        self._in_flight = 0
+        self.max_in_flight = 0  # mail-send requests being handled at once, at most
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
@@ -212,6 +214,7 @@ class SendGridServer:
             self.requests.clear()
             self._faults.clear()
             self._arrived = 0
+            self.max_in_flight = self._in_flight
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -223,12 +226,15 @@ class SendGridServer:
                 "duplicate_deliveries": sum(n - 1 for n in self.deliveries.values() if n > 1),
                 "sandboxed": sum(self.sandboxed.values()),
                 "max_recipients_per_request": max((r.recipients for r in self.requests), default=0),
+                "max_in_flight": self.max_in_flight,
             }
 
     # Called from handler threads.
 
     def _arrive(self) -> tuple[int, Fault | None]:
         with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
             self._arrived += 1
             return self._arrived, (self._faults.popleft() if self._faults else None)
 
@@ -285,6 +291,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, _errors({"message": "not found"}))
 
     def _mail_send(self, stand_in: SendGridServer) -> None:
+        try:
+            self._serve_mail_send(stand_in)
+        finally:
+            with stand_in._lock:
+                stand_in._in_flight -= 1
+
+    def _serve_mail_send(self, stand_in: SendGridServer) -> None:
         index, fault = stand_in._arrive()
         if stand_in.on_request is not None:
             stand_in.on_request(index)
