@@ -193,6 +193,17 @@ def _ledger(args: argparse.Namespace) -> int:
     config = load_municipality(args.config)
     campaign = campaign_id(config)
     with Ledger.open(data_dir()) as ledger:
+        if args.accept_unknown:
+            if not (args.by or "").strip():
+                raise ConfigError(
+                    "--accept-unknown needs --by NAME: who checked with the provider that the "
+                    "unknown recipients were delivered"
+                )
+            accepted = ledger.accept_unknown(campaign, args.accept_unknown, by=args.by.strip())
+            print(
+                f"Accepted {accepted} unknown {args.accept_unknown} recipients as delivered "
+                f"(by {args.by.strip()}); the next run records the channel as done."
+            )
         print(f"Campaign {campaign}")
         for channel in ("newsletter", "sms"):
             counts = ledger.counts(campaign, channel)
@@ -293,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     ledger = sub.add_parser("ledger", help="print delivery counts per state")
     ledger.add_argument("config")
+    ledger.add_argument(
+        "--accept-unknown",
+        choices=("newsletter", "sms"),
+        metavar="CHANNEL",
+        help="record a channel's unknown recipients as delivered, after checking with the "
+        "provider (newsletter or sms; needs --by)",
+    )
+    ledger.add_argument("--by", help="who checked with the provider (with --accept-unknown)")
     ledger.set_defaults(func=_ledger)
     checklist = sub.add_parser(
         "checklist", help="print the card's checklist with each step's state"

@@ -245,9 +245,14 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
+        # Not "done": the card must not read as complete while some borrowers may have had no
+        # message. A person decides, one way or the other, and the next run records it.
+        status = "unconfirmed" if status == "done" else status
         detail = (detail + "; " if detail else "") + (
-            f"{counts['unknown']} may or may not have been delivered (provider did not answer): "
-            "check with the provider; rerun with --at-least-once to send them again"
+            f"{counts['unknown']} may or may not have been delivered (the provider did not "
+            "answer): check the provider's activity log, then either accept them as delivered "
+            f"(fbsflow ledger CONFIG --accept-unknown {channel.value} --by NAME) or send them "
+            "again (rerun with --at-least-once)"
         )
     excluded = audience.exclusions(channel.value) if audience and channel in DELIVERED else {}
     return ChannelOutcome(

@@ -8,6 +8,7 @@ A row moves through these states (`DeliveryState`):
 
     sending ──resolve_interrupted──> unknown   (its run died; the provider may have accepted it)
     unknown ──requeue_unknown──> pending       (only when a person chooses at-least-once)
+    unknown ──accept_unknown───> sent          (a person checked with the provider: delivered)
     failed  ──requeue_failed───> pending       (after a person fixed what the provider refused)
 
 How a rerun tells a dead run's `sending` rows from a live parallel run's: every claim carries a
@@ -616,6 +617,28 @@ class Ledger:
     def requeue_unknown(self, campaign: str, channel: str) -> int:
         """unknown -> pending, so a rerun sends them: only if a person accepts duplicates."""
         return self._requeue(campaign, channel, DeliveryState.UNKNOWN)
+
+    def accept_unknown(self, campaign: str, channel: str, *, by: str) -> int:
+        """unknown -> sent, when a person has checked with the provider that they were delivered.
+
+        `by` is the staff member who decided; it goes in each row's `detail`, so the ledger says
+        whose word turned "may have been delivered" into "sent".
+        """
+        stmt = (
+            update(deliveries)
+            .where(
+                _c.campaign == campaign,
+                _c.channel == channel,
+                _c.state == DeliveryState.UNKNOWN.value,
+            )
+            .values(
+                state=DeliveryState.SENT.value,
+                detail=f"accepted as delivered by {by}"[:500],
+                updated_at=time.time(),
+            )
+        )
+        with self._transaction() as conn:
+            return conn.execute(stmt).rowcount
 
     def requeue_failed(self, campaign: str, channel: str) -> int:
         """failed -> pending, after a person fixed what the provider refused (e.g. the sender)."""

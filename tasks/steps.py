@@ -50,7 +50,7 @@ class ChannelOutcome:
     """What happened on one channel, for the completion record (counts only, no personal data)."""
 
     channel: Channel
-    status: str  # done | failed | skipped | awaiting_approval
+    status: str  # done | failed | skipped | awaiting_approval | unconfirmed | in_progress
     provider: str = "files"
     files: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The card's flow end to end on the Prefect test harness, with the outbox provider."""
+"""The card's flow end to end on the Prefect test harness, with the outbox provider (and one SendGrid stand-in)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.cli import main as fbsflow
 from flows.communicate_externally import communicate_externally
 from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.models import Channel
 from tasks.prefetch import prefetch_audience
+from tests.servers.sendgrid_server import Fault, SendGridServer
 
 from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
 
@@ -86,6 +88,46 @@ def test_without_approval_nothing_is_sent_and_the_card_stays_open(
     assert set(MANUAL) <= set(record["awaiting_confirmation"])
     # Rendered texts are still there for review.
     assert (out / "sms" / "sms.da.txt").is_file()
+
+
+def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        # The connection drops after SendGrid took the request: delivered, but nobody knows.
+        sendgrid.fail_next(Fault.drop())
+        record = _run(isolated, approve=True, confirm=MANUAL, confirmed_by="Test Leder")
+        news = record["channels"]["newsletter"]
+        assert news["counts"]["unknown"] > 0
+        assert news["status"] == "unconfirmed"
+        assert record["status"] == "incomplete"
+        [reason] = [r for r in record["reasons"] if r.startswith("newsletter")]
+        assert "--accept-unknown newsletter --by NAME" in reason
+        assert "--at-least-once" in reason
+        requests = sendgrid.stats()["requests"]
+
+        # Deciding needs a name; without one nothing changes.
+        assert fbsflow(["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter"]) == 2
+        assert "needs --by NAME" in capsys.readouterr().err
+        assert fbsflow(
+            ["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter", "--by", "Test Leder"]
+        ) == 0
+        printed = capsys.readouterr().out
+        assert f"Accepted {news['counts']['unknown']} unknown newsletter recipients" in printed
+        [counts] = [line for line in printed.splitlines() if line.strip().startswith("newsletter")]
+        assert "unknown 0" in counts
+        assert f"sent {news['counts']['sent'] + news['counts']['unknown']}" in counts
+
+        record = _run(isolated, approve=True, confirm=MANUAL, confirmed_by="Test Leder")
+        assert record["channels"]["newsletter"]["status"] == "done"
+        assert record["status"] == "complete", record["reasons"]
+        assert sendgrid.stats()["requests"] == requests  # nobody was sent it twice
 
 
 def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:

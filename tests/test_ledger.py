@@ -327,6 +327,34 @@ def test_resolve_interrupted_turns_only_expired_claims_unknown(
     assert sorted(ledger.pending_keys(campaign, CHANNEL)) == ["dead-1", "dead-2"]
 
 
+def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campaign: str) -> None:
+    ledger.register(campaign, CHANNEL, ["u1", "u2", "sent", "failed", "pending"])
+    ledger.register(campaign, "sms", ["u1"])
+    ledger.claim(campaign, CHANNEL, ["u1", "u2", "sent", "failed"], batch_id="1", run_id="r")
+    ledger.mark(
+        campaign, CHANNEL,
+        {"u1": DeliveryState.UNKNOWN, "u2": DeliveryState.UNKNOWN, "sent": DeliveryState.SENT,
+         "failed": DeliveryState.FAILED},
+    )  # fmt: skip
+    ledger.claim(campaign, "sms", ["u1"], batch_id="2", run_id="r")
+    ledger.mark(campaign, "sms", {"u1": DeliveryState.UNKNOWN})
+
+    assert ledger.accept_unknown(campaign, CHANNEL, by="Test Leder") == 2
+    assert ledger.accept_unknown(campaign, CHANNEL, by="Test Leder") == 0
+    assert ledger.states(campaign, CHANNEL, ["u1", "u2", "sent", "failed", "pending"]) == {
+        "u1": DeliveryState.SENT,
+        "u2": DeliveryState.SENT,
+        "sent": DeliveryState.SENT,
+        "failed": DeliveryState.FAILED,
+        "pending": DeliveryState.PENDING,
+    }
+    assert ledger.rows(campaign, CHANNEL, ["u1"])["u1"]["detail"] == (
+        "accepted as delivered by Test Leder"
+    )
+    # Another channel of the same campaign keeps its unknown row.
+    assert ledger.states(campaign, "sms", ["u1"]) == {"u1": DeliveryState.UNKNOWN}
+
+
 def test_requeue_failed(ledger: Ledger, campaign: str) -> None:
     ledger.register(campaign, CHANNEL, ["a", "b"])
     ledger.claim(campaign, CHANNEL, ["a", "b"], batch_id="1", run_id="r")
