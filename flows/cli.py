@@ -202,7 +202,8 @@ def _ledger(args: argparse.Namespace) -> int:
             accepted = ledger.accept_unknown(campaign, args.accept_unknown, by=args.by.strip())
             print(
                 f"Accepted {accepted} unknown {args.accept_unknown} recipients as delivered "
-                f"(by {args.by.strip()}); the next run records the channel as done."
+                f"(by {args.by.strip()}). The next approved run that includes "
+                f"{args.accept_unknown} records the channel as done."
             )
         print(f"Campaign {campaign}")
         for channel in ("newsletter", "sms"):

@@ -245,15 +245,22 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
-        # Not "done": the card must not read as complete while some borrowers may have had no
-        # message. A person decides, one way or the other, and the next run records it.
-        status = "unconfirmed" if status == "done" else status
-        detail = (detail + "; " if detail else "") + (
-            f"{counts['unknown']} may or may not have been delivered (the provider did not "
-            "answer): check the provider's activity log, then either accept them as delivered "
-            f"(fbsflow ledger CONFIG --accept-unknown {channel.value} --by NAME) or send them "
-            "again (rerun with --at-least-once)"
-        )
+        unknown = f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        if channel in DELIVERED:
+            # Not "done": the card must not read as complete while some borrowers may have had
+            # no message. A person decides, one way or the other; the next approved run of this
+            # channel records it.
+            status = "unconfirmed" if status == "done" else status
+            how = (
+                "check the provider's activity log, then either accept them as delivered "
+                f"(fbsflow ledger CONFIG --accept-unknown {channel.value} --by NAME) or send them "
+                "again (rerun with --at-least-once)"
+            )
+        else:
+            # Staff e-mails (the posters' branch contacts): each branch's poster step is
+            # confirmed by a person anyway, and that is where a missing e-mail shows.
+            how = "ask those branches whether the poster e-mail arrived"
+        detail = (detail + "; " if detail else "") + f"{unknown}: {how}"
     excluded = audience.exclusions(channel.value) if audience and channel in DELIVERED else {}
     return ChannelOutcome(
         channel, status, provider, counts=counts, detail=detail, excluded=excluded

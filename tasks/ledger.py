@@ -621,9 +621,12 @@ class Ledger:
     def accept_unknown(self, campaign: str, channel: str, *, by: str) -> int:
         """unknown -> sent, when a person has checked with the provider that they were delivered.
 
-        `by` is the staff member who decided; it goes in each row's `detail`, so the ledger says
-        whose word turned "may have been delivered" into "sent".
+        `by` is the staff member who decided; it goes in each row's `detail`, before the reason the
+        row was unknown, so the ledger says whose word turned "may have been delivered" into
+        "sent" and why it had been in doubt. Every unknown row of the channel is accepted: run it
+        when no other run of the campaign is sending.
         """
+        note = literal(f"accepted as delivered by {by[:200]}; was: ", Text)
         stmt = (
             update(deliveries)
             .where(
@@ -633,7 +636,7 @@ class Ledger:
             )
             .values(
                 state=DeliveryState.SENT.value,
-                detail=f"accepted as delivered by {by}"[:500],
+                detail=note + func.coalesce(_c.detail, "unknown"),
                 updated_at=time.time(),
             )
         )

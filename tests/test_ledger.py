@@ -335,6 +335,7 @@ def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campai
         campaign, CHANNEL,
         {"u1": DeliveryState.UNKNOWN, "u2": DeliveryState.UNKNOWN, "sent": DeliveryState.SENT,
          "failed": DeliveryState.FAILED},
+        detail="ambiguous: read timeout",
     )  # fmt: skip
     ledger.claim(campaign, "sms", ["u1"], batch_id="2", run_id="r")
     ledger.mark(campaign, "sms", {"u1": DeliveryState.UNKNOWN})
@@ -349,7 +350,7 @@ def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campai
         "pending": DeliveryState.PENDING,
     }
     assert ledger.rows(campaign, CHANNEL, ["u1"])["u1"]["detail"] == (
-        "accepted as delivered by Test Leder"
+        "accepted as delivered by Test Leder; was: ambiguous: read timeout"
     )
     # Another channel of the same campaign keeps its unknown row.
     assert ledger.states(campaign, "sms", ["u1"]) == {"u1": DeliveryState.UNKNOWN}

@@ -158,7 +158,9 @@ def test_the_request_is_build_payloads_document_sent_as_utf8_json(server: SendGr
 
 _ADDRESSES = st.one_of(
     st.from_regex(r"[a-z0-9.+_-]{1,12}@[a-z0-9-]{1,10}\.[a-z]{2,4}", fullmatch=True),
-    st.sampled_from(['a"b@x.dk', "a\\b@x.dk", "æble@x.dk", "tab\t@x.dk", "snow☃@x.dk", "~@x"]),
+    st.sampled_from(
+        ['a"b@x.dk', "a\\b@x.dk", "æble@x.dk", "tab\t@x.dk", "snow☃@x.dk", "~@x", "a@b.co\nc@d.ef"]
+    ),
     st.text(max_size=12),
 )
 
@@ -237,6 +239,7 @@ _PERSONALIZATION_PARTS = st.fixed_dictionaries(
     ),
     st.sampled_from([{}, {"campaign": "c"}, {"campaign": 2}, {"big": "x" * 5_000}]),
 )
+@example([{"to": [{"email": "a@b.co\nc@d.ef"}]}], {})  # one address, two lines
 def test_the_stand_ins_quick_check_never_passes_what_the_full_check_refuses(
     personalizations: list, top_args: dict
 ) -> None:

@@ -247,7 +247,8 @@ class SendGridProvider(Provider):
         try:
             # The SDK json.dumps a request body unless the Content-Type is other than exactly
             # "application/json"; with the charset named, it sends our encoded text as it is
-            # (the header SendGrid's C# library sends on every request).
+            # (the header SendGrid's C# library sends on every request). The SDK keeps the
+            # header for every later call on this client, so this client only ever posts text.
             response = self._client.client.mail.send.post(
                 request_body=body, request_headers=_JSON_HEADERS, timeout=self.timeout
             )

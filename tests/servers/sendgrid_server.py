@@ -508,7 +508,9 @@ def _plain_personalizations(personalizations: list[Any], top_args: Any) -> bool:
     types = {*map(type, emails), *map(type, values), *map(type, top_args.values())}
     if types - {str}:
         return False
-    if not _EMAILS.fullmatch("\n".join(emails) + "\n"):
+    lines = "\n".join(emails) + "\n"
+    # One line per address: an address holding a newline must not pass as two.
+    if lines.count("\n") != len(emails) or not _EMAILS.fullmatch(lines):
         return False
     # A merged custom_args is never larger than the top-level one plus its own, and no one of
     # them is larger than all of them together.
