@@ -139,6 +139,37 @@ deliveries = Table(
 )
 _c = deliveries.c
 
+# The SQLite statements of a batch's claim and mark, in the driver's own form (see _span_in_run).
+_SQL_ENDS = (
+    f"SELECT recipient_key, id FROM {deliveries.name} "
+    "WHERE campaign = ? AND channel = ? AND recipient_key IN (?, ?)"
+)
+_SQL_CLAIM_SPAN = (
+    f"UPDATE {deliveries.name} SET state = ?, attempts = attempts + 1, batch_id = ?, run_id = ?, "
+    "provider_id = NULL, detail = NULL, updated_at = ?, lease_until = ? "
+    "WHERE id BETWEEN ? AND ? AND state = ?"
+)
+_PLAIN_TYPES = frozenset({str, float, int, type(None)})
+
+
+def _sql_update_span(
+    values: Mapping[str, Any],
+    span: tuple[int, int],
+    states: Sequence[DeliveryState],
+    run_id: str | None,
+) -> tuple[str, tuple[Any, ...]]:
+    """`UPDATE ... SET values WHERE id BETWEEN span AND state IN states [AND run_id = ?]`."""
+    for name in values:
+        if name not in _c:  # names come from this module; a typo must not become SQL
+            raise ValueError(f"no column {name!r} in {deliveries.name}")
+    sql = (
+        f"UPDATE {deliveries.name} SET {', '.join(f'{name} = ?' for name in values)} "
+        f"WHERE id BETWEEN ? AND ? AND state IN ({', '.join('?' * len(states))})"
+        + (" AND run_id = ?" if run_id is not None else "")
+    )
+    params = (*values.values(), *span, *(s.value for s in states))
+    return sql, params + ((run_id,) if run_id is not None else ())
+
 
 def normalise_address(address: str) -> str:
     """The form two spellings of an address share: e-mail lower-cased, phone without punctuation."""
@@ -401,7 +432,10 @@ class Ledger:
         if run is None or not keys:
             return None
         first, order = run
-        ends = self._ids_of(conn, campaign, channel, [keys[0], keys[-1]])
+        # Only SQLite records runs (`register`). Its driver's own SQL, not a SQLAlchemy select:
+        # building and compiling one costs ~0.4 ms, twice a batch (claim and mark).
+        cursor = conn.exec_driver_sql(_SQL_ENDS, (campaign, channel, keys[0], keys[-1]))
+        ends = {key: row_id for key, row_id in cursor}
         start = ends.get(keys[0])
         if start is None:
             return None
@@ -431,12 +465,18 @@ class Ledger:
         only a SQLite registration records a stretch (`_runs`).
         """
         low, high = span
-        stmt = (
-            update(deliveries)
-            .where(_c.id.between(low, high) & (_c.state == DeliveryState.PENDING.value))
-            .values(values)
+        # The driver's SQL, as in `_span_in_run`: these are `values` as `claim` makes them.
+        params = (
+            values["state"],
+            values["batch_id"],
+            values["run_id"],
+            values["updated_at"],
+            values["lease_until"],
+            low,
+            high,
+            DeliveryState.PENDING.value,
         )
-        if conn.execute(stmt).rowcount == len(keys):
+        if conn.exec_driver_sql(_SQL_CLAIM_SPAN, params).rowcount == len(keys):
             return list(keys)
         mine = (_c.batch_id == batch_id) & (_c.run_id == values["run_id"])
         rows = conn.execute(
@@ -783,8 +823,12 @@ class Ledger:
         if run_id is not None:
             guard &= _c.run_id == run_id
         span = self._span_in_run(conn, campaign, channel, keys)
+        if span is not None and all(type(v) in _PLAIN_TYPES for v in values.values()):
+            # A whole claimed stretch (the usual mark) on SQLite: one range, no per-key work, and
+            # the driver's own SQL (a SQLAlchemy update costs ~0.25 ms more to build).
+            sql, params = _sql_update_span(values, span, states, run_id)
+            return int(conn.exec_driver_sql(sql, params).rowcount)
         if span is not None:
-            # A whole claimed stretch (the usual mark): one range, no per-key work.
             stmt = update(deliveries).where(_c.id.between(*span) & guard).values(values)
             return int(conn.execute(stmt).rowcount)
         with self._ids_lock:

@@ -29,6 +29,7 @@ from tasks.ledger import (
     DeliveryState,
     Ledger,
     _json_array,
+    _sql_update_span,
     normalise_address,
 )
 
@@ -642,3 +643,13 @@ def test_bulk(ledger: Ledger, campaign: str) -> None:
 @pytest.mark.slow
 def test_bulk_1m(ledger: Ledger, campaign: str) -> None:
     _bulk(ledger, campaign, 1_000_000)
+
+
+def test_a_stretch_update_names_only_ledger_columns() -> None:
+    sql, params = _sql_update_span(
+        {"state": "sent", "detail": None}, (5, 9), [DeliveryState.SENDING], run_id="r"
+    )
+    assert sql.endswith("WHERE id BETWEEN ? AND ? AND state IN (?) AND run_id = ?")
+    assert params == ("sent", None, 5, 9, "sending", "r")
+    with pytest.raises(ValueError, match="no column 'stat'"):
+        _sql_update_span({"stat": "sent"}, (5, 9), [DeliveryState.SENDING], run_id=None)
