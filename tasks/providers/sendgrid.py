@@ -26,6 +26,7 @@ import re
 import time
 import urllib.error
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, ClassVar
 
@@ -91,7 +92,7 @@ def encode_payload(
 ) -> str:
     """`build_payload` as the request's JSON text: the same document (tested), same errors.
 
-    The personalizations are written by one format per recipient, run in C, not as 3,000 dicts
+    The personalizations are written by one join per recipient, run in C, not as 3,000 dicts
     for json.dumps to walk: per 1000-recipient request that is ~2.5 ms less, a third of what
     sending a million e-mails cost this process.
     """
@@ -101,21 +102,26 @@ def encode_payload(
     )
     addresses = list(map(attrgetter("address"), recipients))
     keys = list(map(attrgetter("key"), recipients))
-    if not _JSON_PLAIN.fullmatch("".join(addresses) + "".join(keys)):
+    if not _json_plain("".join(addresses) + "".join(keys)):
         # A character JSON must escape (quotes, backslashes, non-ASCII): json.dumps does it.
         return json.dumps(build_payload(
             message, recipients, from_email=from_email, from_name=from_name,
             campaign=campaign, batch_id=batch_id, sandbox_mode=sandbox_mode,
             unsubscribe_group_id=unsubscribe_group_id,
         ))
-    personalizations = ", ".join(map(_PERSONALIZATION.format, addresses, keys))
+    # Each personalization is its five pieces joined: one C call per recipient.
+    pieces = zip(repeat(_TO), addresses, repeat(_RECIPIENT), keys, repeat(_END))
+    personalizations = ", ".join(map("".join, pieces))
     return f'{{"personalizations": [{personalizations}], {json.dumps(envelope)[1:]}'
 
 
-# Printable ASCII but `"` and `\`: text json.dumps writes as it is, between quotes.
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
-_JSON_PLAIN = re.compile(r"[ !#-\[\]-~]*")
-_PERSONALIZATION = '{{"to": [{{"email": "{}"}}], "custom_args": {{"recipient": "{}"}}}}'
+_TO, _RECIPIENT, _END = '{"to": [{"email": "', '"}], "custom_args": {"recipient": "', '"}}'
+
+
+def _json_plain(text: str) -> bool:
+    r"""Printable ASCII without `"` and `\`: text json.dumps writes as it is, between quotes."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _envelope(
