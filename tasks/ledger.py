@@ -628,23 +628,13 @@ class Ledger:
     def resolve_interrupted(self, campaign: str, channel: str) -> int:
         """Turn `sending` rows whose lease ran out (their run died) into `unknown`; for reruns."""
         now = time.time()
-        stmt = (
-            update(deliveries)
-            .where(
-                _c.campaign == campaign,
-                _c.channel == channel,
-                _c.state == DeliveryState.SENDING.value,
-                _c.lease_until < now,
-            )
-            .values(
-                state=DeliveryState.UNKNOWN.value,
-                detail="interrupted: the run sending it stopped before recording the outcome",
-                updated_at=now,
-                lease_until=None,
-            )
-        )
-        with self._transaction() as conn:
-            count = conn.execute(stmt).rowcount
+        values = {
+            "state": DeliveryState.UNKNOWN.value,
+            "detail": "interrupted: the run sending it stopped before recording the outcome",
+            "updated_at": now,
+            "lease_until": None,
+        }
+        count = self._move(campaign, channel, DeliveryState.SENDING, values, _c.lease_until < now)
         if count:
             log.warning(
                 "%s/%s: %d recipients were being sent by a run that stopped; marked unknown",
@@ -667,21 +657,12 @@ class Ledger:
         when no other run of the campaign is sending.
         """
         note = literal(f"accepted as delivered by {by[:200]}; was: ", Text)
-        stmt = (
-            update(deliveries)
-            .where(
-                _c.campaign == campaign,
-                _c.channel == channel,
-                _c.state == DeliveryState.UNKNOWN.value,
-            )
-            .values(
-                state=DeliveryState.SENT.value,
-                detail=note + func.coalesce(_c.detail, "unknown"),
-                updated_at=time.time(),
-            )
-        )
-        with self._transaction() as conn:
-            return conn.execute(stmt).rowcount
+        values = {
+            "state": DeliveryState.SENT.value,
+            "detail": note + func.coalesce(_c.detail, "unknown"),
+            "updated_at": time.time(),
+        }
+        return self._move(campaign, channel, DeliveryState.UNKNOWN, values)
 
     def requeue_failed(self, campaign: str, channel: str) -> int:
         """failed -> pending, after a person fixed what the provider refused (e.g. the sender)."""
@@ -793,10 +774,22 @@ class Ledger:
         return [(row_id, key) for row_id, key, state in rows if state == pending and key in wanted]
 
     def _requeue(self, campaign: str, channel: str, state: DeliveryState) -> int:
+        values = {"state": DeliveryState.PENDING.value, "updated_at": time.time()}
+        return self._move(campaign, channel, state, values)
+
+    def _move(
+        self,
+        campaign: str,
+        channel: str,
+        state: DeliveryState,
+        values: Mapping[str, Any],
+        *also: ColumnElement[bool],
+    ) -> int:
+        """Every row of a campaign's channel in `state` (and `also`) gets `values`: one UPDATE."""
         stmt = (
             update(deliveries)
-            .where(_c.campaign == campaign, _c.channel == channel, _c.state == state.value)
-            .values(state=DeliveryState.PENDING.value, updated_at=time.time())
+            .where(_c.campaign == campaign, _c.channel == channel, _c.state == state.value, *also)
+            .values(values)
         )
         with self._transaction() as conn:
             return conn.execute(stmt).rowcount
