@@ -413,8 +413,12 @@ def test_faults_duplicate_nobody_and_a_dropped_batch_is_unknown(faults: Faults, 
     assert counts["failed"] == counts["pending"] == counts["sending"] == 0
     detail = record["newsletter"]["detail"]
     assert f"{len(dropped)} may or may not have been delivered" in detail
-    assert "check with the provider" in detail and "--at-least-once" in detail
+    assert "--accept-unknown newsletter" in detail and "--at-least-once" in detail
+    # A person must decide about them: the channel is not done, and the card stays open.
+    assert record["newsletter"]["status"] == "unconfirmed"
+    assert faults.first.completion(truth.slug)["status"] == "incomplete"
     assert record["sms"]["counts"]["sent"] == len(truth.sms)
+    assert record["sms"]["status"] == "done"
 
 
 def test_a_rerun_after_faults_does_not_resend_the_unknown_batch(faults: Faults, truth: Truth) -> None:
