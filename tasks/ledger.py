@@ -812,15 +812,15 @@ class Ledger:
                     campaign, channel, keys, states=states, run_id=run_id, values=values, conn=own
                 )
         keys = list(keys)
-        guard = _c.state.in_([s.value for s in states])
-        if run_id is not None:
-            guard &= _c.run_id == run_id
         span = self._span_in_run(conn, campaign, channel, keys)
         if span is not None and all(type(v) in _PLAIN_TYPES for v in values.values()):
             # A whole claimed stretch (the usual mark) on SQLite: one range, no per-key work, and
             # the driver's own SQL (a SQLAlchemy update costs ~0.25 ms more to build).
             sql, params = _sql_update_span(values, span, states, run_id)
             return int(conn.exec_driver_sql(sql, params).rowcount)
+        guard = _c.state.in_([s.value for s in states])
+        if run_id is not None:
+            guard &= _c.run_id == run_id
         if span is not None:
             stmt = update(deliveries).where(_c.id.between(*span) & guard).values(values)
             return int(conn.execute(stmt).rowcount)
