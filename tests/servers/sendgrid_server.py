@@ -294,11 +294,23 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._serve_mail_send(stand_in)
         finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """This mail-send request is no longer in flight (once per request).
+
+        Called before the answer is written, not after: the client may send its next request
+        the moment it has the answer, before this thread gets to run again.
+        """
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            stand_in = self.server.stand_in
             with stand_in._lock:
                 stand_in._in_flight -= 1
 
     def _serve_mail_send(self, stand_in: SendGridServer) -> None:
         index, fault = stand_in._arrive()
+        self._in_flight = True
         if stand_in.on_request is not None:
             stand_in.on_request(index)
         kind = fault.kind if fault else None
@@ -376,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
         data = b"" if body is None else _dumps(body)
+        self._leave()
         try:
             self.send_response(status)
             for name, value in headers:
