@@ -26,9 +26,10 @@ def test_gc_frozen_unfreezes_only_what_it_froze() -> None:
     # Frozen before (as `fbsflow run` freezes its imports): stays frozen after.
     gc.freeze()
     try:
-        before = gc.get_freeze_count()
         with gc_frozen():
             kept = [object() for _ in range(10)]  # noqa: F841 - alive while frozen
-        assert gc.get_freeze_count() >= before
+        # Still frozen (unfreezing empties the permanent generation). Not ">= the count before":
+        # frozen objects are still freed by reference counting, also by other threads meanwhile.
+        assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
