@@ -73,10 +73,13 @@ def build_payload(
         message, recipients, from_email, from_name, campaign, batch_id, sandbox_mode,
         unsubscribe_group_id,
     )
-    personalizations = [
+    return {"personalizations": _personalizations(recipients), **envelope}
+
+
+def _personalizations(recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
+    return [
         {"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients
     ]
-    return {"personalizations": personalizations, **envelope}
 
 
 def encode_payload(
@@ -104,11 +107,7 @@ def encode_payload(
     keys = list(map(attrgetter("key"), recipients))
     if not _json_plain("".join(addresses) + "".join(keys)):
         # A character JSON must escape (quotes, backslashes, non-ASCII): json.dumps does it.
-        return json.dumps(build_payload(
-            message, recipients, from_email=from_email, from_name=from_name,
-            campaign=campaign, batch_id=batch_id, sandbox_mode=sandbox_mode,
-            unsubscribe_group_id=unsubscribe_group_id,
-        ))
+        return json.dumps({"personalizations": _personalizations(recipients), **envelope})
     # Each personalization is its five pieces joined: one C call per recipient.
     pieces = zip(repeat(_TO), addresses, repeat(_RECIPIENT), keys, repeat(_END))
     personalizations = ", ".join(map("".join, pieces))
