@@ -473,6 +473,28 @@ def test_debug_logging_does_not_leak_addresses(
     assert "eksempel.test" not in caplog.text
 
 
+def test_the_sdks_own_debug_log_shows_a_request_body_as_its_size(
+    server: SendGridServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Someone debugging turns the SDK's own logger to DEBUG: it logs every request body, which
+    # holds up to 1000 addresses. The provider hands it a body that prints as its size.
+    caplog.set_level(logging.DEBUG, logger="python_http_client")
+    batch = recipients(2)
+    send(make_provider(server), batch)
+    assert server.deliveries == addresses(batch)
+    body = encode_payload(
+        MESSAGE,
+        batch,
+        from_email="bibliotek@eksempel-kommune.test",
+        from_name="Eksempel Bibliotekerne",
+        campaign="debitor-2026",
+        batch_id="b-0001",
+    ).encode()
+    payloads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("PAYLOAD")]
+    assert payloads == [f"PAYLOAD: <request body, {len(body):,} bytes>"]
+    assert "eksempel.test" not in caplog.text
+
+
 def test_repr_and_from_env_keep_the_key_secret(server: SendGridServer) -> None:
     settings = NewsletterSettings(
         from_email="bibliotek@eksempel-kommune.dk", from_name="Eksempel Bibliotekerne",

@@ -115,6 +115,32 @@ def encode_payload(
 
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+class _Unlogged(bytes):
+    """A request body that formats as its size, not its content.
+
+    The SDK formats every request body into a debug message (`'PAYLOAD: {data}'.format(...)`)
+    before it asks whether debug logging is on. For a body of 1000 addresses that costs ~0.4 ms
+    of the GIL a request (a tenth of what a chunk thread holds it for), and should anyone turn
+    the SDK's debug logging on, it would print every address. As its size, it does neither.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return f"<request body, {len(self):,} bytes>"
+
+    __repr__ = __str__
+
+
+class _Body(str):
+    """The request's JSON text; the SDK's `.encode("utf-8")` of it gives an `_Unlogged`."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _Unlogged(str.encode(self, encoding, errors))
 _TO, _RECIPIENT, _END = '{"to": [{"email": "', '"}], "custom_args": {"recipient": "', '"}}'
 
 
@@ -255,7 +281,7 @@ class SendGridProvider(Provider):
             # (the header SendGrid's C# library sends on every request). The SDK keeps the
             # header for every later call on this client, so this client only ever posts text.
             response = self._client.client.mail.send.post(
-                request_body=body, request_headers=_JSON_HEADERS, timeout=self.timeout
+                request_body=_Body(body), request_headers=_JSON_HEADERS, timeout=self.timeout
             )
         except Exception as exc:
             error = _translate(exc)
