@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
         )
         approve = answer.strip().lower() in ("y", "yes", "j", "ja")
+    from tasks.heartbeat import handed_over
     from tasks.prefetch import Prefetch
 
     audience = str(audience_path) if audience_path else None
@@ -114,7 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         else "embedded Prefect (no server)"
     )
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
-    with _without_heartbeats() if booting is not None else contextlib.nullcontext():
+    # Against a server, the flow sends its own heartbeats, which end with it (tasks/heartbeat.py).
+    with _without_heartbeats() if booting is not None else handed_over():
         record = communicate_externally(
             config_path=str(config_path),
             audience=audience,

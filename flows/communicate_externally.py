@@ -27,6 +27,7 @@ from tasks.audience import Audience
 from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import ConfigError, DeliveryError, TransientError
 from tasks.gcpause import gc_frozen, gc_paused
+from tasks.heartbeat import flow_heartbeats
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.notify import failure_notice
@@ -396,7 +397,7 @@ def communicate_externally(
     run_id = str(get_run_context().flow_run.id)
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
-    with OutputFolder(Path(output_root), config.municipality.slug) as out:
+    with flow_heartbeats(), OutputFolder(Path(output_root), config.municipality.slug) as out:
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
         # 1. Plan: import the audience, render every channel, write the plan and the previews.
