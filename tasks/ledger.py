@@ -113,6 +113,17 @@ class DeliveryState(StrEnum):
 
 
 _metadata = MetaData()
+# A campaign's channel, named once: ledger rows carry this small id instead of the two strings.
+# A campaign id is ~60 characters, and a million rows held it twice each (in the row and in the
+# key index): registering them took half again as long, and every claim and mark wrote it back.
+streams = Table(
+    "delivery_stream",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("campaign", String(200), nullable=False),
+    Column("channel", String(40), nullable=False),
+    UniqueConstraint("campaign", "channel", name="delivery_stream_name"),
+)
 deliveries = Table(
     "delivery_ledger",
     _metadata,
@@ -120,8 +131,8 @@ deliveries = Table(
     # by this id: a batch of an audience then touches a few neighbouring pages instead of one
     # page per recipient, which is what makes 1M rows affordable.
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("campaign", String(200), nullable=False),
-    Column("channel", String(40), nullable=False),
+    # delivery_stream.id (not a foreign key: PostgreSQL would check it on every insert).
+    Column("stream", Integer, nullable=False),
     Column("recipient_key", String(64), nullable=False),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -133,16 +144,19 @@ deliveries = Table(
     Column("updated_at", Float, nullable=False),
     Column("lease_until", Float),
     # The only other index: no index on `state`, which every update would have to maintain.
-    UniqueConstraint("campaign", "channel", "recipient_key", name="delivery_ledger_recipient"),
+    UniqueConstraint("stream", "recipient_key", name="delivery_ledger_stream_recipient"),
     # Free room in each page lets PostgreSQL update a row in place (HOT) without index writes.
     postgresql_with={"fillfactor": 60},
 )
 _c = deliveries.c
+_s = streams.c
+# The columns the ledger had before `delivery_stream` (see `_migrate`).
+_OLD_LAYOUT = "campaign"
 
 # The SQLite statements of a batch's claim and mark, in the driver's own form (see _span_in_run).
 _SQL_ENDS = (
     f"SELECT recipient_key, id FROM {deliveries.name} "
-    "WHERE campaign = ? AND channel = ? AND recipient_key IN (?, ?)"
+    "WHERE stream = ? AND recipient_key IN (?, ?)"
 )
 _SQL_CLAIM_SPAN = (
     f"UPDATE {deliveries.name} SET state = ?, attempts = attempts + 1, batch_id = ?, run_id = ?, "
@@ -224,6 +238,8 @@ class Ledger:
         # has id first + i. A batch cut from that order is then one id range, found with one
         # look-up, without a million-entry dict (~100 MB) of key -> id.
         self._runs: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        # (campaign, channel) -> delivery_stream.id; ids never change once made (see `_stream`).
+        self._streams: dict[tuple[str, str], int] = {}
         self._ids_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._create_table()
@@ -302,13 +318,13 @@ class Ledger:
         ids: dict[str, int] = {}
         run: tuple[int, list[str]] | None = None
         with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel, create=True)
             if self._postgres:
-                cols = ["campaign", "channel", "recipient_key", "state", "attempts", "updated_at"]
+                cols = ["stream", "recipient_key", "state", "attempts", "updated_at"]
                 for chunk in _chunks(unique):
                     source = self._values(chunk)
                     rows = select(
-                        literal(campaign, String),
-                        literal(channel, String),
+                        literal(stream, Integer),
                         source.c.value,
                         literal(DeliveryState.PENDING.value, String),
                         literal(0, Integer),
@@ -327,16 +343,16 @@ class Ledger:
                 before = conn.exec_driver_sql(f"SELECT max(id) FROM {deliveries.name}").scalar()
                 for chunk in _chunks(unique):
                     added += conn.exec_driver_sql(
-                        f"INSERT OR IGNORE INTO {deliveries.name} (campaign, channel, "
-                        "recipient_key, state, attempts, updated_at) SELECT ?, ?, value, ?, 0, ? "
+                        f"INSERT OR IGNORE INTO {deliveries.name} (stream, recipient_key, state, "
+                        "attempts, updated_at) SELECT ?, value, ?, 0, ? "
                         "FROM json_each(?) ORDER BY json_each.key",
-                        (campaign, channel, DeliveryState.PENDING.value, now, _json_array(chunk)),
+                        (stream, DeliveryState.PENDING.value, now, _json_array(chunk)),
                     ).rowcount
                 if unique and added == len(unique):
                     # All new, inserted in order under the write lock: SQLite gave them the ids
                     # after the previous largest, one by one. Checked at both ends all the same.
                     first = (before or 0) + 1
-                    ends = self._ids_of(conn, campaign, channel, [unique[0], unique[-1]])
+                    ends = self._ids_of(conn, stream, [unique[0], unique[-1]])
                     if ends == {unique[0]: first, unique[-1]: first + len(unique) - 1}:
                         run = (first, unique)
         with self._ids_lock:
@@ -350,10 +366,8 @@ class Ledger:
                 conn.exec_driver_sql(f"ANALYZE {deliveries.name}")
         return added
 
-    def _ids_of(
-        self, conn: Connection, campaign: str, channel: str, keys: list[str]
-    ) -> dict[str, int]:
-        stmt = select(_c.recipient_key, _c.id).where(self._by_keys(campaign, channel, keys))
+    def _ids_of(self, conn: Connection, stream: int, keys: list[str]) -> dict[str, int]:
+        stmt = select(_c.recipient_key, _c.id).where(self._by_keys(stream, keys))
         return {key: row_id for key, row_id in conn.execute(stmt)}
 
     def claim(
@@ -434,7 +448,8 @@ class Ledger:
         first, order = run
         # Only SQLite records runs (`register`). Its driver's own SQL, not a SQLAlchemy select:
         # building and compiling one costs ~0.4 ms, twice a batch (claim and mark).
-        cursor = conn.exec_driver_sql(_SQL_ENDS, (campaign, channel, keys[0], keys[-1]))
+        stream = self._stream(conn, campaign, channel)
+        cursor = conn.exec_driver_sql(_SQL_ENDS, (stream, keys[0], keys[-1]))
         ends = {key: row_id for key, row_id in cursor}
         start = ends.get(keys[0])
         if start is None:
@@ -519,10 +534,9 @@ class Ledger:
         found: list[tuple[int, str]] = []
         # Sorted, so that concurrent claims lock PostgreSQL rows in one order and cannot deadlock.
         with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel)
             for chunk in _chunks(sorted(set(keys))):
-                pending = self._by_keys(campaign, channel, chunk) & (
-                    _c.state == DeliveryState.PENDING.value
-                )
+                pending = self._by_keys(stream, chunk) & (_c.state == DeliveryState.PENDING.value)
                 if self._postgres:
                     stmt = (
                         update(deliveries)
@@ -533,7 +547,7 @@ class Ledger:
                     found.extend(conn.execute(stmt).all())
                 else:
                     # RETURNING costs SQLite more than this read, which the write lock makes safe.
-                    rows = self._pending_in_key_range(conn, campaign, channel, chunk)
+                    rows = self._pending_in_key_range(conn, stream, chunk)
                     if rows is None:
                         rows = conn.execute(select(_c.id, _c.recipient_key).where(pending)).all()
                     if rows:
@@ -677,12 +691,13 @@ class Ledger:
         """
         mark = "%s" if self._postgres else "?"
         sql = (
-            f"SELECT id, recipient_key FROM {deliveries.name} WHERE campaign = {mark} "
-            f"AND channel = {mark} AND state = {mark} ORDER BY id"
+            f"SELECT id, recipient_key FROM {deliveries.name} WHERE stream = {mark} "
+            f"AND state = {mark} ORDER BY id"
         )
         with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
             # The DB-API cursor directly: SQLAlchemy's Row objects cost ~1 us each on 1M rows.
-            cursor = conn.exec_driver_sql(sql, (campaign, channel, DeliveryState.PENDING.value))
+            cursor = conn.exec_driver_sql(sql, (stream, DeliveryState.PENDING.value))
             ids = {key: row_id for row_id, key in cursor}
         with self._ids_lock:
             self._known_ids.setdefault((campaign, channel), {}).update(ids)
@@ -690,9 +705,10 @@ class Ledger:
 
     def counts(self, campaign: str, channel: str | None = None) -> dict[str, int]:
         """Rows per state (every state present, zeros included), for one channel or all."""
-        stmt = select(_c.state, func.count()).where(_c.campaign == campaign).group_by(_c.state)
+        named = select(_s.id).where(_s.campaign == campaign)
         if channel is not None:
-            stmt = stmt.where(_c.channel == channel)
+            named = named.where(_s.channel == channel)
+        stmt = select(_c.state, func.count()).where(_c.stream.in_(named)).group_by(_c.state)
         result = {state.value: 0 for state in DeliveryState}
         with self._engine.connect() as conn:
             for state, count in conn.execute(stmt):
@@ -703,20 +719,26 @@ class Ledger:
         """The state of each given key that is in the ledger (keys not registered are absent)."""
         result: dict[str, DeliveryState] = {}
         with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
             for chunk in _chunks(keys):
-                stmt = select(_c.recipient_key, _c.state).where(
-                    self._by_keys(campaign, channel, chunk)
-                )
+                stmt = select(_c.recipient_key, _c.state).where(self._by_keys(stream, chunk))
                 result.update((key, DeliveryState(state)) for key, state in conn.execute(stmt))
         return result
 
     def rows(self, campaign: str, channel: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Every column of the given keys' rows, e.g. to tell a person why a delivery failed."""
+        """Every column of the given keys' rows, e.g. to tell a person why a delivery failed.
+
+        With the campaign and channel the row's `stream` stands for.
+        """
         result: dict[str, dict[str, Any]] = {}
+        named = {"campaign": campaign, "channel": channel}
         with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
             for chunk in _chunks(keys):
-                stmt = select(deliveries).where(self._by_keys(campaign, channel, chunk))
-                result.update((row.recipient_key, dict(row._mapping)) for row in conn.execute(stmt))
+                stmt = select(deliveries).where(self._by_keys(stream, chunk))
+                result.update(
+                    (row.recipient_key, {**row._mapping, **named}) for row in conn.execute(stmt)
+                )
         return result
 
     def delete_campaign(self, campaign: str) -> int:
@@ -725,8 +747,11 @@ class Ledger:
             for ids in (self._claimed_ids, self._known_ids, self._runs):
                 for stream in [s for s in ids if s[0] == campaign]:
                     del ids[stream]
+        # Its streams stay (one small row each): a stream id must never come to mean another
+        # campaign while some other ledger instance still remembers it.
+        named = select(_s.id).where(_s.campaign == campaign)
         with self._transaction() as conn:
-            return conn.execute(deliveries.delete().where(_c.campaign == campaign)).rowcount
+            return conn.execute(deliveries.delete().where(_c.stream.in_(named))).rowcount
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -748,7 +773,7 @@ class Ledger:
 
     @staticmethod
     def _pending_in_key_range(
-        conn: Connection, campaign: str, channel: str, keys: list[str]
+        conn: Connection, stream: int, keys: list[str]
     ) -> list[tuple[int, str]] | None:
         """Pending rows of sorted `keys` by one index range scan, if the range is dense enough.
 
@@ -759,11 +784,7 @@ class Ledger:
         limit = 2 * len(keys)
         stmt = (
             select(_c.id, _c.recipient_key, _c.state)
-            .where(
-                _c.campaign == campaign,
-                _c.channel == channel,
-                _c.recipient_key.between(keys[0], keys[-1]),
-            )
+            .where(_c.stream == stream, _c.recipient_key.between(keys[0], keys[-1]))
             .limit(limit + 1)
         )
         rows = conn.execute(stmt).all()
@@ -786,13 +807,10 @@ class Ledger:
         *also: ColumnElement[bool],
     ) -> int:
         """Every row of a campaign's channel in `state` (and `also`) gets `values`: one UPDATE."""
-        stmt = (
-            update(deliveries)
-            .where(_c.campaign == campaign, _c.channel == channel, _c.state == state.value, *also)
-            .values(values)
-        )
         with self._transaction() as conn:
-            return conn.execute(stmt).rowcount
+            stream = self._stream(conn, campaign, channel)
+            where = (_c.stream == stream, _c.state == state.value, *also)
+            return conn.execute(update(deliveries).where(*where).values(values)).rowcount
 
     def _update(
         self,
@@ -833,8 +851,9 @@ class Ledger:
         for id_chunk in _chunks(ids):
             stmt = update(deliveries).where(self._by_ids(id_chunk) & guard).values(values)
             changed += conn.execute(stmt).rowcount
+        stream = self._stream(conn, campaign, channel) if others else -1
         for key_chunk in _chunks(others):
-            where = self._by_keys(campaign, channel, key_chunk) & guard
+            where = self._by_keys(stream, key_chunk) & guard
             changed += conn.execute(update(deliveries).where(where).values(values)).rowcount
         return changed
 
@@ -845,7 +864,7 @@ class Ledger:
                 for key in keys:
                     known.pop(key, None)
 
-    def _by_keys(self, campaign: str, channel: str, keys: list[str]) -> ColumnElement[bool]:
+    def _by_keys(self, stream: int, keys: list[str]) -> ColumnElement[bool]:
         """Rows of these keys, found through the unique index, with one bound parameter."""
         if self._postgres:
             # `= ANY(array)` is an index condition whatever the statistics say; a fresh table
@@ -853,7 +872,7 @@ class Ledger:
             in_keys = _c.recipient_key == any_(self._pg_array(keys, Text))
         else:
             in_keys = _c.recipient_key.in_(select(self._values(keys).c.value))
-        return (_c.campaign == campaign) & (_c.channel == channel) & in_keys
+        return (_c.stream == stream) & in_keys
 
     def _by_ids(self, ids: list[int]) -> ColumnElement[bool]:
         low, high = min(ids), max(ids)
@@ -883,14 +902,87 @@ class Ledger:
         array = func.string_to_array(bindparam("values_text", joined, type_=Text), _SEPARATOR)
         return cast(array, ARRAY(item()))
 
+    def _stream(
+        self, conn: Connection, campaign: str, channel: str, *, create: bool = False
+    ) -> int:
+        """The `delivery_stream` id of a campaign's channel; -1 (which no row has) if none yet.
+
+        `create` adds it, in `conn`'s transaction. Ids are remembered: a stream row is never
+        deleted or changed, so an id stays right for as long as this instance lives.
+        """
+        with self._ids_lock:
+            known = self._streams.get((campaign, channel))
+        if known is not None:
+            return known
+        named = (_s.campaign == campaign) & (_s.channel == channel)
+        if create:
+            values = {"campaign": campaign, "channel": channel}
+            if self._postgres:
+                conn.execute(pg_insert(streams).values(values).on_conflict_do_nothing())
+            else:
+                conn.execute(streams.insert().prefix_with("OR IGNORE").values(values))
+        found = conn.execute(select(_s.id).where(named)).scalar()
+        if found is None:
+            return -1
+        with self._ids_lock:
+            self._streams[(campaign, channel)] = found
+        return int(found)
+
     def _create_table(self) -> None:
         try:
-            _metadata.create_all(self._engine, checkfirst=True)
+            with self._transaction() as conn:
+                if self._postgres:
+                    # One process migrates; another opening the ledger meanwhile waits here.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242017)")
+                if _OLD_LAYOUT in _columns(conn, deliveries.name):
+                    self._migrate(conn)
+                else:
+                    _metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError:
-            # Two processes opening a fresh database at once: the loser's CREATE fails.
+            # Two processes creating a fresh PostgreSQL ledger at once: the loser's CREATE fails.
             with self._engine.connect() as conn:
-                if not self._engine.dialect.has_table(conn, deliveries.name):
+                tables = [table.name for table in _metadata.sorted_tables]
+                if not all(self._engine.dialect.has_table(conn, name) for name in tables):
                     raise
+
+    def _migrate(self, conn: Connection) -> None:
+        """Move a ledger from the layout before `delivery_stream` into this one, rows unchanged.
+
+        The same ids, keys, states and leases: a rerun after upgrading sends nothing twice.
+        """
+        old = f"{deliveries.name}_before_streams"
+        conn.exec_driver_sql(f"ALTER TABLE {deliveries.name} RENAME TO {old}")
+        _metadata.create_all(conn, checkfirst=True)
+        conn.exec_driver_sql(
+            f"INSERT INTO {streams.name} (campaign, channel) "
+            f"SELECT DISTINCT campaign, channel FROM {old}"
+        )
+        columns = [c.name for c in deliveries.columns if c.name != "stream"]
+        listed = ", ".join(columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO {deliveries.name} (stream, {listed}) "
+            f"SELECT s.id, {', '.join(f'o.{c}' for c in columns)} FROM {old} o "
+            f"JOIN {streams.name} s ON s.campaign = o.campaign AND s.channel = o.channel "
+            "ORDER BY o.id"
+        )
+        conn.exec_driver_sql(f"DROP TABLE {old}")
+        if self._postgres:
+            # Rows came with their ids: new ones must start after the largest.
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{deliveries.name}', 'id'), "
+                f"(SELECT COALESCE(max(id), 0) + 1 FROM {deliveries.name}), false)"
+            )
+        log.info("ledger moved to one delivery_stream row per campaign and channel")
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    """The column names of `table` (empty if there is no such table)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    if not inspector.has_table(table):
+        return set()
+    return {column["name"] for column in inspector.get_columns(table)}
 
 
 def _hmac_states(key: bytes) -> tuple[Any, Any]:

@@ -32,6 +32,10 @@ from tests.conftest import ROOT
 # Any request to a host other than 127.0.0.1 goes to the discard port and is refused at once.
 DEAD_PROXY = "http://127.0.0.1:9"
 LEDGER_TABLE = "delivery_ledger"
+# A campaign's channel's rows: the ledger names them by a delivery_stream id.
+_OF_STREAM = (
+    "stream = (SELECT id FROM delivery_stream WHERE campaign = :c AND channel = :ch)"
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -266,7 +270,7 @@ class LedgerProbe:
     def sending_batches(self, campaign: str, channel: str) -> int:
         return self._scalar(
             f"SELECT COUNT(DISTINCT batch_id) FROM {LEDGER_TABLE} "
-            "WHERE campaign = :c AND channel = :ch AND state = 'sending'",
+            f"WHERE {_OF_STREAM} AND state = 'sending'",
             c=campaign,
             ch=channel,
         )
@@ -274,7 +278,7 @@ class LedgerProbe:
     def claiming_runs(self, campaign: str, channel: str) -> int:
         return self._scalar(
             f"SELECT COUNT(DISTINCT run_id) FROM {LEDGER_TABLE} "
-            "WHERE campaign = :c AND channel = :ch AND run_id IS NOT NULL",
+            f"WHERE {_OF_STREAM} AND run_id IS NOT NULL",
             c=campaign,
             ch=channel,
         )
@@ -283,8 +287,8 @@ class LedgerProbe:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    f"SELECT run_id, COUNT(*) FROM {LEDGER_TABLE} WHERE campaign = :c "
-                    "AND channel = :ch AND state = 'sent' GROUP BY run_id"
+                    f"SELECT run_id, COUNT(*) FROM {LEDGER_TABLE} WHERE {_OF_STREAM} "
+                    "AND state = 'sent' GROUP BY run_id"
                 ),
                 {"c": campaign, "ch": channel},
             ).all()
