@@ -394,6 +394,102 @@ def test_close_before_reading_delivers_nothing_and_is_never_called_sent(
     assert server.deliveries == Counter()
 
 
+# --- One connection for the requests of a provider -------------------------------------------
+
+
+def test_batches_share_one_kept_connection(server: SendGridServer) -> None:
+    provider = make_provider(server)
+    assert provider.keeps_connection
+    batches = [recipients(3), recipients(6, 3), recipients(9, 6)]
+    for batch in batches:
+        send(provider, batch)
+    provider.close()
+    assert server.deliveries == addresses(recipients(9))
+    assert server.stats()["requests"] == 3
+    assert server.connections == 1
+
+
+def test_errors_keep_the_connection_and_a_retry_goes_out_on_it(server: SendGridServer) -> None:
+    provider, batch = make_provider(server), recipients(2)
+    server.fail_next(Fault.rate_limit(retry_after=1), Fault.server_error(503))
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            send(provider, batch)
+    send(provider, batch)
+    assert server.deliveries == addresses(batch)
+    assert server.connections == 1
+
+
+def test_a_connection_the_server_closed_unannounced_is_not_reused(server: SendGridServer) -> None:
+    # The server ends the kept connection after answering, as one ending idle connections does.
+    # The next request must not be written into it (its fate would then be unknown): it goes out
+    # on a new connection and is accepted.
+    provider = make_provider(server)
+    server.fail_next(Fault.hang_up())
+    send(provider, recipients(2))
+    deadline = time.monotonic() + 5
+    while not _closed_by_peer(provider) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    send(provider, recipients(4, 2))
+    assert server.deliveries == addresses(recipients(4))
+    assert server.connections == 2
+
+
+def _closed_by_peer(provider: SendGridProvider) -> bool:
+    import select
+
+    conn = provider._transport._conn if provider._transport else None
+    return conn is None or conn.sock is None or bool(select.select([conn.sock], [], [], 0)[0])
+
+
+def test_a_connection_idle_too_long_is_not_reused(
+    server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.providers.sendgrid as module
+
+    monkeypatch.setattr(module, "_KEEP_IDLE_SECONDS", 0.05)
+    provider = make_provider(server)
+    send(provider, recipients(1))
+    time.sleep(0.1)
+    send(provider, recipients(2, 1))
+    assert server.deliveries == addresses(recipients(2))
+    assert server.connections == 2
+
+
+def test_behind_a_proxy_the_sdk_sends_as_it_always_did(
+    server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # urllib sends through HTTP(S)_PROXY; a kept connection straight to the host would not.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.setenv("NO_PROXY", "")
+    assert not make_provider(server).keeps_connection
+    assert not make_provider(server, host="https://api.sendgrid.com").keeps_connection
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert make_provider(server).keeps_connection
+
+
+def test_the_sdks_own_transport_still_classifies_and_delivers(
+    server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An SDK without the seam (or behind a proxy) sends per request as before; same outcomes.
+    monkeypatch.setattr(
+        "tasks.providers.sendgrid._reached_directly", lambda url: False, raising=True
+    )
+    provider, batch = make_provider(server), recipients(2)
+    assert not provider.keeps_connection
+    server.fail_next(Fault.server_error(500), Fault.respond(400, "bad"))
+    with pytest.raises(TransientError):
+        send(provider, batch)
+    with pytest.raises(PermanentError):
+        send(provider, batch)
+    send(provider, batch)
+    send(provider, recipients(4, 2))
+    assert server.deliveries == addresses(recipients(4))
+    assert server.connections == 4
+
+
 # --- Ambiguous: may have been accepted -------------------------------------------------------
 
 

@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import http.client
+import io
 import json
 import logging
 import os
 import re
+import select
+import ssl
+import threading
 import time
 import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter
@@ -240,6 +247,26 @@ class SendGridProvider(Provider):
         self.unsubscribe_group_id = unsubscribe_group_id
         self.timeout = timeout
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
+        # The SDK's client for POST /v3/mail/send, kept: the SDK builds a new one per call.
+        self._mail_send = self._client.client.mail.send
+        self._transport: _KeepAlive | None = None
+        seam = callable(getattr(self._mail_send, "_make_request", None))
+        if seam and _reached_directly(self.host):
+            # The SDK opens a connection per request (urllib); against api.sendgrid.com that is a
+            # TLS handshake per 1000 recipients. Its own seam for the transport (`_make_request`,
+            # "separated so we can mock it") takes one that keeps the connection instead. Behind
+            # a proxy, or with an SDK without that seam, the SDK sends as it always did.
+            self._transport = _KeepAlive(self.host, timeout)
+            self._mail_send._make_request = self._transport
+
+    @property
+    def keeps_connection(self) -> bool:
+        """Whether requests share a kept-open connection (False: the SDK's own, one each)."""
+        return self._transport is not None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     @classmethod
     def from_env(
@@ -280,7 +307,7 @@ class SendGridProvider(Provider):
             # "application/json"; with the charset named, it sends our encoded text as it is
             # (the header SendGrid's C# library sends on every request). The SDK keeps the
             # header for every later call on this client, so this client only ever posts text.
-            response = self._client.client.mail.send.post(
+            response = self._mail_send.post(
                 request_body=_Body(body), request_headers=_JSON_HEADERS, timeout=self.timeout
             )
         except Exception as exc:
@@ -301,6 +328,137 @@ class SendGridProvider(Provider):
             )
         # A 2xx or 3xx SendGrid never sends for mail: we cannot tell what happened.
         raise AmbiguousError(f"SendGrid answered {status}, expected 202", status=status)
+
+
+def _reached_directly(url: str) -> bool:
+    """Whether urllib would reach `url` without a proxy (proxy variables, no_proxy)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in urllib.request.getproxies():
+        return True
+    return bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+
+# A kept connection idle longer than this is closed rather than reused: well inside the idle
+# timeouts of servers and load balancers (commonly 60 s and more), so a server closing it just as
+# a request goes out (which would leave that request's fate unknown) is not to be expected.
+_KEEP_IDLE_SECONDS = 15.0
+
+
+class _KeepAlive:
+    """The SDK's transport for one provider: the same HTTP/1.1 connection for every request.
+
+    Called as the SDK calls `Client._make_request(opener, request, timeout)`, and fails as that
+    does, so `_translate` classifies alike: a failure to connect or to write the request raises
+    URLError (not sent whole, as urllib reports it), a failure while waiting for or reading the
+    answer is raised as it is (the request was sent), and an HTTP error status raises the SDK's
+    own error for it. The SDK's opener is not used.
+    """
+
+    def __init__(self, host: str, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(host)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._idle_since = 0.0
+        self._lock = threading.Lock()  # one request at a time on the one connection
+
+    def __call__(
+        self, opener: object, request: urllib.request.Request, timeout: float | None = None
+    ) -> _Answer:
+        with self._lock:
+            return self._send(request, timeout or self._timeout)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _send(self, request: urllib.request.Request, timeout: float) -> _Answer:
+        conn = self._reusable() or self._connection(timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request(
+                request.get_method(),
+                request.selector,
+                body=request.data,  # type: ignore[arg-type]
+                headers=dict(request.header_items()),
+            )
+        except OSError as exc:
+            self.close()
+            raise urllib.error.URLError(exc) from exc
+        try:
+            response = conn.getresponse()
+            body = response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        self._idle_since = time.monotonic()
+        if response.status >= 400:
+            error = urllib.error.HTTPError(
+                request.full_url,
+                response.status,
+                response.reason,
+                response.headers,
+                io.BytesIO(body),
+            )
+            raise sdk_errors.handle_error(error)
+        return _Answer(response.status, body, response.headers)
+
+    def _reusable(self) -> http.client.HTTPConnection | None:
+        """The kept connection, if it is still open and has not idled too long."""
+        conn = self._conn
+        if conn is None or conn.sock is None:
+            return None
+        if time.monotonic() - self._idle_since > _KEEP_IDLE_SECONDS or _readable(conn.sock):
+            # Readable while idle: the server closed it (or sent what nobody asked for).
+            self.close()
+            return None
+        return conn
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=_tls()
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        self._conn = conn
+        return conn
+
+
+class _Answer:
+    """A response as the SDK reads one from urllib: `getcode()`, `read()`, `info()`."""
+
+    def __init__(self, status: int, body: bytes, headers: Any) -> None:
+        self._status, self._body, self._headers = status, body, headers
+
+    def getcode(self) -> int:
+        return self._status
+
+    def read(self) -> bytes:
+        return self._body
+
+    def info(self) -> Any:
+        return self._headers
+
+
+def _readable(sock: Any) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """urllib's default: verified certificates (the system's CA store, or SSL_CERT_FILE)."""
+    return ssl.create_default_context()
 
 
 def _translate(exc: BaseException) -> DeliveryError | ConfigError | None:

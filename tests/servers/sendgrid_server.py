@@ -64,7 +64,7 @@ _EMAILS = re.compile(r"(?:[^@\s]+@[^@\s]+\.[^@\s]+\n)+")  # _EMAIL, one per line
 _PLAIN_KEYS = frozenset({"to", "custom_args"})
 _HELP = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors#{}"
 
-FaultKind = Literal["status", "drop", "slow", "close_before_read"]
+FaultKind = Literal["status", "drop", "slow", "close_before_read", "hang_up"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,12 @@ class Fault:
         return cls("slow", seconds=seconds)
 
     @classmethod
+    def hang_up(cls) -> Fault:
+        """Deliver and answer 202, then close the connection without saying so beforehand
+        (no `Connection: close`), as a server ending an idle kept-alive connection does."""
+        return cls("hang_up")
+
+    @classmethod
     def close_before_read(cls) -> Fault:
         """Close the connection before reading the body: nothing is delivered."""
         return cls("close_before_read")
@@ -123,6 +129,7 @@ class Fault:
             "drop": cls.drop,
             "slow": cls.slow,
             "close_before_read": cls.close_before_read,
+            "hang_up": cls.hang_up,
         }
         if kind == "respond":
             return cls.respond(args["status"], *args.get("messages", ()))
@@ -167,6 +174,7 @@ class SendGridServer:
         self._arrived = 0
         self._in_flight = 0
         self.max_in_flight = 0  # mail-send requests being handled at once, at most
+        self.connections = 0  # TCP connections accepted (a client keeping one open: fewer)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
@@ -215,6 +223,7 @@ class SendGridServer:
             self._faults.clear()
             self._arrived = 0
             self.max_in_flight = self._in_flight
+            self.connections = 0
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -227,6 +236,7 @@ class SendGridServer:
                 "sandboxed": sum(self.sandboxed.values()),
                 "max_recipients_per_request": max((r.recipients for r in self.requests), default=0),
                 "max_in_flight": self.max_in_flight,
+                "connections": self.connections,
             }
 
     # Called from handler threads.
@@ -263,6 +273,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # per-request logging would dominate the benchmark
+
+    def setup(self) -> None:
+        super().setup()
+        stand_in = self.server.stand_in
+        with stand_in._lock:
+            stand_in.connections += 1
 
     def do_GET(self) -> None:
         stand_in = self.server.stand_in
@@ -357,6 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "slow":
             stand_in._stopping.wait(fault.seconds)
         self._answer(status, None, [("X-Message-Id", message_id)] if message_id else [])
+        if kind == "hang_up":
+            self.close_connection = True
 
     def _check(
         self, stand_in: SendGridServer, raw: bytes
