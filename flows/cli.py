@@ -194,6 +194,8 @@ def _ledger(args: argparse.Namespace) -> int:
 
     config = load_municipality(args.config)
     campaign = campaign_id(config)
+    if args.expect is not None and not args.accept_unknown:
+        raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
     with Ledger.open(data_dir()) as ledger:
         if args.accept_unknown:
             if not (args.by or "").strip():
@@ -201,7 +203,9 @@ def _ledger(args: argparse.Namespace) -> int:
                     "--accept-unknown needs --by NAME: who checked with the provider that the "
                     "unknown recipients were delivered"
                 )
-            accepted = ledger.accept_unknown(campaign, args.accept_unknown, by=args.by.strip())
+            accepted = ledger.accept_unknown(
+                campaign, args.accept_unknown, by=args.by.strip(), expect=args.expect
+            )
             print(
                 f"Accepted {accepted} unknown {args.accept_unknown} recipients as delivered "
                 f"(by {args.by.strip()}). The next approved run that includes "
@@ -315,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         "provider (newsletter or sms; needs --by)",
     )
     ledger.add_argument("--by", help="who checked with the provider (with --accept-unknown)")
+    ledger.add_argument(
+        "--expect",
+        type=int,
+        metavar="N",
+        help="with --accept-unknown: accept only if exactly N are unknown (the number you "
+        "checked); refuses, changing nothing, if another run changed them since",
+    )
     ledger.set_defaults(func=_ledger)
     checklist = sub.add_parser(
         "checklist", help="print the card's checklist with each step's state"

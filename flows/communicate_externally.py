@@ -254,7 +254,8 @@ def deliver(
             status = "unconfirmed" if status == "done" else status
             how = (
                 "check the provider's activity log, then either accept them as delivered "
-                f"(fbsflow ledger CONFIG --accept-unknown {channel.value} --by NAME) or send them "
+                f"(fbsflow ledger CONFIG --accept-unknown {channel.value} --by NAME "
+                f"--expect {counts['unknown']}) or send them "
                 "again (rerun with --at-least-once)"
             )
         else:

@@ -662,13 +662,17 @@ class Ledger:
         """unknown -> pending, so a rerun sends them: only if a person accepts duplicates."""
         return self._requeue(campaign, channel, DeliveryState.UNKNOWN)
 
-    def accept_unknown(self, campaign: str, channel: str, *, by: str) -> int:
+    def accept_unknown(
+        self, campaign: str, channel: str, *, by: str, expect: int | None = None
+    ) -> int:
         """unknown -> sent, when a person has checked with the provider that they were delivered.
 
         `by` is the staff member who decided; it goes in each row's `detail`, before the reason the
         row was unknown, so the ledger says whose word turned "may have been delivered" into
-        "sent" and why it had been in doubt. Every unknown row of the channel is accepted: run it
-        when no other run of the campaign is sending.
+        "sent" and why it had been in doubt. Every unknown row of the channel is accepted; with
+        `expect`, only if that is exactly how many there are (else ConfigError, nothing changed):
+        the number the person checked, so that rows another run left unknown since are not
+        accepted unseen.
         """
         note = literal(f"accepted as delivered by {by[:200]}; was: ", Text)
         values = {
@@ -676,7 +680,15 @@ class Ledger:
             "detail": note + func.coalesce(_c.detail, "unknown"),
             "updated_at": time.time(),
         }
-        return self._move(campaign, channel, DeliveryState.UNKNOWN, values)
+        try:
+            return self._move(campaign, channel, DeliveryState.UNKNOWN, values, expect=expect)
+        except _CountChanged as changed:
+            raise ConfigError(
+                f"{changed.count} {channel} recipients are unknown, not {expect}: nothing was "
+                "accepted. Another run may have changed them since you checked; look at "
+                "`fbsflow ledger CONFIG` and the provider's log again, then accept with "
+                f"--expect {changed.count} if they were all delivered"
+            ) from None
 
     def requeue_failed(self, campaign: str, channel: str) -> int:
         """failed -> pending, after a person fixed what the provider refused (e.g. the sender)."""
@@ -805,12 +817,19 @@ class Ledger:
         state: DeliveryState,
         values: Mapping[str, Any],
         *also: ColumnElement[bool],
+        expect: int | None = None,
     ) -> int:
-        """Every row of a campaign's channel in `state` (and `also`) gets `values`: one UPDATE."""
+        """Every row of a campaign's channel in `state` (and `also`) gets `values`: one UPDATE.
+
+        With `expect`, a different number of rows raises _CountChanged and changes nothing.
+        """
         with self._transaction() as conn:
             stream = self._stream(conn, campaign, channel)
             where = (_c.stream == stream, _c.state == state.value, *also)
-            return conn.execute(update(deliveries).where(*where).values(values)).rowcount
+            changed = int(conn.execute(update(deliveries).where(*where).values(values)).rowcount)
+            if expect is not None and changed != expect:
+                raise _CountChanged(changed)  # leaving the transaction rolls the UPDATE back
+            return changed
 
     def _update(
         self,
@@ -973,6 +992,14 @@ class Ledger:
                 f"(SELECT COALESCE(max(id), 0) + 1 FROM {deliveries.name}), false)"
             )
         log.info("ledger moved to one delivery_stream row per campaign and channel")
+
+
+class _CountChanged(Exception):
+    """An update met another number of rows than the caller expected (and was rolled back)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
 
 
 def _columns(conn: Connection, table: str) -> set[str]:

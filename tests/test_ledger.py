@@ -357,6 +357,26 @@ def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campai
     assert ledger.states(campaign, "sms", ["u1"]) == {"u1": DeliveryState.UNKNOWN}
 
 
+def test_accept_unknown_with_a_count_takes_that_many_or_none(
+    ledger: Ledger, campaign: str
+) -> None:
+    ledger.register(campaign, CHANNEL, ["u1", "u2", "u3"])
+    ledger.claim(campaign, CHANNEL, ["u1", "u2", "u3"], batch_id="1", run_id="r")
+    ledger.mark(campaign, CHANNEL, dict.fromkeys(["u1", "u2"], DeliveryState.UNKNOWN))
+
+    # The person checked 3 with the provider; the ledger has 2 (or another run changed them).
+    with pytest.raises(ConfigError) as refused:
+        ledger.accept_unknown(campaign, CHANNEL, by="Test Leder", expect=3)
+    assert "2 newsletter recipients are unknown, not 3" in str(refused.value)
+    assert "--expect 2" in str(refused.value)
+    assert ledger.counts(campaign, CHANNEL)["unknown"] == 2  # nothing changed
+
+    assert ledger.accept_unknown(campaign, CHANNEL, by="Test Leder", expect=2) == 2
+    assert ledger.counts(campaign, CHANNEL) == {
+        "pending": 0, "sending": 1, "sent": 2, "failed": 0, "unknown": 0
+    }
+
+
 def test_requeue_failed(ledger: Ledger, campaign: str) -> None:
     ledger.register(campaign, CHANNEL, ["a", "b"])
     ledger.claim(campaign, CHANNEL, ["a", "b"], batch_id="1", run_id="r")
