@@ -449,7 +449,16 @@ class _Answer:
 
 
 def _readable(sock: Any) -> bool:
+    """Whether an idle socket has something to read: for a kept connection, the server's close.
+
+    poll, not select: select cannot watch a descriptor numbered 1024 or higher. An error counts
+    as readable, so that the connection is not reused.
+    """
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
