@@ -150,7 +150,7 @@ deliveries = Table(
 )
 _c = deliveries.c
 _s = streams.c
-# The columns the ledger had before `delivery_stream` (see `_migrate`).
+# A column only the ledger table of the layout before `delivery_stream` has (see `_migrate`).
 _OLD_LAYOUT = "campaign"
 
 # The SQLite statements of a batch's claim and mark, in the driver's own form (see _span_in_run).
