@@ -1,0 +1,220 @@
+"""SendGrid over TLS with a round trip to pay: the SDK's connection per request vs our kept one.
+
+Usage: python bench/latency.py [--rtt-ms 20] [--requests 100]
+
+On loopback a new connection costs next to nothing, so `bench/email.py` cannot show what the
+provider's kept connection is for. Here the SendGrid stand-in speaks TLS (a throw-away
+self-signed certificate for 127.0.0.1), behind a relay on 127.0.0.1 that holds every piece of
+data for half a round trip each way and a new connection for one round trip (the TCP
+handshake). The same 1000-recipient request bodies go out one after another, first through the
+SDK as it ships (urllib: a new TCP and TLS connection per request), then through
+`SendGridProvider` (one connection it keeps). Nothing leaves 127.0.0.1.
+"""
+
+# bench/ holds email.py, so it must leave sys.path before anything imports the standard
+# library's `email` package; the repo root goes in its place (as in bench/email.py).
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import ipaddress  # noqa: E402
+import os  # noqa: E402
+import ssl  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+API_KEY = "SG.stand-in-test-key"
+CHUNK_SIZE = 1000  # recipients a request, as the flow sends them
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, valid for a day (made fresh each run)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class DelayRelay:
+    """A TCP relay on 127.0.0.1 that adds `rtt` to every round trip (and one to connecting)."""
+
+    def __init__(self, target_port: int, rtt: float) -> None:
+        self.target_port, self.rtt = target_port, rtt
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", 0)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(self.rtt)  # SYN, SYN-ACK: a round trip before the first byte
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each piece arrives half a round trip after it was sent, in order, not one by one."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        delivering = asyncio.ensure_future(deliver())
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + self.rtt / 2, data))
+        queue.put_nowait((time.monotonic() + self.rtt / 2, b""))
+        with contextlib.suppress(ConnectionError, OSError):
+            await delivering
+
+
+def timed(label: str, requests: int, send: Callable[[int], None]) -> float:
+    started = time.perf_counter()
+    for i in range(requests):
+        send(i)
+    per = (time.perf_counter() - started) / requests
+    print(f"  {label}: {per * 1e3:.1f} ms a request")
+    return per
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="round trip in milliseconds")
+    parser.add_argument("--requests", type=int, default=100)
+    args = parser.parse_args()
+    rtt = args.rtt_ms / 1000
+
+    folder = Path(tempfile.mkdtemp(prefix="fbsflow-latency-"))
+    cert, key = self_signed(folder)
+    # Both clients trust the throw-away certificate through OpenSSL's own variable, as a
+    # machine with a company CA would; set before either makes its TLS context.
+    os.environ["SSL_CERT_FILE"] = str(cert)
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+    import sendgrid
+
+    from tasks.models import Channel, Language
+    from tasks.providers.base import Message, Recipient
+    from tasks.providers.sendgrid import SendGridProvider, encode_payload
+    from tests.servers.sendgrid_server import SendGridServer
+
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = SendGridServer(API_KEY, keep_bodies=False)
+    server._httpd.socket = tls.wrap_socket(server._httpd.socket, server_side=True)
+    server.start()
+    relay = DelayRelay(server.port, rtt)
+    host = f"https://127.0.0.1:{relay.port}"
+
+    message = Message(
+        Channel.NEWSLETTER,
+        Language.DA,
+        "Fra 1. december betaler du gebyrer til kommunen. " * 20,
+        subject="Nyt om betaling af gæld til biblioteket",
+        html="<p>Fra 1. december betaler du gebyrer til kommunen.</p>" * 20,
+    )
+    sender = {
+        "from_email": "bibliotek@eksempel-kommune.test",
+        "from_name": "Eksempel Bibliotekerne",
+    }
+    batches = [
+        [
+            Recipient(f"{n * CHUNK_SIZE + i:032x}", f"laaner{n * CHUNK_SIZE + i}@eksempel.test")
+            for i in range(CHUNK_SIZE)
+        ]
+        for n in range(args.requests)
+    ]
+    bodies = [
+        encode_payload(message, b, campaign="bench", batch_id=f"b{n}", **sender)
+        for n, b in enumerate(batches)
+    ]
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    sdk = sendgrid.SendGridAPIClient(api_key=API_KEY, host=host)
+    provider = SendGridProvider(API_KEY, host=host, **sender)
+    assert provider.keeps_connection
+
+    def stock(i: int) -> None:
+        response = sdk.client.mail.send.post(request_body=bodies[i], request_headers=headers)
+        assert response.status_code == 202, response.status_code
+
+    def kept(i: int) -> None:
+        provider.send_batch(message, batches[i], campaign="bench", batch_id=f"b{i}")
+
+    print(
+        f"SendGrid over TLS, {args.rtt_ms:g} ms round trip, {args.requests} requests of "
+        f"{CHUNK_SIZE} recipients ({len(bodies[0]) // 1024} KB), one after another"
+    )
+    server.reset()
+    per_stock = timed(
+        "the SDK as it ships (a new TCP+TLS connection per request)", args.requests, stock
+    )
+    stock_connections = server.connections
+    server.reset()
+    per_kept = timed("SendGridProvider (one kept connection)", args.requests, kept)
+    provider.close()
+    kept_connections = server.connections
+    assert server.stats()["deliveries"] == args.requests * CHUNK_SIZE
+    print(f"  connections: {stock_connections} against {kept_connections}")
+    print(
+        f"  the kept connection saves {(per_stock - per_kept) * 1e3:.1f} ms a request "
+        f"({per_stock / per_kept:.2f}x); for 1M e-mails (915 requests, 2 at a time) about "
+        f"{(per_stock - per_kept) * 915 / 2:.0f} s"
+    )
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
