@@ -23,8 +23,6 @@ sys.path.insert(0, str(_HERE.parent))
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import ipaddress  # noqa: E402
 import os  # noqa: E402
 import ssl  # noqa: E402
 import tempfile  # noqa: E402
@@ -32,45 +30,10 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
+from tests.support.tls import self_signed  # noqa: E402
+
 API_KEY = "SG.stand-in-test-key"
 CHUNK_SIZE = 1000  # recipients a request, as the flow sends them
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate and key for 127.0.0.1, valid for a day (made fresh each run)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 class DelayRelay:
@@ -138,7 +101,7 @@ def main() -> None:
     rtt = args.rtt_ms / 1000
 
     folder = Path(tempfile.mkdtemp(prefix="fbsflow-latency-"))
-    cert, key = self_signed(folder)
+    cert, key = self_signed(folder, "stand-in")
     # Both clients trust the throw-away certificate through OpenSSL's own variable, as a
     # machine with a company CA would; set before either makes its TLS context.
     os.environ["SSL_CERT_FILE"] = str(cert)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import email
 import email.policy
-import ipaddress
 import socket
 import ssl
 from collections import Counter
@@ -16,15 +14,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tasks.errors import ConfigError, TransientError
 from tasks.models import Channel, Language, NewsletterSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
 from tasks.providers.smtp import SmtpProvider
+from tests.support.tls import self_signed
 
 SUBJECT = "Sådan betaler du gæld til biblioteket fra nu af"
 TEXT = "Kære låner. Gebyrer for sen aflevering betaler du nu til kommunen. Læs mere på vores side."
@@ -96,35 +91,7 @@ def relay() -> Iterator[tuple[Relay, int]]:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made at test time and trusted only by the tests."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fbsflow test relay")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "relay.pem", folder / "relay.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return self_signed(tmp_path_factory.mktemp("tls"), "relay")
 
 
 @pytest.fixture
