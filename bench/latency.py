@@ -116,9 +116,7 @@ def main() -> None:
 
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server = SendGridServer(API_KEY, keep_bodies=False)
-    server._httpd.socket = tls.wrap_socket(server._httpd.socket, server_side=True)
-    server.start()
+    server = SendGridServer(API_KEY, keep_bodies=False, tls=tls).start()
     relay = DelayRelay(server.port, rtt)
     host = f"https://127.0.0.1:{relay.port}"
 

@@ -475,6 +475,13 @@ def _translate(exc: BaseException) -> DeliveryError | ConfigError | None:
     if isinstance(exc, sdk_errors.HTTPError):
         return _from_status(exc.status_code, exc.body, exc.headers)
     if isinstance(exc, urllib.error.URLError):
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            # A certificate this machine does not trust stays untrusted on every retry.
+            return ConfigError(
+                f"SendGrid's TLS certificate was not trusted ({exc.reason.verify_message}); nothing was "
+                "sent. Fix: check that SENDGRID_HOST is SendGrid's API; behind a proxy that "
+                "re-signs HTTPS, point SSL_CERT_FILE at your organisation's CA certificate file"
+            )
         # urllib wraps only failures before the request was fully written (connect, DNS, TLS
         # handshake, send): SendGrid cannot have accepted an incomplete request.
         return TransientError(f"SendGrid not reached: {_reason(exc.reason)}")

@@ -24,6 +24,7 @@ import binascii
 import re
 import secrets
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -161,6 +162,7 @@ class SendGridServer:
         port: int = 0,
         keep_bodies: bool = True,
         on_request: Callable[[int], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
         self.keep_bodies = keep_bodies
@@ -179,6 +181,14 @@ class SendGridServer:
         self._stopping = threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.stand_in = self
+        # HTTPS, as api.sendgrid.com speaks it: each new connection then costs a TLS handshake.
+        self.tls = tls is not None
+        if tls is not None:
+            # The handshake happens in the connection's own thread (`_Handler.setup`), so a
+            # client that stalls in it cannot hold up accepting the others.
+            self._httpd.socket = tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread: threading.Thread | None = None
 
     @property
@@ -188,7 +198,7 @@ class SendGridServer:
     @property
     def url(self) -> str:
         """Base URL to give the SDK as `host`."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> SendGridServer:
         self._thread = threading.Thread(
@@ -261,8 +271,9 @@ class _HTTPServer(ThreadingHTTPServer):
     stand_in: SendGridServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up (timeouts, killed processes) are part of the tests; stay quiet.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # Clients that hang up (timeouts, killed processes) or refuse the certificate are part
+        # of the tests; stay quiet.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
@@ -275,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # per-request logging would dominate the benchmark
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
         super().setup()
         stand_in = self.server.stand_in
         with stand_in._lock:
@@ -635,9 +649,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--keep-bodies", action="store_true", help="keep request bodies (memory)")
+    parser.add_argument(
+        "--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this PEM certificate"
+    )
     args = parser.parse_args(argv)
 
-    server = SendGridServer(args.api_key, port=args.port, keep_bodies=args.keep_bodies)
+    tls = None
+    if args.tls:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*args.tls)
+    server = SendGridServer(
+        args.api_key, port=args.port, keep_bodies=args.keep_bodies, tls=tls
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
