@@ -35,7 +35,7 @@ EXAMPLE_CONFIG = ROOT / "config" / "municipalities" / "eksempel-kommune.yaml"
 # Shares of synthetic rows that opt in (tasks/synthetic.py draws 717/1024 and 410/1024).
 OPT_IN_SHARE = {"newsletter": 717 / 1024, "sms": 410 / 1024}
 CONSENT_COLUMN = {"newsletter": "Nyhedsbrev", "sms": "SMS-ordning"}
-_URL = re.compile(r"http://127\.0\.0\.1:\d+")
+_URL = re.compile(r"https?://127\.0\.0\.1:\d+")
 
 try:
     import psutil
@@ -163,10 +163,18 @@ def prefect_server(home: Path, log: Path) -> Iterator[str]:
             proc.wait()
 
 
+def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to a stand-in's base URL, HTTPS (trusting SSL_CERT_FILE) or plain."""
+    scheme, _, address = url.partition("://")
+    host, port = address.split(":")
+    if scheme == "https":
+        return http.client.HTTPSConnection(host, int(port), timeout=timeout)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
 def http_json(url: str, path: str, method: str = "GET") -> Any:
     """A control call to a stand-in (`/_stats`, `/_reset`)."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = _connect(url, timeout=30)
     try:
         conn.request(method, path, body=b"" if method == "POST" else None)
         return json.loads(conn.getresponse().read() or b"null")
@@ -182,8 +190,7 @@ def post_all(
     The bare loop every benchmark compares against: `bodies` may be a generator that builds
     each payload, so building counts in the caller's timing as it does in the real pipeline.
     """
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = _connect(url, timeout=60)
     conn.connect()
     # Headers and body go out in one send (http.client joins bytes bodies), but a stand-in that
     # answers in two writes would otherwise meet Nagle's algorithm and delayed ACKs.
@@ -648,10 +655,11 @@ def report_ratios(
 
 def summary(results: list[dict[str, Any]], targets: str) -> None:
     out("\n== Summary ==")
-    out(f"{'rows':>10} {'prefect':>9} {'recipients':>11} {'e2e s':>7} {'rcpt/s':>8} {'bare s':>7} "
+    out(f"{'rows':>10} {'prefect':>9} {'via':>5} {'recipients':>11} {'e2e s':>7} {'rcpt/s':>8} {'bare s':>7} "
         f"{'e2e/bare':>8} {'deliver/bare':>12} {'send/bare':>9} {'max RSS':>9} {'tree RSS':>9}")
     for r in results:
-        out(f"{r['size']:>10,} {r.get('mode', 'embedded'):>9} {r['recipients']:>11,} {r['wall']:>7.1f} "
+        out(f"{r['size']:>10,} {r.get('mode', 'embedded'):>9} {r.get('transport', 'http'):>5} "
+            f"{r['recipients']:>11,} {r['wall']:>7.1f} "
             f"{r['recipients'] / r['wall']:>8,.0f} {r['bare']:>7.2f} {r['e2e_ratio']:>7.2f}x "
             f"{r.get('deliver_ratio', float('nan')):>11.2f}x {r.get('send_ratio', float('nan')):>8.2f}x "
             f"{mib(r['max_rss']):>9} {mib(r['tree_rss']):>9}")
