@@ -306,12 +306,11 @@ def _smtp(
             return sent
 
         ours, sent = timed(lambda: send(recipients))
-        # As the flow sends: MAX_CONCURRENT_CHUNKS chunk task runs at once, each with its own
-        # provider and connection, over halves of the same recipients.
+        # As the flow sends: SmtpProvider.chunks_at_once chunk task runs at once, each with its
+        # own provider and connection, over shares of the same recipients.
         from concurrent.futures import ThreadPoolExecutor
 
-        from flows.communicate_externally import MAX_CONCURRENT_CHUNKS as at_once
-
+        at_once = SmtpProvider.chunks_at_once
         parts = [recipients[i::at_once] for i in range(at_once)]
         with ThreadPoolExecutor(at_once) as pool:
             cpu_before = time.process_time()

@@ -34,7 +34,7 @@ from tasks.notify import failure_notice
 from tasks.output import OutputFolder
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
-from tasks.providers.registry import make_provider, provider_name
+from tasks.providers.registry import chunks_at_once, make_provider, provider_name
 from tasks.steps import (
     DELIVERED,
     ChannelOutcome,
@@ -61,11 +61,9 @@ MIN_CHUNK_SIZE = 5_000
 CHUNKS_PER_CHANNEL = 20
 # How long a claimed batch stays claimed without renewal before a rerun may judge its run dead.
 LEASE_SECONDS = float(os.environ.get("FBSFLOW_LEASE_SECONDS", "600"))
-# Chunks in flight at once: bounded so a provider sees steady, not bursty, load. Two keep one
-# request on the wire while the other thread records the last one; more only contend for the
-# GIL on a small machine. A distant provider (high latency) gains from more: env
-# FBSFLOW_MAX_CONCURRENT_CHUNKS.
-MAX_CONCURRENT_CHUNKS = 2
+# Chunks in flight at once: bounded so a provider sees steady, not bursty, load. Each provider
+# names its own default (`Provider.chunks_at_once`: 8 for SendGrid, far away; 2 for the others);
+# env FBSFLOW_MAX_CONCURRENT_CHUNKS sets one bound for every channel.
 # The flow's thread pool: room for the largest FBSFLOW_MAX_CONCURRENT_CHUNKS worth using.
 MAX_WORKERS = 16
 
@@ -313,7 +311,7 @@ def _send_chunks(
     """Submit the chunks as task runs, a few at a time, with progress."""
     if not chunks:
         return []
-    at_once = _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", MAX_CONCURRENT_CHUNKS)
+    at_once = _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", chunks_at_once(channel))
     progress = create_progress_artifact(progress=0.0, description=f"{channel.value}: chunks sent")
     errors: list[str] = []
 

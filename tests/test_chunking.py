@@ -6,6 +6,8 @@ import pytest
 
 from flows.communicate_externally import MIN_CHUNK_SIZE, _positive_int_env, chunk_size
 from tasks.errors import ConfigError
+from tasks.models import Channel
+from tasks.providers.registry import chunks_at_once
 
 
 def test_small_audiences_get_chunks_of_the_minimum_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +42,19 @@ def test_an_unset_or_empty_variable_means_the_default(monkeypatch: pytest.Monkey
     assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
     monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", " ")
     assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+
+
+@pytest.mark.parametrize(
+    ("channel", "env", "expected"),
+    [
+        (Channel.NEWSLETTER, {"SENDGRID_API_KEY": "SG.key"}, 8),  # far away: more at once
+        (Channel.NEWSLETTER, {"FBSFLOW_SMTP_HOST": "relay.kommune.test"}, 2),  # relays cap it
+        (Channel.NEWSLETTER, {}, 2),  # the outbox
+        (Channel.SMS, {"GATEWAYAPI_TOKEN": "token"}, 2),
+        (Channel.SMS, {}, 2),
+    ],
+)
+def test_each_provider_names_how_many_chunks_go_at_once(
+    channel: Channel, env: dict[str, str], expected: int
+) -> None:
+    assert chunks_at_once(channel, env) == expected

@@ -17,6 +17,7 @@ from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.models import Channel
 from tasks.prefetch import prefetch_audience
+from tasks.providers.sendgrid import SendGridProvider
 from tests.servers.sendgrid_server import Fault, SendGridServer
 
 from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
@@ -133,6 +134,35 @@ def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
         assert record["channels"]["newsletter"]["status"] == "done"
         assert record["status"] == "complete", record["reasons"]
         assert sendgrid.stats()["requests"] == requests  # nobody was sent it twice
+
+
+@pytest.mark.parametrize(
+    ("override", "at_once"), [(None, SendGridProvider.chunks_at_once), ("3", 3)]
+)
+def test_sendgrid_chunks_go_out_as_many_at_once_as_the_provider_names(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    override: str | None,
+    at_once: int,
+) -> None:
+    # 645 newsletter recipients in chunks of 50: 13 chunk task runs of one request each.
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")
+    if override is None:
+        monkeypatch.delenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raising=False)
+    else:
+        monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", override)
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        # Slow answers (still delivered) hold every chunk that runs in flight at once.
+        sendgrid.fail_next(*[Fault.slow(0.6)] * 14)
+        record = _run(isolated, approve=True, confirm=MANUAL)
+        stats = sendgrid.stats()
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 645
+    assert stats["requests"] > at_once  # more chunks than the bound: the bound was tested
+    assert stats["max_in_flight"] == at_once
 
 
 def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:

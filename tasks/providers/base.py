@@ -74,6 +74,10 @@ class Provider(ABC):
     name: ClassVar[str]
     # Largest batch the provider's API takes in one request.
     max_batch: ClassVar[int] = 1000
+    # Chunk task runs worth sending at once, each on its own connection (env
+    # FBSFLOW_MAX_CONCURRENT_CHUNKS overrides): two keep one request on the wire while the other
+    # thread records the last one; a provider far away gains from more (see SendGridProvider).
+    chunks_at_once: ClassVar[int] = 2
 
     @abstractmethod
     def send_batch(

@@ -70,6 +70,24 @@ def _gatewayapi_shape(
     )
 
 
+def chunks_at_once(channel: Channel, env: Mapping[str, str] | None = None) -> int:
+    """How many chunk task runs of `channel` to send at once by default (its provider's hint)."""
+    name = provider_name(channel, env)
+    if name == "sendgrid":
+        from tasks.providers.sendgrid import SendGridProvider
+
+        return SendGridProvider.chunks_at_once
+    if name == "smtp":
+        from tasks.providers.smtp import SmtpProvider
+
+        return SmtpProvider.chunks_at_once
+    if name == "gatewayapi":
+        from tasks.providers.gatewayapi import GatewayApiProvider
+
+        return GatewayApiProvider.chunks_at_once
+    return OutboxProvider.chunks_at_once
+
+
 def make_provider(
     channel: Channel,
     config: MunicipalityConfig,

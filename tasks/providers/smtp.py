@@ -51,6 +51,7 @@ class SmtpProvider(Provider):
 
     name: ClassVar[str] = "smtp"
     max_batch: ClassVar[int] = 1000
+    # Two, the default: relays cap connections per client (Microsoft 365's SMTP AUTH at three).
 
     def __init__(
         self,
