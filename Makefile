@@ -33,7 +33,7 @@ test-fast: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/email.py
 	$(BIN)/python bench/sms.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --flow 1M
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

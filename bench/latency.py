@@ -1,6 +1,6 @@
 """SendGrid over TLS with a round trip to pay: the SDK's connection per request vs our kept one.
 
-Usage: python bench/latency.py [--rtt-ms 20] [--requests 100]
+Usage: python bench/latency.py [--rtt-ms 20] [--requests 100] [--flow 1M]
 
 On loopback a new connection costs next to nothing, so `bench/email.py` cannot show what the
 provider's kept connection is for. Here the SendGrid stand-in speaks TLS (a throw-away
@@ -8,7 +8,10 @@ self-signed certificate for 127.0.0.1), behind a relay on 127.0.0.1 that holds e
 data for half a round trip each way and a new connection for one round trip (the TCP
 handshake). The same 1000-recipient request bodies go out one after another, first through the
 SDK as it ships (urllib: a new TCP and TLS connection per request), then through
-`SendGridProvider` (one connection it keeps). Nothing leaves 127.0.0.1.
+`SendGridProvider` (one connection it keeps). With `--flow N`, `fbsflow run` then sends a
+newsletter to N synthetic borrowers through the same relay, against a long-lived Prefect server:
+two chunk task runs at once, then as many as SendGridProvider names (`chunks_at_once`). Nothing
+leaves 127.0.0.1.
 """
 
 # bench/ holds email.py, so it must leave sys.path before anything imports the standard
@@ -30,6 +33,18 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    clean_env,
+    http_json,
+    parse_sizes,
+    prefect_server,
+    run_fbsflow,
+    start_server,
+    with_fresh_ledger,
+    workspace,
+    write_audience,
+    write_config,
+)
 from tests.support.tls import self_signed  # noqa: E402
 
 API_KEY = "SG.stand-in-test-key"
@@ -55,6 +70,9 @@ class DelayRelay:
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(self.rtt)  # SYN, SYN-ACK: a round trip before the first byte
@@ -97,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round trip in milliseconds")
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--flow", default="", help="also run fbsflow end to end on this many rows (e.g. 1M)"
+    )
     args = parser.parse_args()
     rtt = args.rtt_ms / 1000
 
@@ -175,6 +196,49 @@ def main() -> None:
         f"{(per_stock - per_kept) * 915 / 2:.0f} s"
     )
     server.stop()
+    relay.close()
+    if args.flow:
+        _flow(parse_sizes(args.flow)[0], rtt, cert, key)
+
+
+def _flow(size: int, rtt: float, cert: Path, key: Path) -> None:
+    """`fbsflow run` through the relay: two chunk task runs at once against the provider's own."""
+    from tasks.providers.sendgrid import SendGridProvider
+
+    ws = workspace(keep=False)
+    config = write_config(ws, "newsletter")
+    audience = write_audience(ws, size, "newsletter")
+    # The stand-in in a process of its own, as in bench/email.py; the relay stays in this one.
+    server = start_server(
+        ["-m", "tests.servers.sendgrid_server", "--port", "0", "--tls", str(cert), str(key)],
+        ws / "sg.log",
+    )
+    relay = DelayRelay(server.port, rtt)
+    env = clean_env(SENDGRID_API_KEY=API_KEY, SENDGRID_HOST=f"https://127.0.0.1:{relay.port}")
+    home = ws / "prefect-server-home"
+    default = SendGridProvider.chunks_at_once
+    print(f"\nfbsflow run end to end through the same relay: {size:,} borrower rows, a "
+          "long-lived Prefect server")
+    times = {}
+    try:
+        with prefect_server(home, ws / "prefect-server.log") as url:
+            env.update(PREFECT_HOME=str(home), PREFECT_API_URL=url)
+            for at_once in (2, default):
+                http_json(server.url, "/_reset", "POST")
+                workdir = ws / f"run-{at_once}"
+                run_env = {**with_fresh_ledger(env, workdir),
+                           "FBSFLOW_MAX_CONCURRENT_CHUNKS": str(at_once)}
+                run = run_fbsflow(config, audience.path, workdir, run_env, "run")
+                stats = http_json(server.url, "/_stats")
+                ok = run.returncode == 0 and stats["duplicate_deliveries"] == 0
+                print(f"  {at_once} chunk task runs at once: {run.wall:.1f} s, exit "
+                      f"{run.returncode}, stand-in counted {stats['deliveries']:,} for "
+                      f"{stats['unique_addresses']:,} addresses{'' if ok else '; CHECK FAILED'}")
+                times[at_once] = run.wall
+    finally:
+        relay.close()
+        server.stop()
+    print(f"  the provider's default ({default}) against two: {times[default] / times[2]:.2f}x")
 
 
 if __name__ == "__main__":
