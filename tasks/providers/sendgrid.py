@@ -220,7 +220,7 @@ class SendGridProvider(Provider):
     name: ClassVar[str] = "sendgrid"
     max_batch: ClassVar[int] = MAX_RECIPIENTS
     # api.sendgrid.com is a round trip to the US away, and each request waits for it: with a
-    # 20 ms round trip, 1M e-mails took 22.1 s two chunks at a time and 12.2 s eight at a time
+    # 20 ms round trip, 1M e-mails took 22.1 s two chunks at a time and 12.2-12.7 s eight at a time
     # (bench/latency.py --flow); on loopback eight cost the same as two. More stays within what
     # SendGrid takes (it answers 429 with a reset time when not, which the delivery honours).
     chunks_at_once: ClassVar[int] = 8
