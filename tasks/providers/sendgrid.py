@@ -482,10 +482,11 @@ def _translate(exc: BaseException) -> DeliveryError | ConfigError | None:
     if isinstance(exc, urllib.error.URLError):
         if isinstance(exc.reason, ssl.SSLCertVerificationError):
             # A certificate this machine does not trust stays untrusted on every retry.
+            why = getattr(exc.reason, "verify_message", None) or "certificate verify failed"
             return ConfigError(
-                f"SendGrid's TLS certificate was not trusted ({exc.reason.verify_message}); nothing was "
-                "sent. Fix: check that SENDGRID_HOST is SendGrid's API; behind a proxy that "
-                "re-signs HTTPS, point SSL_CERT_FILE at your organisation's CA certificate file"
+                f"SendGrid's TLS certificate was not trusted ({why}), so this batch was not sent. "
+                "Fix: check that SENDGRID_HOST is SendGrid's API; behind a proxy that re-signs "
+                "HTTPS, point SSL_CERT_FILE at your organisation's CA certificate file"
             )
         # urllib wraps only failures before the request was fully written (connect, DNS, TLS
         # handshake, send): SendGrid cannot have accepted an incomplete request.
