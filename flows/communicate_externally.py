@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -340,6 +340,12 @@ def _send_chunks(
             future.result()
         except DeliveryError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            # Not a delivery outcome (a ConfigError: a refused key, an untrusted certificate):
+            # start no more chunks, and let those in flight finish and record their batches
+            # before the ledger is closed under them.
+            wait(running)
+            raise
         done += 1
         update_progress_artifact(progress, progress=100.0 * done / len(chunks))
         if (chunk := next(waiting, None)) is not None:

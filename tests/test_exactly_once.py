@@ -274,8 +274,10 @@ def run_happy(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Happy:
     with SendGridServer(keep_bodies=False) as sg, GatewayApiServer() as gw:
         # Chunks of 1,000 (one request each): more chunks than SendGrid's bound on those at once.
         env = provider_env(folder, sg, gw, FBSFLOW_CHUNK_SIZE="1000")
-        # Slow first answers (still delivered) keep every chunk that is running in flight at once.
-        sg.fail_next(*[SendGridFault.slow(0.4)] * (SendGridProvider.chunks_at_once + 2))
+        # The first answers wait until the bound's worth of requests is in flight (delivered
+        # meanwhile): every chunk that may run at once then does.
+        bound = SendGridProvider.chunks_at_once
+        sg.fail_next(*[SendGridFault.hold(bound)] * bound)
         with fbsflow.slots.take():
             first = fbsflow.finish(start(fbsflow, "happy-1", folder, truth, env), RUN_TIMEOUT)
         after_first = (sg.stats()["requests"], gw.requests)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,13 @@ from flows.cli import main as fbsflow
 from flows.communicate_externally import communicate_externally
 from tasks import prefetch
 from tasks.config import load_municipality
+from tasks.errors import ConfigError
 from tasks.models import Channel
 from tasks.prefetch import prefetch_audience
+from tasks.providers import sendgrid as sendgrid_provider
 from tasks.providers.sendgrid import SendGridProvider
 from tests.servers.sendgrid_server import Fault, SendGridServer
+from tests.support.tls import self_signed
 
 from .conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG
 
@@ -156,13 +160,81 @@ def test_sendgrid_chunks_go_out_as_many_at_once_as_the_provider_names(
         monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
         monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        # Slow answers (still delivered) hold every chunk that runs in flight at once.
-        sendgrid.fail_next(*[Fault.slow(0.6)] * 14)
-        record = _run(isolated, approve=True, confirm=MANUAL)
+        # The first answers wait until the bound's worth of requests is in flight (delivered
+        # meanwhile): every chunk that may run at once then does.
+        sendgrid.fail_next(*[Fault.hold(at_once)] * at_once)
+        # The newsletter alone: the posters' branch e-mail (one request) would take a hold.
+        record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
         stats = sendgrid.stats()
     assert record["channels"]["newsletter"]["counts"]["sent"] == 645
     assert stats["requests"] > at_once  # more chunks than the bound: the bound was tested
     assert stats["max_in_flight"] == at_once
+
+
+def test_an_untrusted_certificate_stops_the_channel_with_the_fix_and_sends_nobody(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As behind a proxy that re-signs HTTPS: every chunk in flight fails the same way, the run
+    # stops with the fix, and every borrower is still pending for the run after the fix.
+    cert, key = self_signed(isolated, "stand-in")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")  # 13 chunks, 8 of them in flight at once
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(isolated))  # no CA in there
+    sendgrid_provider._tls.cache_clear()
+    try:
+        with SendGridServer(keep_bodies=False, tls=context) as sendgrid:
+            monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+            monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+            with pytest.raises(ConfigError, match="SSL_CERT_FILE") as raised:
+                _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+            assert sendgrid.stats()["requests"] == 0 and not sendgrid.deliveries
+    finally:
+        sendgrid_provider._tls.cache_clear()
+    assert "laaner" not in str(raised.value) and "@" not in str(raised.value)
+    assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
+    [counts] = [
+        line for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("newsletter")
+    ]
+    words = counts.split()[1:]
+    states = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert states == {"pending": 645, "sending": 0, "sent": 0, "failed": 0, "unknown": 0}
+
+
+def test_a_refused_key_stops_the_run_only_after_the_chunks_in_flight_are_recorded(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")
+    monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", "2")
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        # The first chunk's request is delivered but answered late; the second is refused
+        # (a key revoked mid-run) while the first is still in flight.
+        sendgrid.fail_next(Fault.slow(1.0), Fault.respond(401, "permission denied"))
+        with pytest.raises(ConfigError, match="SENDGRID_API_KEY refused"):
+            _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+        delivered = sum(sendgrid.deliveries.values())
+    assert delivered == 50
+    # Read at once: the run stopped after the first chunk recorded its batch, not before.
+    assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
+    [counts] = [
+        line for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("newsletter")
+    ]
+    words = counts.split()[1:]
+    states = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert states == {"pending": 595, "sending": 0, "sent": 50, "failed": 0, "unknown": 0}
 
 
 def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:

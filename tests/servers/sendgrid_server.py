@@ -8,8 +8,8 @@ In a test:
         ...
         assert server.deliveries == Counter({"a@example.test": 1})
 
-From a benchmark: `python -m tests.servers.sendgrid_server --port 8025` prints `READY <url>` and
-serves until SIGINT/SIGTERM, then prints its stats as JSON. Control endpoints (no auth, loopback
+From a benchmark: `python -m tests.servers.sendgrid_server --port 8025 [--tls CERT KEY]` prints
+`READY <url>` and serves (HTTPS with `--tls`) until SIGINT/SIGTERM, then prints its stats as JSON. Control endpoints (no auth, loopback
 only): `GET /_stats`, `GET /_deliveries`, `POST /_faults` (a JSON list of faults), `POST /_reset`.
 
 A request counts as delivered the moment its body has been read and validated, before any answer
@@ -65,7 +65,7 @@ _EMAILS = re.compile(r"(?:[^@\s]+@[^@\s]+\.[^@\s]+\n)+")  # _EMAIL, one per line
 _PLAIN_KEYS = frozenset({"to", "custom_args"})
 _HELP = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors#{}"
 
-FaultKind = Literal["status", "drop", "slow", "close_before_read", "hang_up"]
+FaultKind = Literal["status", "drop", "slow", "hold", "close_before_read", "hang_up"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
     seconds: float = 0.0
+    in_flight: int = 0
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 1, reset_in: float | None = None) -> Fault:
@@ -109,6 +110,14 @@ class Fault:
         return cls("slow", seconds=seconds)
 
     @classmethod
+    def hold(cls, in_flight: int, seconds: float = 10.0) -> Fault:
+        """Deliver the request, then answer once `in_flight` mail-send requests have been handled
+        at once (since the last reset), or after `seconds`: shows how many a client sends at once
+        without racing a timer (one that sends fewer waits out `seconds`; more shows in
+        `max_in_flight`)."""
+        return cls("hold", seconds=seconds, in_flight=in_flight)
+
+    @classmethod
     def hang_up(cls) -> Fault:
         """Deliver and answer 202, then close the connection without saying so beforehand
         (no `Connection: close`), as a server ending an idle kept-alive connection does."""
@@ -129,6 +138,7 @@ class Fault:
             "server_error": cls.server_error,
             "drop": cls.drop,
             "slow": cls.slow,
+            "hold": cls.hold,
             "close_before_read": cls.close_before_read,
             "hang_up": cls.hang_up,
         }
@@ -176,8 +186,11 @@ class SendGridServer:
         self._arrived = 0
         self._in_flight = 0
         self.max_in_flight = 0  # mail-send requests being handled at once, at most
-        self.connections = 0  # TCP connections accepted (a client keeping one open: fewer)
+        # Connections served (a client keeping one open: fewer); over TLS, those whose
+        # handshake succeeded.
+        self.connections = 0
         self._lock = threading.Lock()
+        self._arrivals = threading.Condition(self._lock)  # for Fault.hold
         self._stopping = threading.Event()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.stand_in = self
@@ -255,8 +268,19 @@ class SendGridServer:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._arrivals.notify_all()
             self._arrived += 1
             return self._arrived, (self._faults.popleft() if self._faults else None)
+
+    def _wait_for_in_flight(self, count: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        with self._arrivals:
+            # The peak, not the count now: the first to be woken may already have answered.
+            while self.max_in_flight < count and not self._stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._arrivals.wait(min(left, 0.1))
 
     def _record(self, request: RecordedRequest, addresses: Iterable[str]) -> None:
         with self._lock:
@@ -271,9 +295,8 @@ class _HTTPServer(ThreadingHTTPServer):
     stand_in: SendGridServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up (timeouts, killed processes) or refuse the certificate are part
-        # of the tests; stay quiet.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
+        # Clients that hang up (timeouts, killed processes) are part of the tests; stay quiet.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 
 
@@ -288,7 +311,11 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
             self.request.settimeout(self.timeout)
-            self.request.do_handshake()
+            try:
+                self.request.do_handshake()
+            except ssl.SSLError as exc:
+                # A client that does not trust the certificate hangs up here (a test does so).
+                raise ConnectionAbortedError(f"TLS handshake failed: {exc}") from exc
         super().setup()
         stand_in = self.server.stand_in
         with stand_in._lock:
@@ -386,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "slow":
             stand_in._stopping.wait(fault.seconds)
+        if fault is not None and fault.kind == "hold":
+            stand_in._wait_for_in_flight(fault.in_flight, fault.seconds)
         self._answer(status, None, [("X-Message-Id", message_id)] if message_id else [])
         if kind == "hang_up":
             self.close_connection = True
