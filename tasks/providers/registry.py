@@ -70,22 +70,26 @@ def _gatewayapi_shape(
     )
 
 
-def chunks_at_once(channel: Channel, env: Mapping[str, str] | None = None) -> int:
-    """How many chunk task runs of `channel` to send at once by default (its provider's hint)."""
-    name = provider_name(channel, env)
+def provider_class(name: str) -> type[Provider]:
+    """The class behind a `provider_name` (imported on demand: each pulls in its client)."""
     if name == "sendgrid":
         from tasks.providers.sendgrid import SendGridProvider
 
-        return SendGridProvider.chunks_at_once
+        return SendGridProvider
     if name == "smtp":
         from tasks.providers.smtp import SmtpProvider
 
-        return SmtpProvider.chunks_at_once
+        return SmtpProvider
     if name == "gatewayapi":
         from tasks.providers.gatewayapi import GatewayApiProvider
 
-        return GatewayApiProvider.chunks_at_once
-    return OutboxProvider.chunks_at_once
+        return GatewayApiProvider
+    return OutboxProvider
+
+
+def chunks_at_once(channel: Channel, env: Mapping[str, str] | None = None) -> int:
+    """How many chunk task runs of `channel` to send at once by default (its provider's hint)."""
+    return provider_class(provider_name(channel, env)).chunks_at_once
 
 
 def make_provider(
