@@ -212,6 +212,15 @@ def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
         yield chunk
 
 
+def _chunks_of_parts(
+    parts: Iterable[Sequence[str]], seen: list[str], size: int = _CHUNK
+) -> Iterator[list[str]]:
+    """`_chunks` of each part in turn, as the parts arrive; `seen` collects every key."""
+    for part in parts:
+        seen.extend(part)
+        yield from _chunks(part, size)
+
+
 class Ledger:
     """The delivery ledger over SQLite (one machine) or PostgreSQL (`FBSFLOW_DATABASE_URL`).
 
@@ -313,15 +322,29 @@ class Ledger:
         unique = list(keys)
         if len(set(unique)) != len(unique):
             unique = list(dict.fromkeys(unique))
+        return self.register_parts(campaign, channel, [unique])
+
+    def register_parts(
+        self, campaign: str, channel: str, parts: Iterable[Sequence[str]]
+    ) -> int:
+        """`register` of the keys of `parts` in order, each part inserted as it arrives.
+
+        For a caller still computing the later parts (the flow keys and sorts a million
+        recipients a part at a time): the inserts go on meanwhile, in one transaction. Keys must
+        not repeat across parts (a repeated one is kept once, but then no run is recorded and
+        claims look keys up). Each part sorted is enough for the key index: a few sorted runs
+        insert as fast as one (1M keys in 4 parts: 1.06-1.07 s against 0.98-1.21 s).
+        """
         now = time.time()
         added = 0
         ids: dict[str, int] = {}
         run: tuple[int, list[str]] | None = None
+        unique: list[str] = []
         with self._transaction() as conn:
             stream = self._stream(conn, campaign, channel, create=True)
             if self._postgres:
                 cols = ["stream", "recipient_key", "state", "attempts", "updated_at"]
-                for chunk in _chunks(unique):
+                for chunk in _chunks_of_parts(parts, unique):
                     source = self._values(chunk)
                     rows = select(
                         literal(stream, Integer),
@@ -341,7 +364,7 @@ class Ledger:
                     ids.update((key, row_id) for row_id, key in new)
             else:
                 before = conn.exec_driver_sql(f"SELECT max(id) FROM {deliveries.name}").scalar()
-                for chunk in _chunks(unique):
+                for chunk in _chunks_of_parts(parts, unique):
                     added += conn.exec_driver_sql(
                         f"INSERT OR IGNORE INTO {deliveries.name} (stream, recipient_key, state, "
                         "attempts, updated_at) SELECT ?, value, ?, 0, ? "

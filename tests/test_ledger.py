@@ -197,6 +197,36 @@ def test_register_is_idempotent_and_keeps_states(ledger: Ledger, campaign: str) 
     }
 
 
+def test_parts_register_in_their_order_as_one_registration(ledger: Ledger, campaign: str) -> None:
+    keys = keys_(60)
+    random.Random(2).shuffle(keys)
+    parts = [sorted(keys[:20]), sorted(keys[20:45]), sorted(keys[45:])]
+    # A generator: each part is inserted as it comes, as the flow hands them over.
+    assert ledger.register_parts(campaign, CHANNEL, (p for p in parts)) == 60
+    order = [k for p in parts for k in p]
+    assert ledger.pending_keys(campaign, CHANNEL) == order
+    if ledger.dialect == "sqlite":
+        # One registration: a batch cut across two parts is one stretch of ids.
+        first, recorded = ledger._runs[(campaign, CHANNEL)]
+        assert recorded == order
+        assert ledger.rows(campaign, CHANNEL, [order[0]])[order[0]]["id"] == first
+    batch = order[15:25]
+    assert sorted(ledger.claim(campaign, CHANNEL, batch, batch_id="b", run_id="r")) == sorted(batch)
+    assert ledger.register_parts(campaign, CHANNEL, [order[:5], ["new"]]) == 1
+    assert ledger.counts(campaign, CHANNEL)["pending"] == 51
+
+
+def test_parts_that_end_in_an_error_register_nothing(ledger: Ledger, campaign: str) -> None:
+    def parts() -> Iterator[list[str]]:
+        yield ["a", "b"]
+        raise RuntimeError("keying failed")
+
+    with pytest.raises(RuntimeError, match="keying failed"):
+        ledger.register_parts(campaign, CHANNEL, parts())
+    assert ledger.counts(campaign, CHANNEL)["pending"] == 0
+    assert ledger.register(campaign, CHANNEL, ["a", "b"]) == 2
+
+
 def test_claim_takes_only_pending_keys_once(ledger: Ledger, campaign: str) -> None:
     ledger.register(campaign, CHANNEL, ["a", "b", "c"])
     assert sorted(ledger.claim(campaign, CHANNEL, ["a", "b", "x"], batch_id="1", run_id="r")) == [
