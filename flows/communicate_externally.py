@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from itertools import islice, repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -135,18 +136,26 @@ def borrower_recipients(
 ) -> list[Recipient]:
     """The consenting borrowers of a channel, keyed by the ledger's hash of their address.
 
-    Grouped by language and sorted by key within each group: the order they are registered
-    and sent in. Each batch is then one language and one run of neighbouring ledger rows, and
-    the ledger's key index is filled in order (twice as fast as at random). A borrower whose
-    language the municipality does not publish in gets the Danish text.
+    Grouped by language, and each group in up to KEY_PARTS parts, each sorted by key: the
+    order they are registered and sent in. Each batch is then one language and one run of
+    neighbouring ledger rows, and the ledger's key index is filled in a few sorted runs (as fast
+    as one, twice as fast as at random). A borrower whose language the municipality does not
+    publish in gets the Danish text.
     """
-    return _recipients(_keyed_borrowers(channel, audience, ledger, languages))
+    return _recipients(list(_keyed_parts(channel, audience, ledger, languages)))
 
 
-def _keyed_borrowers(
+# A large language group is keyed and sorted in this many parts, each handed to the ledger as
+# soon as it is ready: while the ledger inserts one (SQLite works without the GIL), this thread
+# keys and sorts the next. Parts below MIN_PART recipients are not worth the split.
+KEY_PARTS = 4
+MIN_PART = 50_000
+
+
+def _keyed_parts(
     channel: Channel, audience: Audience, ledger: Ledger, languages: Sequence[Language]
-) -> list[tuple[Language, list[str], list[str]]]:
-    """(language, keys, addresses) per language group, both sorted by key: see borrower_recipients."""
+) -> Iterator[tuple[Language, list[str], list[str]]]:
+    """(language, keys, addresses) parts, both sorted by key: see borrower_recipients."""
     if channel is Channel.NEWSLETTER:
         chosen, attr = audience.newsletter_recipients(), "email"
     else:
@@ -157,13 +166,14 @@ def _keyed_borrowers(
         language = borrower.language if borrower.language in offered else Language.DA
         groups.setdefault(language, []).append(getattr(borrower, attr))
     del chosen
-    keyed = []
     for language, addresses in groups.items():
-        # The import's addresses are in the ledger's normal form already (tested).
-        keys = ledger.recipient_keys(addresses, normalised=True)
-        pairs = sorted(zip(keys, addresses, strict=True), key=itemgetter(0))
-        keyed.append((language, list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))))
-    return keyed
+        size = max(MIN_PART, -(-len(addresses) // KEY_PARTS))
+        for start in range(0, len(addresses), size):
+            part = addresses[start : start + size]
+            # The import's addresses are in the ledger's normal form already (tested).
+            keys = ledger.recipient_keys(part, normalised=True)
+            pairs = sorted(zip(keys, part, strict=True), key=itemgetter(0))
+            yield language, list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
 
 
 def _recipients(keyed: list[tuple[Language, list[str], list[str]]]) -> list[Recipient]:
@@ -277,14 +287,23 @@ def _pending_recipients(
     """Register the channel's recipients; return those still to send, in ledger order, and how
     many recipients the channel has."""
     if audience is not None and channel in DELIVERED:
-        keyed = _keyed_borrowers(channel, audience, ledger, config.languages)
-        keys = [key for _, group, _ in keyed for key in group]
-        # SQLite inserts without holding the GIL: register in a helper thread while this one
-        # builds the recipients (on 1M, most of the ~0.6 s that building takes comes free).
+        # SQLite inserts without holding the GIL: a helper thread registers each part of the
+        # keys while this one keys and sorts the next and builds the recipients.
+        handoff = _Handoff()
+        make = Recipient._make  # from a tuple, in C: a quarter faster than Recipient(k, a, l)
+        recipients: list[Recipient] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fbsflow-register") as pool:
-            registering = pool.submit(ledger.register, campaign, channel.value, keys)
-            recipients = _recipients(keyed)
-            del keyed
+            registering = pool.submit(ledger.register_parts, campaign, channel.value, handoff)
+            try:
+                for language, keys, addresses in _keyed_parts(
+                    channel, audience, ledger, config.languages
+                ):
+                    handoff.put(keys)
+                    recipients.extend(map(make, zip(keys, addresses, repeat(language))))
+            except BaseException:
+                handoff.abort()  # the registration rolls back: nothing half-registered
+                raise
+            handoff.close()
             registered = registering.result()
     else:
         recipients = branch_recipients(config, ledger)
@@ -296,6 +315,31 @@ def _pending_recipients(
     # In the ledger's storage order: a batch's claim and mark touch neighbouring rows.
     pending = ledger.pending_keys(campaign, channel.value)
     return [by_key[k] for k in pending if k in by_key], len(by_key)
+
+
+class _Handoff:
+    """Parts of keys from the thread computing them to the thread registering them, in order."""
+
+    _END = object()
+    _ABORT = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def put(self, keys: list[str]) -> None:
+        self._queue.put(keys)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def abort(self) -> None:
+        self._queue.put(self._ABORT)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while (item := self._queue.get()) is not self._END:
+            if item is self._ABORT:
+                raise RuntimeError("the recipients' keys were not all computed; nothing registered")
+            yield cast(list[str], item)
 
 
 def _send_chunks(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import shutil
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -235,6 +238,36 @@ def test_a_refused_key_stops_the_run_only_after_the_chunks_in_flight_are_recorde
     words = counts.split()[1:]
     states = dict(zip(words[::2], map(int, words[1::2]), strict=True))
     assert states == {"pending": 595, "sending": 0, "sent": 50, "failed": 0, "unknown": 0}
+
+
+def test_an_audience_keyed_in_parts_is_sent_exactly_once(
+    prefect_harness: None, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts of at least 100: the example's 645 newsletter recipients are keyed, sorted and
+    # registered a part at a time, as a large municipality's are in parts of 50,000 and more.
+    flow_module = importlib.import_module("flows.communicate_externally")
+    monkeypatch.setattr(flow_module, "MIN_PART", 100)
+    sizes: list[int] = []
+    keyed_parts = flow_module._keyed_parts
+
+    def counted(*args: Any) -> Iterator[Any]:
+        for part in keyed_parts(*args):
+            sizes.append(len(part[1]))
+            yield part
+
+    monkeypatch.setattr(flow_module, "_keyed_parts", counted)
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+        first, parts = sendgrid.stats(), list(sizes)
+        _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+        second = sendgrid.stats()
+    assert len(parts) >= 4 and sum(parts) == 645
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 645
+    assert first["deliveries"] == first["unique_addresses"] == 645
+    assert second["requests"] == first["requests"]  # the rerun found everyone sent
 
 
 def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:
