@@ -313,6 +313,24 @@ def batches(
                 yield messages[language], group[i : i + batch]
 
 
+def sendgrid_bodies(config: Path, recipients: list[Any], messages: dict[Any, Any]) -> Iterator[bytes]:
+    """The bare loop's SendGrid request bodies: `encode_payload`, 1000 recipients a request,
+    grouped by chunk and language as the flow sends them. Built as they are posted, so that
+    building counts in the loop's time; the imports and the config are read now, so they don't."""
+    from flows.communicate_externally import chunk_size
+    from tasks.config import load_municipality
+    from tasks.providers.sendgrid import MAX_RECIPIENTS, encode_payload
+
+    settings = load_municipality(config).channels.newsletter
+    assert settings is not None
+    sender = {"from_email": str(settings.from_email), "from_name": settings.from_name}
+    grouped = batches(recipients, messages, chunk_size(len(recipients)), MAX_RECIPIENTS)
+    return (
+        encode_payload(message, group, campaign="bench", batch_id=f"b{n}", **sender).encode()
+        for n, (message, group) in enumerate(grouped)
+    )
+
+
 # --- one timed `fbsflow run` ----------------------------------------------------------------
 
 # Runs its arguments and writes the peak RSS of its process tree's largest process

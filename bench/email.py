@@ -29,7 +29,6 @@ from bench.common import (  # noqa: E402
     PYTHON,
     ROOT,
     Server,
-    batches,
     clean_env,
     first_runs,
     http_json,
@@ -44,6 +43,7 @@ from bench.common import (  # noqa: E402
     recipients_for,
     report_mode_run,
     run_fbsflow,
+    sendgrid_bodies,
     start_server,
     summary,
     timed,
@@ -55,7 +55,6 @@ from bench.common import (  # noqa: E402
 from tests.support.tls import self_signed  # noqa: E402
 
 API_KEY = "SG.stand-in-test-key"
-BATCH = 1_000  # SendGrid's recipients per request
 JSON_UTF8 = "application/json; charset=utf-8"  # what SendGridProvider sends
 TRANSPORT_TEXT = {
     "https": "HTTPS, as api.sendgrid.com serves it (a new connection costs a TLS handshake)",
@@ -163,21 +162,7 @@ def _one_size(
     # request, grouped by chunk and language as the flow does), one keep-alive connection, no
     # ledger.
     import_seconds, recipients = timed(lambda: recipients_for(audience.path, "newsletter"))
-    from flows.communicate_externally import chunk_size
-    from tasks.providers.sendgrid import encode_payload
-
-    settings = _settings(config)
-    bodies = (
-        encode_payload(
-            message,
-            group,
-            from_email=str(settings.from_email),
-            from_name=settings.from_name,
-            campaign="bench",
-            batch_id=uuid.uuid4().hex[:12],
-        ).encode()
-        for message, group in batches(recipients, messages, chunk_size(len(recipients)), BATCH)
-    )
+    bodies = sendgrid_bodies(config, recipients, messages)
     http_json(server.url, "/_reset", "POST")
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": JSON_UTF8}
     bare_seconds, requests = timed(

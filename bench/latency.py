@@ -35,7 +35,6 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    batches,
     clean_env,
     http_json,
     messages_for,
@@ -44,6 +43,7 @@ from bench.common import (  # noqa: E402
     prefect_server,
     recipients_for,
     run_fbsflow,
+    sendgrid_bodies,
     start_server,
     with_fresh_ledger,
     workspace,
@@ -261,27 +261,8 @@ def _flow(size: int, rtt: float, cert: Path, key: Path) -> int:
 
 def _bare_loop(audience: Path, config: Path, url: str, control_url: str) -> float:
     """bench/email.py's bare loop, through the relay: seconds for every payload of the run."""
-    from flows.communicate_externally import chunk_size
-    from tasks.config import load_municipality
-    from tasks.providers.sendgrid import encode_payload
-
     recipients = recipients_for(audience, "newsletter")
-    messages = messages_for(config, "newsletter")
-    settings = load_municipality(config).channels.newsletter
-    assert settings is not None
-    bodies = (
-        encode_payload(
-            message,
-            group,
-            from_email=str(settings.from_email),
-            from_name=settings.from_name,
-            campaign="bench",
-            batch_id=f"b{n}",
-        ).encode()
-        for n, (message, group) in enumerate(
-            batches(recipients, messages, chunk_size(len(recipients)), CHUNK_SIZE)
-        )
-    )
+    bodies = sendgrid_bodies(config, recipients, messages_for(config, "newsletter"))
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json; charset=utf-8"}
     http_json(control_url, "/_reset", "POST")
     started = time.perf_counter()

@@ -55,6 +55,17 @@ def _run(root: Path, **kwargs: object) -> dict:
     )
 
 
+def _newsletter_states(capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
+    """The newsletter's counts per state, as `fbsflow ledger CONFIG` prints them."""
+    assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
+    [counts] = [
+        line for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("newsletter")
+    ]
+    words = counts.split()[1:]
+    return dict(zip(words[::2], map(int, words[1::2]), strict=True))
+
+
 def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: Path) -> None:
     record = _run(isolated, approve=True, confirm=MANUAL, confirmed_by="Test Leder")
     out = isolated / "outbox" / "eksempel-kommune"
@@ -200,13 +211,7 @@ def test_an_untrusted_certificate_stops_the_channel_with_the_fix_and_sends_nobod
     finally:
         sendgrid_provider._tls.cache_clear()
     assert "laaner" not in str(raised.value) and "@" not in str(raised.value)
-    assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
-    [counts] = [
-        line for line in capsys.readouterr().out.splitlines()
-        if line.strip().startswith("newsletter")
-    ]
-    words = counts.split()[1:]
-    states = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    states = _newsletter_states(capsys)
     assert states == {"pending": 645, "sending": 0, "sent": 0, "failed": 0, "unknown": 0}
 
 
@@ -230,13 +235,7 @@ def test_a_refused_key_stops_the_run_only_after_the_chunks_in_flight_are_recorde
         delivered = sum(sendgrid.deliveries.values())
     assert delivered == 50
     # Read at once: the run stopped after the first chunk recorded its batch, not before.
-    assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
-    [counts] = [
-        line for line in capsys.readouterr().out.splitlines()
-        if line.strip().startswith("newsletter")
-    ]
-    words = counts.split()[1:]
-    states = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    states = _newsletter_states(capsys)
     assert states == {"pending": 595, "sending": 0, "sent": 50, "failed": 0, "unknown": 0}
 
 
