@@ -6,7 +6,7 @@ import json
 import os
 import queue
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -142,7 +142,7 @@ def borrower_recipients(
     as one, twice as fast as at random). A borrower whose language the municipality does not
     publish in gets the Danish text.
     """
-    return _recipients(list(_keyed_parts(channel, audience, ledger, languages)))
+    return _recipients(_keyed_parts(channel, audience, ledger, languages))
 
 
 # A large language group is keyed and sorted in this many parts, each handed to the ledger as
@@ -176,7 +176,7 @@ def _keyed_parts(
             yield language, list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
 
 
-def _recipients(keyed: list[tuple[Language, list[str], list[str]]]) -> list[Recipient]:
+def _recipients(keyed: Iterable[tuple[Language, list[str], list[str]]]) -> list[Recipient]:
     make = Recipient._make  # from a tuple, in C: a quarter faster than Recipient(k, a, l)
     recipients: list[Recipient] = []
     for language, keys, addresses in keyed:
@@ -290,16 +290,11 @@ def _pending_recipients(
         # SQLite inserts without holding the GIL: a helper thread registers each part of the
         # keys while this one keys and sorts the next and builds the recipients.
         handoff = _Handoff()
-        make = Recipient._make  # from a tuple, in C: a quarter faster than Recipient(k, a, l)
-        recipients: list[Recipient] = []
+        parts = _keyed_parts(channel, audience, ledger, config.languages)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fbsflow-register") as pool:
             registering = pool.submit(ledger.register_parts, campaign, channel.value, handoff)
             try:
-                for language, keys, addresses in _keyed_parts(
-                    channel, audience, ledger, config.languages
-                ):
-                    handoff.put(keys)
-                    recipients.extend(map(make, zip(keys, addresses, repeat(language))))
+                recipients = _recipients(handoff.passing(parts))
             except BaseException:
                 handoff.abort()  # the registration rolls back: nothing half-registered
                 raise
@@ -326,8 +321,13 @@ class _Handoff:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
 
-    def put(self, keys: list[str]) -> None:
-        self._queue.put(keys)
+    def passing(
+        self, parts: Iterable[tuple[Language, list[str], list[str]]]
+    ) -> Iterator[tuple[Language, list[str], list[str]]]:
+        """`parts` as they are, each part's keys handed over before the part goes on."""
+        for part in parts:
+            self._queue.put(part[1])
+            yield part
 
     def close(self) -> None:
         self._queue.put(self._END)
