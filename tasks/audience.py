@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import io
 import marshal
 import os
 import re
@@ -373,7 +372,7 @@ def _line_ends(text: str) -> tuple[str, str]:
         return text, "\n"
     if text.count("\r") == text.count("\r\n") == text.count("\n"):
         return text, "\r\n"
-    # Mixed or old Mac line ends, e.g. Excel's LF inside quoted CRLF rows.
+    # Mixed or old Mac line ends, e.g. Excel's LF inside a quoted value (refused: see _Lines).
     return text.replace("\r\n", "\n").replace("\r", "\n"), "\n"
 
 
@@ -396,10 +395,14 @@ def _chunks(
 
 
 class _Lines:
-    """One stream of lines for the fast str.split path and for csv.reader alike.
+    """One stream of lines for the fast str.split path, with csv.reader for a line with a quote.
 
-    A line with a quote goes to csv.reader, which pulls further lines from the same stream
-    when a quoted value spans lines; so every record comes out as csv.reader would give it.
+    A record is one line. A quoted value that is not closed on its line is an error, not the
+    start of a value spanning lines: borrower exports have no line breaks inside values (the
+    fields read are an address, a number, yes/no and a language), so such a quote is a stray
+    one, and reading on would swallow the rows after it into one value, silently (a stray
+    quote in row 2 once turned 1,001 rows into 1). Allowing a value N lines would not help:
+    a later stray quote closes it, and the rows between are lost unseen.
     """
 
     def __init__(
@@ -414,60 +417,55 @@ class _Lines:
         self.path, self.delimiter = path, delimiter
         self.stream = chain.from_iterable(_chunks(text, newline, start, stop))
         # The reader reads from a _Feed, not from this object: a reader reading from its owner
-        # would be a reference cycle, and the cycle would keep the whole text alive (through the
-        # stream) until the cycle collector ran, which `fbsflow run` holds off (76 MB at 1M).
-        self._feed = _Feed(self.stream)
+        # would be a reference cycle, kept (with all it holds) until the cycle collector ran,
+        # which `fbsflow run` holds off.
+        self._feed = _Feed()
         self._csv = csv.reader(self._feed, delimiter=delimiter, strict=False)
 
-    @property
-    def pulled(self) -> int:
-        """Lines the last quoted record took beyond its first."""
-        return self._feed.pulled
-
-    @property
-    def ran_out(self) -> bool:
-        """A quoted record wanted a line after the last one: at the end of a part of the file
-        (see PendingImport) the record may go on in the next part."""
-        return self._feed.ran_out
-
     def quoted(self, line: str, line_no: int) -> list[str]:
-        """The record starting with `line`; `pulled` tells how many more lines it took."""
-        self._feed.head, self._feed.pulled = line, 0
+        """The record on `line`, which has a quote; ConfigError if a quoted value stays open.
+
+        Costs a quoted row two attribute writes and a read more than csv.reader's own work;
+        a row without a quote never comes here.
+        """
+        feed = self._feed
+        feed.head, feed.open = line, False
         try:
-            return next(self._csv)
+            record = next(self._csv)
         except csv.Error as exc:
             raise ConfigError(
-                f'{self.path}:{line_no}: {exc} (fix: look for an opening quote " that is '
+                f'{self.path}: row {line_no}: {exc} (fix: look for an opening quote " that is '
                 f"never closed, or a quote inside a value that is not doubled)"
             ) from None
+        if feed.open:
+            raise ConfigError(
+                f"{self.path}: row {line_no}: a quoted value is not closed in this row, so it "
+                f"would swallow the rows after it; nothing was imported (fix: close the quote "
+                f"in row {line_no} or remove it; a value cannot hold a line break either)"
+            )
+        return record
 
 
 class _Feed:
-    """csv.reader's input: the record's first line, then further lines of the stream."""
+    """csv.reader's input: one line, then an end that says whether the reader wanted more."""
 
-    __slots__ = ("head", "pulled", "ran_out", "stream")
+    __slots__ = ("head", "open")
 
-    def __init__(self, stream: Iterator[str]) -> None:
-        self.stream = stream
+    def __init__(self) -> None:
         self.head: str | None = None
-        self.pulled = 0
-        self.ran_out = False
+        self.open = False  # the reader asked for another line: a quoted value is still open
 
     def __iter__(self) -> _Feed:
         return self
 
     def __next__(self) -> str:
         head = self.head
-        if head is not None:
-            self.head = None
-            return head + "\n"
-        try:
-            line = next(self.stream)
-        except StopIteration:
-            self.ran_out = True
-            raise
-        self.pulled += 1
-        return line + "\n"
+        if head is None:
+            # csv.reader asks for a next line only from inside a quoted value.
+            self.open = True
+            raise StopIteration
+        self.head = None
+        return head + "\n"
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -535,13 +533,18 @@ def _normalise_any(value: str) -> str | None:
 
 
 def read_suppression(path: Path) -> frozenset[str]:
-    """Addresses and numbers never to contact: one per line, or the first column of a CSV."""
+    """Addresses and numbers never to contact: one per line, or the first column of a CSV.
+
+    Read as the borrower file is (see _Lines): a stray quote must not swallow the entries
+    after it, or the people they name would be contacted.
+    """
     text, _ = _read_text(path, "suppression list")
-    lines = text.splitlines()
-    delimiter = _delimiter(lines[0]) if lines else ";"
+    text, newline = _line_ends(text)
+    lines = _Lines(path, text, newline, _delimiter(_first_line(text)))
     entries: set[str] = set()
-    for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False):
-        if row and (value := _normalise_any(row[0])) is not None:
+    for row, line in enumerate(lines.stream, 1):
+        record = lines.quoted(line, row) if '"' in line else line.split(lines.delimiter, 1)
+        if (value := _normalise_any(record[0])) is not None:
             entries.add(value)
     return frozenset(entries)
 
@@ -754,23 +757,20 @@ class PendingImport:
             # writes and reads them in half the time (no memo of objects).
             return marshal.dumps(_pack(part), 2)
 
-    def _head(self, split: int) -> _Part | None:
-        """The header and the rows before `split`; None if a quoted value runs on past it."""
+    def _head(self, split: int) -> _Part:
+        """The header and the rows before `split` (a record never spans lines: see _Lines)."""
         lines = self._lines(0, split)
-        part = _parse_rows(lines, _read_header(lines, self.path, self.columns), self.suppressed)
-        return None if lines.ran_out else part
+        return _parse_rows(lines, _read_header(lines, self.path, self.columns), self.suppressed)
 
     def _join(self, head: _Part, tail: bytes) -> Audience:
         packed = marshal.loads(tail)
         return self._audience(_merge(head, _unpack(packed), packed[1], packed[2]))
 
     def _joined(self) -> Audience | None:
-        """Head parsed here plus the child's tail; None if the split cut a record in two, or
-        the child failed (a single pass then says why, if at all)."""
+        """Head parsed here plus the child's tail; None if the child failed (a single pass
+        then says why: a ConfigError in the tail, such as an unclosed quote, costs that pass)."""
         assert self._child is not None and self._split is not None
-        head = self._head(self._split)
-        if head is None:
-            return None  # result() stops the child: its part is of no use
+        head = self._head(self._split)  # a ConfigError here: result() stops the child
         pid, done, handover = self._child
         # Still ours until it has answered: interrupted while waiting, close() stops it.
         finished = os.read(done, 1) == b"1"  # b"" once the child has gone without a word
@@ -815,7 +815,6 @@ def _read_header(lines: _Lines, path: Path, columns: Mapping[str, str] | None) -
         line_no += 1
         header = quoted(line, line_no) if '"' in line else line.split(lines.delimiter)
         header_line = line_no
-        line_no += lines.pulled if '"' in line else 0
         if any(h.strip() for h in header):
             break
     index = _map_header(header, columns, path)
@@ -881,14 +880,8 @@ def _parse_rows(lines: _Lines, header: _Header, suppressed: frozenset[str]) -> _
     rows = blank = valid = 0
 
     # The hot loop: everything here runs a million times, so it is written for speed.
-    for line in stream:
-        line_no += 1
-        row = line_no
-        if '"' in line:
-            rec = quoted(line, line_no)
-            line_no += lines.pulled
-        else:
-            rec = line.split(delimiter)
+    for row, line in enumerate(stream, line_no + 1):
+        rec = quoted(line, row) if '"' in line else line.split(delimiter)
         rows += 1
         n = len(rec)
         bad: list[tuple[str, dict[str, object]]] | None = None

@@ -98,21 +98,20 @@ def test_delimiter_is_found_in_the_header_outside_quotes(
     assert borrower.newsletter_consent is True
 
 
-def test_quotes_semicolons_and_line_breaks_inside_fields_keep_row_numbers(tmp_path: Path) -> None:
+def test_quotes_and_semicolons_inside_fields_keep_row_numbers(tmp_path: Path) -> None:
     text = (
         "Navn;E-mail;Mobil\r\n"
         '"Anna ""Lille"" Jensen; c/o";anna@example.com;21234567\r\n'
-        '"Bo\nBækgaard";bo@example.com;\r\n'
+        'Bo "Bassen" Bækgaard;bo@example.com;\r\n'
         "Carl;carl@example.com;22345678\r\n"
     )
     audience = import_audience(write(tmp_path, text))
     anna, bo, carl = audience.borrowers
-    # The quoted names' `;`, `""` and line break shift no column.
+    # The quoted name's `;` and `""`, and Bo's bare quotes, shift no column.
     assert (anna.email, anna.mobile) == ("anna@example.com", "+4521234567")
     assert (bo.email, bo.mobile) == ("bo@example.com", None)
     assert audience.report.counts["valid"] == 3
-    # Bo's quoted name spans lines 3 and 4, so Carl is on line 5.
-    assert [b.row for b in audience.borrowers] == [2, 3, 5]
+    assert [b.row for b in audience.borrowers] == [2, 3, 4]
     assert carl.mobile == "+4522345678"
 
 
@@ -122,11 +121,135 @@ def test_leading_whitespace_lines_do_not_hide_the_delimiter(tmp_path: Path) -> N
     assert audience.borrowers[0].row == 4
 
 
-def test_an_unclosed_quote_swallowing_the_file_is_a_config_error(tmp_path: Path) -> None:
-    rows = "".join(f"n{i};n{i}@example.com\n" for i in range(12_000))
-    path = write(tmp_path, 'Navn;E-mail\n"Anna;anna@example.com\n' + rows)
-    with pytest.raises(ConfigError, match=r"laanere\.csv:2: .*field limit.*quote"):
+def test_a_quoted_value_longer_than_csv_allows_names_its_row(tmp_path: Path) -> None:
+    value = '"' + "x" * 200_000 + '"'
+    path = write(tmp_path, f"Navn;E-mail\nAnna;anna@example.com\n{value};b@example.com\n")
+    with pytest.raises(ConfigError, match=r"laanere\.csv: row 3: .*field limit.*quote"):
         import_audience(path)
+
+
+# --- a quote not closed in its row: the import stops, naming the row ----------------------------
+
+# As Excel writes them; the names carry æøå, so each encoding is decoded for real.
+_HEADERS = {
+    ";": "Lånernummer;Navn;E-mail;Mobil;SMS-ordning;Nyhedsbrev;Sprog",
+    ",": "Borrower ID,Name,Email,Mobile,SMS,Newsletter,Language",
+    "\t": "Lånernummer\tNavn\tE-mail\tMobil\tSMS-ordning\tNyhedsbrev\tSprog",
+}
+
+
+def export_with_stray_quote(
+    folder: Path,
+    rows: int,
+    bad_row: int | None,
+    *,
+    delimiter: str = ";",
+    encoding: str = "utf-8",
+    newline: str = "\r\n",
+    end: str | None = None,
+    name: str = "laanere.csv",
+) -> Path:
+    """A synthetic export of `rows` data rows (lines 2 to rows + 1, `end` after the last: a
+    line end by default). Line `bad_row` opens a quote it never closes: in the name column
+    of the first data row, in the e-mail column of a middle row, in the last column of the
+    last row."""
+    lines = [_HEADERS[delimiter]]
+    for line_no in range(2, rows + 2):
+        fields = [str(line_no), f"Søren Ærø {line_no}", f"laaner{line_no}@example.com"]
+        fields += [f"2{line_no:07d}", "Ja", "Ja", "da"]
+        if line_no == bad_row:
+            column = 1 if line_no == 2 else 6 if line_no == rows + 1 else 2
+            fields[column] = '"' + fields[column]
+        lines.append(delimiter.join(fields))
+    text = newline.join(lines) + (newline if end is None else end)
+    return write(folder, text, encoding=encoding, name=name)
+
+
+def test_a_stray_quote_in_row_2_stops_the_import_instead_of_swallowing_1000_rows(
+    tmp_path: Path,
+) -> None:
+    path = export_with_stray_quote(tmp_path, 1001, bad_row=2)
+    with pytest.raises(ConfigError) as raised:
+        import_audience(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: row 2: a quoted value is not closed in this row")
+    assert "(fix: close the quote in row 2 or remove it" in message
+    # Nothing of the row: no name, address or number.
+    assert "Søren" not in message and "@" not in message and "20000002" not in message
+    # Without the stray quote all 1,001 are recipients: nothing else stopped the import.
+    fixed = export_with_stray_quote(tmp_path, 1001, bad_row=None, name="fixed.csv")
+    assert len(import_audience(fixed).newsletter_recipients()) == 1001
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252", "utf-16"])
+@pytest.mark.parametrize("delimiter", [";", ",", "\t"])
+@pytest.mark.parametrize("where", ["first", "middle", "last", "last, no final line end"])
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+def test_a_stray_quote_names_its_row_in_every_delimiter_and_encoding(
+    tmp_path: Path, encoding: str, delimiter: str, where: str, newline: str
+) -> None:
+    rows = 30
+    bad_row = {"first": 2, "middle": 17}.get(where, rows + 1)
+    path = export_with_stray_quote(
+        tmp_path,
+        rows,
+        bad_row,
+        delimiter=delimiter,
+        encoding=encoding,
+        newline=newline,
+        end="" if "no final" in where else None,
+    )
+    fix = f"close the quote in row {bad_row} or remove it"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(f'{path}: row {bad_row}: ')}.*{fix}"):
+        import_audience(path)
+
+
+def test_a_line_break_inside_a_quoted_value_is_refused_with_its_row(tmp_path: Path) -> None:
+    # Borrower exports have none: one is far more likely a stray quote than a real value.
+    text = 'Navn;E-mail\r\nAnna;anna@example.com\r\n"Bo\nBækgaard";bo@example.com\r\n'
+    with pytest.raises(ConfigError, match=r": row 3: .*line break"):
+        import_audience(write(tmp_path, text))
+
+
+def test_a_stray_quote_in_the_header_names_row_1(tmp_path: Path) -> None:
+    path = write(tmp_path, 'E-mail;"Nyhedsbrev\nanna@example.com;Ja\n')
+    with pytest.raises(ConfigError, match=r": row 1: .*close the quote in row 1"):
+        import_audience(path)
+
+
+def test_a_stray_quote_in_the_suppression_list_hides_no_entry(tmp_path: Path) -> None:
+    # Read leniently, the quote swallowed bo's line: bo was contacted.
+    suppression = write(tmp_path, '"anna@example.com\nbo@example.com\n', name="spaer.txt")
+    path = write(tmp_path, "E-mail;Nyhedsbrev\nbo@example.com;Ja\n")
+    with pytest.raises(ConfigError, match=r"spaer\.txt: row 1: .*close the quote in row 1"):
+        import_audience(path, suppression=suppression)
+
+
+def test_the_quote_check_reads_nothing_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed path's bound, without timing: a row without a quote never reaches csv.reader,
+    a quoted row hands it its own line, and only an open quote makes it ask for one more."""
+    from tasks import audience as imports
+
+    asked: list[bool] = []  # per call of the reader's input: was there a line to give?
+    real = imports._Feed.__next__
+
+    def counted(feed: imports._Feed) -> str:
+        asked.append(feed.head is not None)
+        return real(feed)
+
+    monkeypatch.setattr(imports._Feed, "__next__", counted)
+    lines = ["Navn;E-mail;Nyhedsbrev"]
+    lines += [f"n{i};n{i}@example.com;Ja" for i in range(900)]
+    lines += [f'"Jensen; n{i}";m{i}@example.com;Ja' for i in range(100)]
+    audience = import_audience(write(tmp_path, "\n".join(lines) + "\n"))
+    assert len(audience.newsletter_recipients()) == 1000
+    assert asked == [True] * 100
+    asked.clear()
+    with pytest.raises(ConfigError, match="row 1002"):
+        import_audience(write(tmp_path, "\n".join([*lines, '"open;x@example.com;Ja', *lines])))
+    assert asked == [True] * 101 + [False]
 
 
 def test_lone_cr_and_mixed_line_ends(tmp_path: Path) -> None:
@@ -482,9 +605,7 @@ def test_borrower_is_frozen_and_a_real_borrower(tmp_path: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         borrower.email = "other@example.com"  # type: ignore[misc]
     assert repr(borrower) == "Borrower(row=2)"
-    assert hash(borrower) == hash(
-        Borrower(2, "anna@example.com", None, False, False, Language.DA)
-    )
+    assert hash(borrower) == hash(Borrower(2, "anna@example.com", None, False, False, Language.DA))
 
 
 # --- e-mail syntax: the fast regex is WHATWG's ---------------------------------------------------

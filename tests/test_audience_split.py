@@ -2,8 +2,8 @@
 
 `start_import` lets a forked child parse the tail of a large export while this process parses
 the head; `_merge` then joins them. The equivalence is checked here on the join itself, in
-this process, at every line boundary of dirty files (duplicates across the split, quoted values
-spanning lines, ragged rows), and once for real through fork in a fresh interpreter.
+this process, at every line boundary of dirty files (duplicates across the split, quoted values,
+ragged rows, a stray quote), and for real through fork in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from hypothesis import strategies as st
 
 from tasks import audience as imports
 from tasks.audience import Audience, import_audience, start_import
+from tasks.errors import ConfigError
 from tasks.synthetic import write_borrowers
+from tests.test_audience import export_with_stray_quote
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,17 +43,26 @@ def fingerprint(audience: Audience) -> tuple[object, ...]:
     )
 
 
-def split_at(path: Path, split: int, **kwargs: object) -> Audience | None:
-    """Head and tail parsed here at `split` and joined as the parent joins the child's part."""
+def split_at(path: Path, split: int, **kwargs: object) -> Audience:
+    """Head and tail parsed here at `split` and joined as the parent joins the child's part.
+
+    A ConfigError from the tail is what the parent raises too: its single pass finds the same.
+    """
     pending = start_import(path, split=False, **kwargs)  # type: ignore[arg-type]
     header = imports._read_header(pending._lines(), path, None)
     # As _split_point hands it to the child: rows after `split`, numbered on from there.
     before = pending.text.count(pending.newline, 0, split)
     tail_header = imports._Header(header.index, header.ncols, before)
     head = pending._head(split)
-    if head is None:
-        return None
     return pending._join(head, pending._tail(split, tail_header))
+
+
+def outcome(read: Callable[[], Audience]) -> tuple[object, ...] | str:
+    """What an import hands on, or the message it stops with."""
+    try:
+        return fingerprint(read())
+    except ConfigError as exc:
+        return str(exc)
 
 
 def line_starts(path: Path) -> tuple[int, list[int]]:
@@ -70,7 +82,7 @@ DIRTY = (
     "Lånernummer;Navn;E-mail;Mobil;SMS-ordning;Nyhedsbrev;Sprog\r\n"
     "1;Anna;anna@example.com;20123456;Ja;Ja;da\r\n"
     "2;Bo;bo@example.com;+45 30 12 34 56;Nej;Ja;en\r\n"
-    '3;"Carl\r\nCarlsen";carl@example.com;;x;1;\r\n'
+    '3;"Carl; Carlsen";carl@example.com;;x;1;\r\n'
     "\r\n"
     "4;Dorte; ANNA@example.com ;20123456;Ja;Ja;da\r\n"  # duplicate of row 2, both addresses
     "5;Eva;eva@example;40123456;ja;nej;fr\r\n"
@@ -80,7 +92,7 @@ DIRTY = (
     "9;Ida;bo@example.com;20123456;Ja;maybe;da\r\n"
     ";;;;;;\r\n"
     "10;Jens;eva@example.com;40123456;Ja;Ja;da\r\n"
-    '11;"Kim\r\n\r\nKimsen";kim@example.com;60123456;Ja;Ja;da\r\n'
+    '11;"Kim ""K"" Kimsen";kim@example.com;60123456;Ja;Ja;da\r\n'
     "12;Lis;kim@example.com;60123456;Ja;Ja;da\r\n"
     "13;Mads;mads@example.com;+46701234567;Ja;Ja;en\r\n"
 )
@@ -93,15 +105,23 @@ def test_every_split_point_gives_the_single_pass(tmp_path: Path) -> None:
     suppression.write_text("mads@example.com\n", encoding="utf-8")
     single = fingerprint(import_audience(path, suppression=suppression))
     _, starts = line_starts(path)
-    joined = cut = 0
     for split in starts:
         audience = split_at(path, split, suppression=suppression)
-        if audience is None:
-            cut += 1  # the split fell inside a quoted value: the caller parses in one pass
-            continue
-        joined += 1
         assert fingerprint(audience) == single, f"split at character {split}"
-    assert joined >= 12 and cut == 3  # "Carl|Carlsen", "Kim||Kimsen": three lines inside quotes
+    assert len(starts) == 15
+
+
+@pytest.mark.parametrize("row", ["1;Anna", "7;Gry", "13;Mads"])
+def test_a_stray_quote_stops_every_split_as_it_stops_a_single_pass(
+    tmp_path: Path, row: str
+) -> None:
+    path = tmp_path / "dirty.csv"
+    path.write_text(DIRTY.replace(row + ";", row + ';"', 1), encoding="utf-8", newline="")
+    single = outcome(lambda: import_audience(path))
+    line = 1 + DIRTY[: DIRTY.index(row)].count("\r\n")
+    assert isinstance(single, str) and f"csv: row {line}: " in single
+    for split in line_starts(path)[1]:
+        assert outcome(lambda split=split: split_at(path, split)) == single, split
 
 
 def test_duplicates_across_the_split_name_the_first_row(tmp_path: Path) -> None:
@@ -110,16 +130,15 @@ def test_duplicates_across_the_split_name_the_first_row(tmp_path: Path) -> None:
     _, starts = line_starts(path)
     # starts[i] is where line i + 2 starts: the head holds rows 2 (Anna) and 3 (Bo) only.
     audience = split_at(path, starts[2])
-    assert audience is not None
-    issues = [astuple(i) for i in audience.report.issues if i.row in (7, 12)]
+    issues = [astuple(i) for i in audience.report.issues if i.row in (6, 11)]
     assert issues == [
         # Dorte: the tail's first row with Anna's address and number.
-        (7, "email", "same e-mail address as row 2"),
-        (7, "mobile", "same mobile number as row 2"),
+        (6, "email", "same e-mail address as row 2"),
+        (6, "mobile", "same mobile number as row 2"),
         # Ida: the tail's first row with Bo's address; Anna's number repeats Dorte's.
-        (12, "email", "same e-mail address as row 3"),
-        (12, "mobile", "same mobile number as row 2"),
-        (12, "newsletter_consent", imports._REASONS["invalid_newsletter_consent"][1]),
+        (11, "email", "same e-mail address as row 3"),
+        (11, "mobile", "same mobile number as row 2"),
+        (11, "newsletter_consent", imports._REASONS["invalid_newsletter_consent"][1]),
     ]
     assert audience.report.counts["duplicate_email"] == 3  # Dorte, Ida, Lis
 
@@ -139,7 +158,7 @@ _ROW_PIECES = st.sampled_from(
         "x",
         "",
         '"a;b"',
-        '"line\r\nbreak"',
+        '"un;closed',
         '"un""quoted"',
         "en",
         "da",
@@ -160,14 +179,9 @@ def test_fuzz_split_points_agree_with_a_single_pass(
     header = "E-mail;Mobil;Nyhedsbrev;SMS-ordning;Sprog;Navn;Ekstra"
     path = tmp_path / "fuzz.csv"
     path.write_text(newline.join([header, *rows]) + newline, encoding="utf-8", newline="")
-    try:
-        single = fingerprint(import_audience(path))
-    except imports.ConfigError:
-        return  # a file-level error: no split is tried on such a file (see _joined)
+    single = outcome(lambda: import_audience(path))
     for split in line_starts(path)[1]:
-        audience = split_at(path, split)
-        if audience is not None:
-            assert fingerprint(audience) == single
+        assert outcome(lambda split=split: split_at(path, split)) == single
 
 
 def test_no_fork_beside_other_threads_or_for_small_files(tmp_path: Path) -> None:
@@ -186,8 +200,9 @@ def test_no_fork_beside_other_threads_or_for_small_files(tmp_path: Path) -> None
 
 
 _FORKED = """
-import os, signal, sys
+import os, signal, sys, threading, time
 from tasks.audience import import_audience, start_import
+from tasks.errors import ConfigError
 from tests.test_audience_split import fingerprint
 path = sys.argv[1]
 single = fingerprint(import_audience(path))
@@ -211,20 +226,29 @@ for _ in range(100):
     time.sleep(0.05)
 else:
     raise AssertionError("child still there")
-# A quoted value running across the split point: the head runs out inside it, the child is
-# stopped at once and the file is parsed in one pass.
+# A stray quote in the parent's part (the child is stopped) and in the child's (the child
+# fails and a single pass names the row): the same message as a single pass either way.
 text = open(path, encoding="utf-8-sig", newline="").read()
-lines = text.split("\\r\\n")
-at = text.find("\\r\\n", int(len(text) * 0.38))
-row = text.count("\\r\\n", 0, at)  # the line holding the split point
-lines[row - 2] = lines[row - 2].replace(";", ';"' + "x\\r\\n" * 200 + 'y";', 1)
-quoted = path + ".quoted.csv"
-open(quoted, "w", encoding="utf-8", newline="").write("\\r\\n".join(lines))
-single_q = fingerprint(import_audience(quoted))
-pending = start_import(quoted)
-assert pending.split, "no child was started for the quoted file"
-assert fingerprint(pending.result()) == single_q, "quoted fallback differs"
-assert pending.processes == 1, "the split should have been given up"
+for share in (0.2, 0.8):
+    at = text.find("\\r\\n", int(len(text) * share)) + 2
+    stray = path + f".{share}.csv"
+    open(stray, "w", encoding="utf-8", newline="").write(text[:at] + '"' + text[at:])
+    row = text.count("\\r\\n", 0, at) + 1
+    try:
+        import_audience(stray)
+    except ConfigError as exc:
+        message = str(exc)
+    assert message.startswith(f"{stray}: row {row}: "), message
+    while threading.active_count() > 1:  # the last child's reaper: no fork beside a thread
+        time.sleep(0.01)
+    pending = start_import(stray)
+    assert pending.split, "no child was started for the file with a stray quote"
+    try:
+        pending.result()
+    except ConfigError as exc:
+        assert str(exc) == message, (str(exc), message)
+    else:
+        raise AssertionError("the forked import took the stray quote")
 print("OK", len(single[0]))
 """
 
@@ -242,6 +266,61 @@ def test_forked_import_in_a_fresh_interpreter(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("OK 150")
+
+
+_FORKED_STRAY = """
+import sys, threading, time
+from tasks import audience as imports
+from tasks.errors import ConfigError
+imports._SPLIT_MIN = 0  # small files: forked all the same
+for path, row, part in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+    while threading.active_count() > 1:  # the last child's reaper: no fork beside a thread
+        time.sleep(0.01)
+    pending = imports.start_import(path)
+    assert pending.split, f"no child for {path}"
+    text, newline, start = pending.text, pending.newline, 0
+    for _ in range(int(row) - 1):  # where the row starts
+        start = text.index(newline, start) + len(newline)
+    assert (start >= pending._split) == (part == "tail"), f"row {row} is not in the {part}"
+    try:
+        pending.result()
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{path}: row {row}: "), str(exc)
+    else:
+        raise AssertionError(f"{path}: imported in spite of the stray quote")
+print("OK")
+"""
+
+
+def test_a_stray_quote_stops_the_forked_import_in_every_delimiter_and_encoding(
+    tmp_path: Path,
+) -> None:
+    """In the parent's part or the child's, through os.fork for real (in a new interpreter, as
+    above), with the quote in the first, a middle and the last row."""
+    args = []
+    for encoding in ("utf-8", "utf-8-sig", "cp1252", "utf-16"):
+        for delimiter, name in ((";", "semicolon"), (",", "comma"), ("\t", "tab")):
+            for newline in ("\r\n", "\n"):
+                for bad_row, part in ((2, "head"), (17, "tail"), (31, "tail")):
+                    path = export_with_stray_quote(
+                        tmp_path,
+                        30,
+                        bad_row,
+                        delimiter=delimiter,
+                        encoding=encoding,
+                        newline=newline,
+                        name=f"{encoding}-{name}-{len(newline)}-{bad_row}.csv",
+                    )
+                    args += [str(path), str(bad_row), part]
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_STRAY, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "OK\n"
 
 
 @pytest.mark.parametrize("rows", [0, 1])
