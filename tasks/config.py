@@ -91,12 +91,99 @@ def _describe(
     fix = _FIXES.get(error["type"], "")
     if error["type"] in ("literal_error", "enum") and "expected" in error.get("ctx", {}):
         fix = f"use one of {error['ctx']['expected']}"
+    if "outside expected range" in str(error.get("ctx", {}).get("error", "")):
+        # A date such as 2026-02-30: the format is right, the day is not in the calendar.
+        fix = "write a date that exists, as YYYY-MM-DD (February has 28 days, 29 in a leap year)"
     if error["type"] == "extra_forbidden" and len(loc) >= 1:
         known = ", ".join(_known_fields(model, loc[:-1]))
         fix = f"'{loc[-1]}' is not a known field here; remove it or fix its spelling" + (
             f" (known: {known})" if known else ""
         )
     return f"{where}: {field}: {msg}" + (f" (fix: {fix})" if fix else "")
+
+
+# Far deeper than a card or a municipality config nests (four levels), and far from Python's
+# recursion limit: composing recurses two frames a level, and some 450 levels deep PyYAML
+# raised RecursionError, a traceback instead of a message.
+MAX_DEPTH = 32
+
+
+class _Refused(Exception):
+    """Something a config never needs, refused while reading, before it can cost anything."""
+
+    def __init__(self, mark: yaml.Mark, field: str, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.line, self.field, self.problem, self.fix = mark.line + 1, field, problem, fix
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases, duplicate keys and deep nesting.
+
+    Each is refused where the parser first meets it, so a file costs what its text costs:
+    an alias bomb (`&a [x, x]`, `&b [*a, *a]`, ...) nine levels deep took 88 s and 1.4 GB
+    in validation before the first error, and a repeated `go_live:` silently won over the
+    first. Anchors are refused too, not only aliases: a config has no use for either.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        # The key or index of each node being composed; None for the root and for keys.
+        self._path: list[object] = []
+
+    def _field(self, *more: object, limit: int = 6) -> str:
+        parts = [str(p) for p in (*self._path, *more) if p is not None]
+        shown = ".".join(parts[:limit]) + (".…" if len(parts) > limit else "")
+        return shown or "(top level)"
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        self._path.append(index.value if isinstance(index, yaml.ScalarNode) else index)
+        try:
+            if event.anchor is not None:  # an alias event's anchor is the name it refers to
+                alias = isinstance(event, yaml.AliasEvent)
+                raise _Refused(
+                    event.start_mark,
+                    self._field(),
+                    f"YAML {'alias *' if alias else 'anchor &'}{event.anchor} is not allowed",
+                    "write the value out in full where it is used",
+                )
+            if len(self._path) > MAX_DEPTH:
+                raise _Refused(
+                    event.start_mark,
+                    self._field(),
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    "a config nests a few levels at most; look for brackets [ or { that are "
+                    "never closed, or remove the extra levels",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node: yaml.MappingNode = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                seen = first.setdefault((key.tag, key.value), key)
+                if seen is not key:
+                    raise _Refused(
+                        key.start_mark,
+                        self._field(key.value),
+                        f"'{key.value}' is given twice (first on line {seen.start_mark.line + 1})",
+                        "keep one of the two and delete the other",
+                    )
+        return node
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        """A date, or the text as written if it is none (2026-02-30): the model then refuses
+        it with its field and line, where PyYAML raised a bare ValueError."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
 
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
@@ -111,8 +198,14 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError(
             f"{path}: not UTF-8 text at byte {exc.start} (fix: save the file as UTF-8)"
         ) from None
+    loader = _ConfigLoader(text)
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        root = loader.get_single_node()
+        return (None if root is None else loader.construct_document(root)), root
+    except _Refused as exc:
+        raise ConfigError(
+            f"{path}:{exc.line}: {exc.field}: {exc.problem} (fix: {exc.fix})"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -120,6 +213,8 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError(
             f"{where}: {problem} (fix: check indentation and quotes around this line)"
         ) from None
+    finally:
+        loader.dispose()
 
 
 def load_model(path: Path, model: type[M]) -> M:
