@@ -54,6 +54,7 @@ from tasks.steps import (
     triggered_by,
     write_previews,
 )
+from tasks.translation import translated
 
 # Recipients per task run: a Prefect task run costs ~10-25 ms, so thousands go in each. Large
 # audiences get about CHUNKS_PER_CHANNEL chunks (the progress artifact's steps), never fewer than
@@ -254,7 +255,9 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
-        unknown = f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        unknown = (
+            f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        )
         if channel in DELIVERED:
             # Not "done": the card must not read as complete while some borrowers may have had
             # no message. A person decides, one way or the other; the next approved run of this
@@ -446,7 +449,14 @@ def communicate_externally(
     run_id = str(get_run_context().flow_run.id)
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
-    with flow_heartbeats(), OutputFolder(Path(output_root), config.municipality.slug) as out:
+    # A database or disk fault ends the run as fbsflow's error, naming the file and the fix:
+    # that is the message Prefect records for the run and the CLI prints.
+    places = (data_dir(), Path(output_root))
+    with (
+        translated(places),
+        flow_heartbeats(),
+        OutputFolder(Path(output_root), config.municipality.slug) as out,
+    ):
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
         # 1. Plan: import the audience, render every channel, write the plan and the previews.
