@@ -32,7 +32,7 @@ from tasks.heartbeat import flow_heartbeats
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.notify import failure_notice
-from tasks.output import OutputFolder
+from tasks.output import OutputFolder, PrivateFiles
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import chunks_at_once, make_provider, provider_name
@@ -113,7 +113,7 @@ def deliver_chunk_task(
     *,
     ledger: Ledger,
     campaign: str,
-    outbox: Path,
+    outbox: PrivateFiles,
     run_id: str,
 ) -> ChunkOutcome:
     """Send one chunk exactly once: claim in the ledger, send, record (retries live in deliver_chunk)."""
@@ -371,7 +371,7 @@ def _send_chunks(
             quote(chunk),
             ledger=quote(ledger),
             campaign=campaign,
-            outbox=out.staging / channel.value,
+            outbox=quote(out.private),
             run_id=run_id,
         )
 
