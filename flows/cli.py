@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         if _has_server()
         else "embedded Prefect (no server)"
     )
+    _crash_dead_flow_runs()
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
     # Against a server, the flow sends its own heartbeats, which end with it (tasks/heartbeat.py).
     with _without_heartbeats() if booting is not None else handed_over():
@@ -149,6 +150,18 @@ def _run(args: argparse.Namespace) -> int:
 def _follow_prefect_logging() -> None:
     if (current := exits.session()) is not None:
         current.follow_prefect_logging()
+
+
+def _crash_dead_flow_runs() -> None:
+    """Mark the card's flow runs whose process died as Crashed (see tasks/flowruns.py)."""
+    from tasks.flowruns import crash_dead_flow_runs
+
+    if crashed := crash_dead_flow_runs():
+        print(
+            f"Marked {len(crashed)} flow runs crashed: their process had died "
+            f"({', '.join(crashed)})",
+            flush=True,
+        )
 
 
 def _without_heartbeats() -> contextlib.AbstractContextManager[object]:
@@ -274,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     _collect_from_here()  # a long-lived process: the cycle collector must run
     _follow_prefect_logging()
+    _crash_dead_flow_runs()
     serve_all(resolve(args.config))
     return 0
 

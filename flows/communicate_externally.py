@@ -27,6 +27,7 @@ from prefect.utilities.annotations import quote
 from tasks.audience import Audience
 from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import ConfigError, DeliveryError, TransientError
+from tasks.flowruns import record_owner
 from tasks.gcpause import gc_frozen, gc_paused
 from tasks.heartbeat import flow_heartbeats
 from tasks.ledger import Ledger
@@ -447,6 +448,7 @@ def communicate_externally(
     """
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
+    record_owner()  # so that a sweep can mark this run crashed if its process dies
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
     # A database or disk fault ends the run as fbsflow's error, naming the file and the fix:
