@@ -157,9 +157,9 @@ def _crash_dead_flow_runs() -> None:
     from tasks.flowruns import crash_dead_flow_runs
 
     if crashed := crash_dead_flow_runs():
+        runs = "flow run" if len(crashed) == 1 else "flow runs"
         print(
-            f"Marked {len(crashed)} flow runs crashed: their process had died "
-            f"({', '.join(crashed)})",
+            f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",
             flush=True,
         )
 
