@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +17,21 @@ import pytest
 from flows import exits
 from flows.cli import main as fbsflow
 from tasks.translation import mask_url
-from tests.support.e2e import clean_env
+from tests.support.e2e import fbsflow_cli
 
-from .conftest import EXAMPLE_CONFIG, ROOT
+from .conftest import EXAMPLE_CONFIG
+from .test_flow import MANUAL, isolated  # noqa: F401  (a fixture)
 
 PASSWORD = "hemmelig-kode"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
-MANUAL = [
-    "inform.website",
-    "inform.faq",
-    "inform.poster.hovedbiblioteket",
-    "inform.poster.soeby-bibliotek",
-    "inform.self_service",
-]
 
 
 def cli(
     *args: str, env: dict[str, str], wrap: list[str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m flows.cli ARGS` with only `env`'s settings (and no network), optionally wrapped."""
-    return subprocess.run(
-        [*(wrap or []), sys.executable, "-m", "flows.cli", *args],
-        cwd=ROOT,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    """`fbsflow ARGS` with only `env`'s settings (and no network), optionally wrapped."""
+    program = [*(wrap or []), sys.executable, "-m", "flows.cli"]
+    return fbsflow_cli(*args, env=env, program=program, timeout=timeout)
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int, *parts: str) -> str:
@@ -228,16 +213,12 @@ def test_a_missing_database_driver_is_exit_1_with_the_install_command(tmp_path: 
     url = f"postgresql+psycopg://fbsflow:{PASSWORD}@127.0.0.1:5432/fbsflow"
     env = {"FBSFLOW_DATA_DIR": str(tmp_path), "FBSFLOW_DATABASE_URL": url}
     # As if psycopg were not installed: its import fails as a missing module's does.
-    without = "import sys; sys.modules['psycopg'] = None; import runpy; runpy.run_module('flows.cli', run_name='__main__')"
-    result = subprocess.run(
-        [sys.executable, "-c", without, "ledger", str(EXAMPLE_CONFIG)],
-        cwd=ROOT,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    without = (
+        "import sys, runpy; sys.modules['psycopg'] = None; "
+        "runpy.run_module('flows.cli', run_name='__main__')"
     )
+    program = [sys.executable, "-c", without]
+    result = fbsflow_cli("ledger", str(EXAMPLE_CONFIG), env=env, program=program)
     one_line(result, 1, "driver 'psycopg'", "pip install 'psycopg[binary]'", "log:")
 
 
@@ -288,28 +269,14 @@ def test_the_log_goes_to_the_next_folder_when_one_cannot_take_it(tmp_path: Path)
 # --- The checklist: 3 while steps are open, 0 when the card is complete ---------------------------
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("FBSFLOW_DATA_DIR", str(tmp_path / "data"))
-    for name in (
-        "SENDGRID_API_KEY",
-        "GATEWAYAPI_TOKEN",
-        "FBSFLOW_SMTP_HOST",
-        "FBSFLOW_DATABASE_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    yield tmp_path
-
-
-def test_checklist_exits_3_while_steps_are_open_and_0_when_complete(
-    prefect_harness: None, isolated: Path
-) -> None:
+@pytest.mark.usefixtures("prefect_harness", "isolated")  # isolated: data dir in tmp_path
+def test_checklist_exits_3_while_steps_are_open_and_0_when_complete(tmp_path: Path) -> None:
     from flows.communicate_externally import communicate_externally
 
     assert fbsflow(["checklist", str(EXAMPLE_CONFIG)]) == exits.OPEN_STEPS
     record = communicate_externally(
         config_path=str(EXAMPLE_CONFIG),
-        output_root=str(isolated / "outbox"),
+        output_root=str(tmp_path / "outbox"),
         approve=True,
         confirm=MANUAL,
     )

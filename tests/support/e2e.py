@@ -248,17 +248,28 @@ class Fbsflow:
                 run.kill()
 
 
-def ledger_cli(config: Path, env: dict[str, str]) -> str:
-    """`fbsflow ledger CONFIG` with the runs' environment; returns its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "ledger", str(config)],
+def fbsflow_cli(
+    *args: str,
+    env: dict[str, str],
+    program: Iterable[str] = (sys.executable, "-m", "flows.cli"),
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`fbsflow ARGS` to its end, with only `env`'s settings (`clean_env`); `program` may wrap it."""
+    return subprocess.run(
+        [*program, *args],
         cwd=ROOT,
         env=clean_env(**env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def ledger_cli(config: Path, env: dict[str, str]) -> str:
+    """`fbsflow ledger CONFIG` with the runs' environment; returns its stdout."""
+    done = fbsflow_cli("ledger", str(config), env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
