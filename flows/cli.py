@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import logging
 import os
 import sys
 import threading
@@ -156,7 +157,12 @@ def _crash_dead_flow_runs() -> None:
     """Mark the card's flow runs whose process died as Crashed (see tasks/flowruns.py)."""
     from tasks.flowruns import crash_dead_flow_runs
 
-    if crashed := crash_dead_flow_runs():
+    try:
+        crashed = crash_dead_flow_runs()
+    except Exception:  # housekeeping: it must never keep a run from starting
+        logging.getLogger(__name__).warning("flow runs of dead processes not swept", exc_info=True)
+        return
+    if crashed:
         runs = "flow run" if len(crashed) == 1 else "flow runs"
         print(
             f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",

@@ -252,11 +252,19 @@ def _short(detail: str, limit: int = 160) -> str:
 
 
 def _unexpected(exc: BaseException) -> str:
-    """A bug's one line: its type and where in fbsflow it struck; never its text (it may hold data)."""
+    """A bug's one line: its type and where in fbsflow it struck; never its text (it may hold data).
+
+    Prefect's own errors (its server did not start, its API did not answer) keep their first
+    line: Prefect writes no borrower's data into them.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
     ours = []
-    for frame in traceback.extract_tb(exc.__traceback__):
+    for frame in frames:
         path = Path(frame.filename).resolve()
         if path.is_relative_to(_ROOT / "flows") or path.is_relative_to(_ROOT / "tasks"):
             ours.append(f"{path.relative_to(_ROOT)}:{frame.lineno}")
+    if frames and f"{os.sep}prefect{os.sep}" in frames[-1].filename:
+        text = str(exc).strip().splitlines()
+        return f"Prefect: {type(exc).__name__}: {text[0] if text else 'no reason given'}"
     where = f" at {ours[-1]}" if ours else ""
     return f"unexpected {type(exc).__name__}{where} (a fault fbsflow does not know)"

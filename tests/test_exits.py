@@ -256,6 +256,14 @@ def test_a_bug_is_one_line_with_its_type_and_place_but_not_its_text(
     assert "laaner@" not in line and f"log: {tmp_path / exits.LOG_NAME}" in line
 
 
+def test_prefects_own_error_keeps_its_first_line() -> None:
+    from prefect.flows import Flow
+
+    with pytest.raises(TypeError) as raised:
+        Flow(fn=1)  # type: ignore[arg-type]
+    assert exits._unexpected(raised.value) == "Prefect: TypeError: 'fn' must be callable"
+
+
 def test_the_log_goes_to_the_next_folder_when_one_cannot_take_it(tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("", encoding="utf-8")
