@@ -27,7 +27,9 @@ _DRIVERS = {"psycopg", "psycopg2", "psycopg_binary", "asyncpg", "pg8000", "MySQL
 # Up to the last @: a password written with an unencoded @ in it is masked whole.
 _PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
 # What psycopg puts before its reason: the host and port are in the masked URL already.
-_SERVER_PREFIX = re.compile(r'^(connection failed: )?(connection to server at "[^"]*"(, port \d+)? failed: )?(FATAL: )?')
+_SERVER_PREFIX = re.compile(
+    r'^(connection failed: )?(connection to server at "[^"]*"(, port \d+)? failed: )?(FATAL: )?'
+)
 
 
 def mask_url(url: Any) -> str:
