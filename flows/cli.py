@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import logging
 import os
 import sys
 import threading
@@ -12,7 +13,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import NoReturn
 
-from tasks.errors import ConfigError, FbsflowError
+from flows import exits
+from tasks.errors import ConfigError
 
 # Embedded mode starts a temporary Prefect server; on a busy 2-core machine it can take longer
 # than Prefect's default 20 s to answer, and a timeout there would fail the whole run.
@@ -97,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         booting = _boot_temporary_server()
         from flows.communicate_externally import communicate_externally
 
+        _follow_prefect_logging()
+
         if booting is not None and prefetch is None:
             prefetch = Prefetch.start(config, str(config_path), audience)
         if prefetch is not None:
@@ -114,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         if _has_server()
         else "embedded Prefect (no server)"
     )
+    _crash_dead_flow_runs()
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
     # Against a server, the flow sends its own heartbeats, which end with it (tasks/heartbeat.py).
     with _without_heartbeats() if booting is not None else handed_over():
@@ -133,10 +138,36 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {name:<13} {channel['status']:<18} {channel['provider']:<10} {counts}")
     for reason in record["reasons"]:
         print(f"  open: {reason}")
-    if record["awaiting_confirmation"]:
-        print(f"  confirm with: fbsflow done {config_path} STEP --by NAME")
     print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
-    return 0 if record["status"] == "complete" or not approve else 1
+    code, line = exits.run_outcome(record, str(config_path))
+    if code == exits.OK:
+        print(line)
+    else:
+        where = current.log.where() if (current := exits.session()) else ""
+        print(f"{line} ({where})" if where else line, file=sys.stderr)
+    return code
+
+
+def _follow_prefect_logging() -> None:
+    if (current := exits.session()) is not None:
+        current.follow_prefect_logging()
+
+
+def _crash_dead_flow_runs() -> None:
+    """Mark the card's flow runs whose process died as Crashed (see tasks/flowruns.py)."""
+    from tasks.flowruns import crash_dead_flow_runs
+
+    try:
+        crashed = crash_dead_flow_runs()
+    except Exception:  # housekeeping: it must never keep a run from starting
+        logging.getLogger(__name__).warning("flow runs of dead processes not swept", exc_info=True)
+        return
+    if crashed:
+        runs = "flow run" if len(crashed) == 1 else "flow runs"
+        print(
+            f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",
+            flush=True,
+        )
 
 
 def _without_heartbeats() -> contextlib.AbstractContextManager[object]:
@@ -231,7 +262,7 @@ def _checklist(args: argparse.Namespace) -> int:
     print(f"{card.title} ({config.municipality.name})\n")
     print(render_table(steps))
     print("\nComplete." if complete else f"\nOpen: {', '.join(open_steps)}")
-    return 0
+    return exits.OK if complete else exits.OPEN_STEPS
 
 
 def _done(args: argparse.Namespace) -> int:
@@ -261,6 +292,8 @@ def _serve(args: argparse.Namespace) -> int:
             "export PREFECT_API_URL=http://127.0.0.1:4200/api)"
         )
     _collect_from_here()  # a long-lived process: the cycle collector must run
+    _follow_prefect_logging()
+    _crash_dead_flow_runs()
     serve_all(resolve(args.config))
     return 0
 
@@ -278,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbsflow",
         description="Run the FBS card 'Forbered og kommunikér eksternt' for a municipality.",
+        epilog="Exit codes: 0 done (or waiting for approval or confirmations), 1 failed (one "
+        "line and the log's path), 2 a mistake in the input, 3 checklist steps open.",
     )
+    debug = "print tracebacks on the terminal too (they always go to the log)"
+    parser.add_argument("--debug", action="store_true", help=debug)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a municipality config")
     check.add_argument("config")
@@ -347,21 +384,22 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = sub.add_parser("schedule", help="schedule channel runs on the plan's dates")
     schedule.add_argument("config")
     schedule.set_defaults(func=_schedule)
+    for command in sub.choices.values():
+        # After the command too; SUPPRESS: left out, it keeps the value given before the command.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FbsflowError as exc:
-        print(f"failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+
+    def places() -> list[Path]:
+        """The folders this command writes, data dir first (see exits.run_command)."""
+        from tasks.steps import data_dir
+
+        return [data_dir()] + ([Path(args.output)] if getattr(args, "output", None) else [])
+
+    return exits.run_command(args.command, lambda: args.func(args), debug=args.debug, places=places)
 
 
 def entry() -> NoReturn:

@@ -27,12 +27,13 @@ from prefect.utilities.annotations import quote
 from tasks.audience import Audience
 from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import ConfigError, DeliveryError, TransientError
+from tasks.flowruns import record_owner
 from tasks.gcpause import gc_frozen, gc_paused
 from tasks.heartbeat import flow_heartbeats
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.notify import failure_notice
-from tasks.output import OutputFolder
+from tasks.output import OutputFolder, PrivateFiles
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import chunks_at_once, make_provider, provider_name
@@ -54,6 +55,7 @@ from tasks.steps import (
     triggered_by,
     write_previews,
 )
+from tasks.translation import translated
 
 # Recipients per task run: a Prefect task run costs ~10-25 ms, so thousands go in each. Large
 # audiences get about CHUNKS_PER_CHANNEL chunks (the progress artifact's steps), never fewer than
@@ -112,7 +114,7 @@ def deliver_chunk_task(
     *,
     ledger: Ledger,
     campaign: str,
-    outbox: Path,
+    outbox: PrivateFiles,
     run_id: str,
 ) -> ChunkOutcome:
     """Send one chunk exactly once: claim in the ledger, send, record (retries live in deliver_chunk)."""
@@ -254,7 +256,9 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
-        unknown = f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        unknown = (
+            f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        )
         if channel in DELIVERED:
             # Not "done": the card must not read as complete while some borrowers may have had
             # no message. A person decides, one way or the other; the next approved run of this
@@ -368,7 +372,7 @@ def _send_chunks(
             quote(chunk),
             ledger=quote(ledger),
             campaign=campaign,
-            outbox=out.staging / channel.value,
+            outbox=quote(out.private),
             run_id=run_id,
         )
 
@@ -444,9 +448,17 @@ def communicate_externally(
     """
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
+    record_owner()  # so that a sweep can mark this run crashed if its process dies
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
-    with flow_heartbeats(), OutputFolder(Path(output_root), config.municipality.slug) as out:
+    # A database or disk fault ends the run as fbsflow's error, naming the file and the fix:
+    # that is the message Prefect records for the run and the CLI prints.
+    places = (data_dir(), Path(output_root))
+    with (
+        translated(places),
+        flow_heartbeats(),
+        OutputFolder(Path(output_root), config.municipality.slug) as out,
+    ):
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
         # 1. Plan: import the audience, render every channel, write the plan and the previews.

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 
 from flows.communicate_externally import communicate_externally
+from tasks.flowruns import record_owner
 from tasks.models import Channel
 
 
@@ -19,6 +20,7 @@ def inform_channel(
     output_root: str = "outbox",
 ) -> dict[str, Any]:
     """Run the card for `channel` only; the other channels keep their last outcome."""
+    record_owner()  # so that a sweep can mark this run crashed if its process dies
     return communicate_externally(
         config_path=config_path,
         audience=audience,

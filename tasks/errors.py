@@ -2,6 +2,8 @@
 
     FbsflowError
     ├── ConfigError          the user's input is wrong: never retried, exit code 2
+    ├── StorageError         the database or a disk cannot be used (read-only, full,
+    │                        unreachable, no driver): exit code 1 (tasks/translation.py)
     └── DeliveryError        a provider call did not succeed
         ├── PermanentError   this recipient or content is refused: record it, never retry
         ├── TransientError   definitely not accepted: safe to retry (maybe after `retry_after`)
@@ -29,6 +31,15 @@ class ConfigError(FbsflowError):
         if not self.problems:
             return head
         return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class StorageError(FbsflowError):
+    """The ledger's database or a folder cannot be used. The message names it and the fix.
+
+    Not the user's input: a read-only or full disk, a database server that cannot be reached,
+    a database driver that is not installed. Made from the library's error in one place,
+    `tasks.translation.translate`.
+    """
 
 
 class DeliveryError(FbsflowError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from functools import partial
-from pathlib import Path
 
 from tasks.models import Channel, MunicipalityConfig
+from tasks.output import PrivateFiles
 from tasks.providers.base import Message, Provider, Recipient
 from tasks.providers.outbox import OutboxProvider
 
@@ -97,10 +97,13 @@ def make_provider(
     config: MunicipalityConfig,
     *,
     campaign: str,
-    outbox: Path,
+    outbox: PrivateFiles,
     env: Mapping[str, str] | None = None,
 ) -> Provider:
-    """A fresh provider for one chunk of work (providers hold connections, not delivery state)."""
+    """A fresh provider for one chunk of work (providers hold connections, not delivery state).
+
+    `outbox` keeps the outbox provider's request files (with addresses) until the output's commit.
+    """
     name = provider_name(channel, env)
     if name == "sendgrid":
         from tasks.providers.sendgrid import SendGridProvider
@@ -119,10 +122,13 @@ def make_provider(
         return GatewayApiProvider.from_env(config.channels.sms, environ=env)
     if channel in (Channel.NEWSLETTER, Channel.POSTER):
         return OutboxProvider(
-            outbox, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000
+            outbox, channel.value, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000
         )
     if channel is Channel.SMS:
         return OutboxProvider(
-            outbox, shape=partial(_gatewayapi_shape, config, campaign), max_batch=10_000
+            outbox,
+            channel.value,
+            shape=partial(_gatewayapi_shape, config, campaign),
+            max_batch=10_000,
         )
     raise ValueError(f"channel {channel.value} has no recipients to deliver to")

@@ -33,9 +33,7 @@ from tests.conftest import ROOT
 DEAD_PROXY = "http://127.0.0.1:9"
 LEDGER_TABLE = "delivery_ledger"
 # A campaign's channel's rows: the ledger names them by a delivery_stream id.
-_OF_STREAM = (
-    "stream = (SELECT id FROM delivery_stream WHERE campaign = :c AND channel = :ch)"
-)
+_OF_STREAM = "stream = (SELECT id FROM delivery_stream WHERE campaign = :c AND channel = :ch)"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -143,7 +141,9 @@ class PrefectHomes:
                 template = self.root / "_template"
                 template.mkdir()
                 for file in home.iterdir():
-                    if file.is_file() and (file.name.startswith("prefect.db") or file.suffix == ".toml"):
+                    if file.is_file() and (
+                        file.name.startswith("prefect.db") or file.suffix == ".toml"
+                    ):
                         shutil.copy2(file, template / file.name)
                 self.template = template
 
@@ -186,13 +186,30 @@ class Fbsflow:
         env: dict[str, str],
         *,
         confirm: Iterable[str] = (),
+        output: Path | None = None,
+        home: Path | None = None,
     ) -> Run:
+        """Start a run; by default with an output root and a PREFECT_HOME of its own.
+
+        `output` and `home` let runs share them: the next run then finds what the last one left.
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        home, settings = self.homes.new(f"{folder.name}-{name}")
-        output = folder / f"out-{name}"
+        if home is None:
+            home, settings = self.homes.new(f"{folder.name}-{name}")
+        else:
+            settings = {}
+        output = output or folder / f"out-{name}"
         args = [
-            sys.executable, "-m", "flows.cli", "run", str(config),
-            "--audience", str(audience), "--approve", "--output", str(output),
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            str(config),
+            "--audience",
+            str(audience),
+            "--approve",
+            "--output",
+            str(output),
         ]
         for step in confirm:
             args += ["--confirm", step]
@@ -231,17 +248,28 @@ class Fbsflow:
                 run.kill()
 
 
-def ledger_cli(config: Path, env: dict[str, str]) -> str:
-    """`fbsflow ledger CONFIG` with the runs' environment; returns its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "ledger", str(config)],
+def fbsflow_cli(
+    *args: str,
+    env: dict[str, str],
+    program: Iterable[str] = (sys.executable, "-m", "flows.cli"),
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`fbsflow ARGS` to its end, with only `env`'s settings (`clean_env`); `program` may wrap it."""
+    return subprocess.run(
+        [*program, *args],
         cwd=ROOT,
         env=clean_env(**env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def ledger_cli(config: Path, env: dict[str, str]) -> str:
+    """`fbsflow ledger CONFIG` with the runs' environment; returns its stdout."""
+    done = fbsflow_cli("ledger", str(config), env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -474,7 +502,9 @@ class PersonalData:
             found["name"] = len(self._names.findall(content))
         found["email"] = sum(m.group().lower() in self.emails for m in _EMAIL.finditer(content))
         stripped = _IDS.sub(" ", content)
-        found["mobile"] = sum(_national(m.group()) in self.mobiles for m in _NUMBER.finditer(stripped))
+        found["mobile"] = sum(
+            _national(m.group()) in self.mobiles for m in _NUMBER.finditer(stripped)
+        )
         return {k: v for k, v in found.items() if v}
 
 
@@ -495,7 +525,9 @@ def prefect_db_texts(home: Path) -> Iterator[tuple[str, str]]:
     db = home / "prefect.db"
     if db.is_file():
         with closing_sqlite(db) as conn:
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
             for table in tables:
                 parts = []
                 for row in conn.execute(f'SELECT * FROM "{table}"'):
