@@ -196,7 +196,7 @@ def _ledger(args: argparse.Namespace) -> int:
     campaign = campaign_id(config)
     if args.expect is not None and not args.accept_unknown:
         raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
-    with Ledger.open(data_dir()) as ledger:
+    with Ledger.open(data_dir(args.config)) as ledger:
         if args.accept_unknown:
             if not (args.by or "").strip():
                 raise ConfigError(
@@ -225,7 +225,7 @@ def _checklist(args: argparse.Namespace) -> int:
 
     config = load_municipality(args.config)
     card = load_card(config.card)
-    with Checklist.open(data_dir()) as checklist:
+    with Checklist.open(data_dir(args.config)) as checklist:
         steps = checklist.steps(card, config)
         complete, open_steps = checklist.complete(card, config)
     print(f"{card.title} ({config.municipality.name})\n")
@@ -242,7 +242,7 @@ def _done(args: argparse.Namespace) -> int:
     config = load_municipality(args.config)
     card = load_card(config.card)
     state = StepState.SKIPPED if args.skip else StepState.DONE
-    with Checklist.open(data_dir()) as checklist:
+    with Checklist.open(data_dir(args.config)) as checklist:
         step = checklist.set_state(
             config, card, args.step, state, by=args.by, how="cli", note=args.note
         )

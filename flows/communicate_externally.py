@@ -197,10 +197,14 @@ def deliver(
     audience: Audience | None,
     out: OutputFolder,
     *,
+    data: Path,
     run_id: str,
     at_least_once: bool,
 ) -> ChannelOutcome:
-    """Send one channel's message to its recipients exactly once: register, then send the pending."""
+    """Send one channel's message to its recipients exactly once: register, then send the pending.
+
+    `data` is the run's `data_dir`, where the ledger (or its key) lives.
+    """
     logger = get_run_logger()
     provider = provider_name(channel)
     if audience is None and channel in DELIVERED:
@@ -208,9 +212,13 @@ def deliver(
             channel, "failed", provider, detail="no audience file (fix: --audience CSV)"
         )
     campaign = campaign_id(config)
-    # The outbox delivers to nobody, so it gets a throw-away ledger: each run writes the full set.
+    # The outbox delivers to nobody: a throw-away ledger, never the real one (not even with
+    # FBSFLOW_DATABASE_URL set), where its rows would pass for deliveries. Each run writes all.
     scratch = tempfile.TemporaryDirectory() if provider == "outbox" else None
-    ledger = Ledger.open(Path(scratch.name) if scratch else data_dir(), lease_seconds=LEASE_SECONDS)
+    if scratch:
+        ledger = Ledger.scratch(Path(scratch.name), lease_seconds=LEASE_SECONDS)
+    else:
+        ledger = Ledger.open(data, lease_seconds=LEASE_SECONDS)
     try:
         interrupted = ledger.resolve_interrupted(campaign, channel.value)
         if interrupted:
@@ -254,7 +262,9 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
-        unknown = f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        unknown = (
+            f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        )
         if channel in DELIVERED:
             # Not "done": the card must not read as complete while some borrowers may have had
             # no message. A person decides, one way or the other; the next approved run of this
@@ -397,6 +407,14 @@ def _send_chunks(
     return errors
 
 
+def check_ledger_key(channels: Sequence[Channel], data: Path) -> None:
+    """Open the real ledger once, if a channel delivers through a provider: a key that does not
+    match the ledger's then stops the run at its start (ConfigError), before approval is asked
+    for and before any channel sends."""
+    if any(provider_name(c) != "outbox" for c in channels if c in (*DELIVERED, Channel.POSTER)):
+        Ledger.open(data, lease_seconds=LEASE_SECONDS).close()
+
+
 def _previous_outcomes(out: OutputFolder, skip: set[Channel]) -> list[ChannelOutcome]:
     """Outcomes of channels this run does not touch, from the last completion record."""
     path = out.final / "completion.json"
@@ -446,6 +464,8 @@ def communicate_externally(
     run_id = str(get_run_context().flow_run.id)
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
+    data = data_dir(config_path)
+    check_ledger_key(selected, data)
     with flow_heartbeats(), OutputFolder(Path(output_root), config.municipality.slug) as out:
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
@@ -470,6 +490,7 @@ def communicate_externally(
                     {Language.DA: poster_mail(config, content)},
                     None,
                     out,
+                    data=data,
                     run_id=run_id,
                     at_least_once=False,
                 )
@@ -490,6 +511,7 @@ def communicate_externally(
                     content.messages,
                     borrowers,
                     out,
+                    data=data,
                     run_id=run_id,
                     at_least_once=at_least_once,
                 )
@@ -500,9 +522,9 @@ def communicate_externally(
         # 3. Record the checklist, then mark the card complete (or say why not).
         confirmations = list(confirm or [])
         if wait_for_confirmations and server_mode():
-            confirmations += ask_for_confirmations(config, card)
+            confirmations += ask_for_confirmations(config, card, data)
         checklist = record_checklist(
-            config, card, outcomes, approval, confirmations, confirmed_by or triggered_by()
+            config, card, outcomes, approval, confirmations, confirmed_by or triggered_by(), data
         )
         record = mark_complete(
             config,

@@ -23,7 +23,9 @@ is far finer than the lease.
 
 The ledger never stores an address: `recipient_key` is an HMAC-SHA256 of the normalised address
 under a secret key (env `FBSFLOW_LEDGER_KEY`, or a random key kept in a file beside the SQLite
-database). Every operation is one statement per up to `_CHUNK` keys, never one per recipient.
+database), and the ledger records a check value of that key, so a run with another key stops
+before sending (`ledger_key`). Every operation is one statement per up to `_CHUNK` keys, never
+one per recipient.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -71,13 +72,15 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import FromClause
 
+from tasks import ledger_key
 from tasks.errors import ConfigError
+from tasks.ledger_key import KEY_FILE_NAME as KEY_FILE_NAME  # where callers look for them
+from tasks.ledger_key import LEDGER_KEY_ENV as LEDGER_KEY_ENV
+from tasks.ledger_key import MIN_SECRET_BYTES
 
 log = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
-LEDGER_KEY_ENV = "FBSFLOW_LEDGER_KEY"
-KEY_FILE_NAME = "ledger.key"
 DB_FILE_NAME = "ledger.db"
 DEFAULT_LEASE_SECONDS = 600.0
 # Keys per SQL statement: large enough that 1M keys take 20 statements, small enough that one
@@ -91,7 +94,6 @@ _DEADLOCK = "40P01"
 _DEADLOCK_RETRIES = 3
 # 128 bits of the HMAC: collisions among a few million borrowers are out of reach.
 _KEY_HEX_CHARS = 32
-_MIN_SECRET_BYTES = 16
 # Joins keys into one PostgreSQL parameter; no key from recipient_key can contain it.
 _SEPARATOR = "\x1f"
 _SPACES = re.compile(r"\s+")
@@ -155,8 +157,7 @@ _OLD_LAYOUT = "campaign"
 
 # The SQLite statements of a batch's claim and mark, in the driver's own form (see _span_in_run).
 _SQL_ENDS = (
-    f"SELECT recipient_key, id FROM {deliveries.name} "
-    "WHERE stream = ? AND recipient_key IN (?, ?)"
+    f"SELECT recipient_key, id FROM {deliveries.name} WHERE stream = ? AND recipient_key IN (?, ?)"
 )
 _SQL_CLAIM_SPAN = (
     f"UPDATE {deliveries.name} SET state = ?, attempts = attempts + 1, batch_id = ?, run_id = ?, "
@@ -229,11 +230,20 @@ class Ledger:
     """
 
     def __init__(
-        self, url: str, *, key: bytes, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        url: str,
+        *,
+        key: bytes,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        key_origin: str = "the key given to Ledger()",
     ) -> None:
-        if len(key) < _MIN_SECRET_BYTES:
+        """Open (creating or upgrading) the ledger at `url`; ConfigError if it has another key.
+
+        `key_origin` says where the key was found, for the message a mismatch gets.
+        """
+        if len(key) < MIN_SECRET_BYTES:
             raise ConfigError(
-                f"the ledger key is {len(key)} bytes; use at least {_MIN_SECRET_BYTES} random bytes"
+                f"the ledger key is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes"
             )
         self._hmac_inner, self._hmac_outer = _hmac_states(key)
         self.lease_seconds = lease_seconds
@@ -251,7 +261,15 @@ class Ledger:
         self._streams: dict[tuple[str, str], int] = {}
         self._ids_lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self._create_table()
+        try:
+            self._create_table()
+            with self._transaction() as conn:
+                ledger_key.verify(
+                    conn, postgres=self._postgres, secret=key, origin=key_origin, where=_where(url)
+                )
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def __repr__(self) -> str:  # the URL may carry a password
         return f"Ledger(dialect={self._engine.dialect.name!r})"
@@ -260,14 +278,35 @@ class Ledger:
     def open(cls, data_dir: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Ledger:
         """The ledger at `FBSFLOW_DATABASE_URL`, else `ledger.db` in `data_dir` (made if missing).
 
-        The key comes from `FBSFLOW_LEDGER_KEY`, else from `data_dir/ledger.key`, made once with a
-        random key. Every machine sharing one PostgreSQL ledger must use the same key, or the same
-        address gets different keys and could be sent to twice: set the env variable there.
+        The key comes from `FBSFLOW_LEDGER_KEY`, else from `data_dir/ledger.key`, made at random
+        the first time, but only for a ledger never used before (else ConfigError: a new key
+        would send to everyone again). Every machine sharing one PostgreSQL ledger must use the
+        same key (set the env variable there); a run with another key stops with a ConfigError.
         """
-        data_dir = Path(data_dir)
+        data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         url = os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{data_dir / DB_FILE_NAME}"
-        return cls(url, key=_load_key(data_dir), lease_seconds=lease_seconds)
+        key = ledger_key.find_key(data_dir)
+        if key is None:
+            engine = _make_engine(url)
+            try:
+                with engine.connect() as conn:
+                    ledger_key.refuse_a_new_key(conn, deliveries.name, _where(url), data_dir)
+            finally:
+                engine.dispose()
+            key = ledger_key.make_key_file(data_dir)
+        return cls(url, key=key.secret, lease_seconds=lease_seconds, key_origin=key.origin)
+
+    @classmethod
+    def scratch(cls, folder: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Ledger:
+        """A throw-away SQLite ledger in `folder` with a random key, whatever the environment says.
+
+        For the outbox, which delivers to nobody: its rows must never reach the real ledger,
+        where they would pass for deliveries (and, left `sending` by a kill, keep the channel
+        open for good).
+        """
+        url = f"sqlite:///{Path(folder) / DB_FILE_NAME}"
+        return cls(url, key=os.urandom(32), lease_seconds=lease_seconds, key_origin="a scratch key")
 
     @property
     def dialect(self) -> str:
@@ -324,9 +363,7 @@ class Ledger:
             unique = list(dict.fromkeys(unique))
         return self.register_parts(campaign, channel, [unique])
 
-    def register_parts(
-        self, campaign: str, channel: str, parts: Iterable[Sequence[str]]
-    ) -> int:
+    def register_parts(self, campaign: str, channel: str, parts: Iterable[Sequence[str]]) -> int:
         """`register` of the keys of `parts` in order, each part inserted as it arrives.
 
         For a caller still computing the later parts (the flow keys and sorts a million
@@ -971,6 +1008,7 @@ class Ledger:
         return int(found)
 
     def _create_table(self) -> None:
+        """Create what is missing: a ledger of an earlier layout is upgraded here, on open."""
         try:
             with self._transaction() as conn:
                 if self._postgres:
@@ -978,12 +1016,13 @@ class Ledger:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242017)")
                 if _OLD_LAYOUT in _columns(conn, deliveries.name):
                     self._migrate(conn)
-                else:
-                    _metadata.create_all(conn, checkfirst=True)
+                # Tables added since (the key's check value) come with it.
+                for metadata in _ALL_METADATA:
+                    metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError:
             # Two processes creating a fresh PostgreSQL ledger at once: the loser's CREATE fails.
             with self._engine.connect() as conn:
-                tables = [table.name for table in _metadata.sorted_tables]
+                tables = [t.name for metadata in _ALL_METADATA for t in metadata.sorted_tables]
                 if not all(self._engine.dialect.has_table(conn, name) for name in tables):
                     raise
 
@@ -1015,6 +1054,18 @@ class Ledger:
                 f"(SELECT COALESCE(max(id), 0) + 1 FROM {deliveries.name}), false)"
             )
         log.info("ledger moved to one delivery_stream row per campaign and channel")
+
+
+# Every table of a ledger: the deliveries here, the key's check value in its own module.
+_ALL_METADATA = (_metadata, ledger_key.metadata)
+
+
+def _where(url: str) -> str:
+    """A ledger's place for a message: the SQLite file, or the URL without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
 
 
 class _CountChanged(Exception):
@@ -1081,33 +1132,3 @@ def _make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def _load_key(data_dir: Path) -> bytes:
-    """The HMAC key: env FBSFLOW_LEDGER_KEY, else `data_dir/ledger.key`, created once at random."""
-    from_env = os.environ.get(LEDGER_KEY_ENV)
-    if from_env:
-        key = from_env.encode()
-        if len(key) < _MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"{LEDGER_KEY_ENV} is shorter than {_MIN_SECRET_BYTES} characters; set a long "
-                "random value, e.g. from: python -c 'import secrets; print(secrets.token_hex(32))'"
-            )
-        return key
-    path = data_dir / KEY_FILE_NAME
-    if not path.exists():
-        # Write aside, then link into place: if two processes race, both use the winner's key.
-        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_text().strip().encode()
-    if len(key) < _MIN_SECRET_BYTES:
-        raise ConfigError(f"{path} holds too short a key; delete it only if nothing was sent yet")
-    return key

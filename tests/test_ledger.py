@@ -5,9 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import multiprocessing
-import os
 import random
-import socket
 import stat
 import threading
 import time
@@ -21,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+from tasks import ledger_key
 from tasks.errors import ConfigError
 from tasks.ledger import (
     DATABASE_URL_ENV,
@@ -32,35 +31,23 @@ from tasks.ledger import (
     _sql_update_span,
     normalise_address,
 )
+from tests.support.postgres import fresh_schema, postgres_url, reachable
 
 KEY = b"test-ledger-key-0123456789abcdef"
 CHANNEL = "newsletter"
 
 
-def _postgres_url() -> str:
-    env = os.environ.get("FBSFLOW_TEST_POSTGRES_URL") or os.environ.get(DATABASE_URL_ENV, "")
-    if env.startswith("postgresql"):
-        return env
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_reachable(url: str) -> bool:
-    parsed = make_url(url)
-    try:
-        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), 1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ledger database: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    url = _postgres_url()
-    if not _postgres_reachable(url):
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    url = postgres_url()
+    if not reachable(url):
         pytest.skip(f"PostgreSQL not reachable at {make_url(url).host}:{make_url(url).port}")
-    return url
+    with fresh_schema(url) as fresh:
+        yield fresh
 
 
 @pytest.fixture
@@ -169,6 +156,110 @@ def test_open_uses_the_database_url_from_the_environment(
         led.register("c", CHANNEL, ["a"])
     assert (tmp_path / "elsewhere.db").is_file()
     assert not (tmp_path / "data" / "ledger.db").exists()
+
+
+# --- the key belongs to the ledger ------------------------------------------------------------
+
+
+OTHER_KEY = b"another-ledger-key-fedcba9876543210"
+
+
+def _recorded_key(url: str) -> list[tuple[str, str]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r) for r in conn.exec_driver_sql("SELECT check_value, origin FROM ledger_key")
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_a_ledger_records_its_keys_check_value_and_refuses_another_key(
+    db_url: str, campaign: str
+) -> None:
+    with Ledger(db_url, key=KEY, key_origin="/srv/fbsflow/.fbsflow/ledger.key") as first:
+        first.register(campaign, CHANNEL, ["a", "b"])
+    [(check, origin)] = _recorded_key(db_url)
+    assert check == ledger_key.check_value(KEY) and KEY.decode() not in check + origin
+    assert origin.startswith("/srv/fbsflow/.fbsflow/ledger.key on host ")
+    with Ledger(db_url, key=KEY) as again:  # the same key: opens as before
+        assert again.counts(campaign, CHANNEL)["pending"] == 2
+
+    with pytest.raises(ConfigError) as refused:
+        Ledger(db_url, key=OTHER_KEY, key_origin=LEDGER_KEY_ENV)
+    message = str(refused.value)
+    # Which key the ledger expects and where it came from, this run's key and its source, the fix.
+    assert f"key {ledger_key.key_id(KEY)} (from /srv/fbsflow/.fbsflow/ledger.key on host" in message
+    assert f"this run's key is {ledger_key.key_id(OTHER_KEY)} (from {LEDGER_KEY_ENV})" in message
+    assert "nothing was sent" in message and f"Fix: set {LEDGER_KEY_ENV}" in message
+    assert KEY.decode() not in message and OTHER_KEY.decode() not in message
+    assert _recorded_key(db_url) == [(check, origin)]
+
+
+def _open_with(url: str, key: bytes, start: Any, results: Any) -> None:
+    start.wait(30)
+    try:
+        Ledger(url, key=key).close()
+        results.put(("opened", key))
+    except ConfigError:
+        results.put(("refused", key))
+
+
+def test_a_ledger_from_before_the_check_records_the_first_key_once_when_two_race(
+    db_url: str, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    with Ledger(db_url, key=KEY) as led:
+        led.register(campaign, CHANNEL, ["a"])
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # a ledger written before keys were recorded
+        conn.exec_driver_sql("DROP TABLE ledger_key")
+    engine.dispose()
+
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    racers = [
+        ctx.Process(target=_open_with, args=(db_url, key, start, results))
+        for key in (KEY, OTHER_KEY)
+    ]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = dict(results.get(timeout=60) for _ in racers)
+    for racer in racers:
+        racer.join(30)
+    # Exactly one key was recorded, and the other process was refused.
+    assert sorted(outcomes) == ["opened", "refused"]
+    assert _recorded_key(db_url)[0][0] == ledger_key.check_value(outcomes["opened"])
+
+
+def test_open_makes_no_new_key_for_a_ledger_used_before(
+    db_url: str, campaign: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine or folder without the key file meets a shared ledger that has deliveries."""
+    monkeypatch.setenv(DATABASE_URL_ENV, db_url)
+    monkeypatch.delenv(LEDGER_KEY_ENV, raising=False)
+    with Ledger.open(tmp_path / "first") as first:
+        first.register(campaign, CHANNEL, ["a"])
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ConfigError) as refused:
+        Ledger.open(elsewhere)
+    message = str(refused.value)
+    assert "this run found no key" in message and str(elsewhere / KEY_FILE_NAME) in message
+    # Which key the ledger holds, and where it was found.
+    first_key = (tmp_path / "first" / KEY_FILE_NAME).read_text().strip()
+    used = f"was first used with key {ledger_key.key_id(first_key.encode())} (from "
+    assert used + str(tmp_path / "first" / KEY_FILE_NAME) in message
+    assert first_key not in message
+    assert not (elsewhere / KEY_FILE_NAME).exists()
+    # With the key used before, from the environment, the same ledger opens.
+    monkeypatch.setenv(LEDGER_KEY_ENV, first_key)
+    with Ledger.open(elsewhere) as shared:
+        assert shared.counts(campaign, CHANNEL)["pending"] == 1
 
 
 # --- register, claim, mark ---------------------------------------------------------------------
@@ -387,9 +478,7 @@ def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campai
     assert ledger.states(campaign, "sms", ["u1"]) == {"u1": DeliveryState.UNKNOWN}
 
 
-def test_accept_unknown_with_a_count_takes_that_many_or_none(
-    ledger: Ledger, campaign: str
-) -> None:
+def test_accept_unknown_with_a_count_takes_that_many_or_none(ledger: Ledger, campaign: str) -> None:
     ledger.register(campaign, CHANNEL, ["u1", "u2", "u3"])
     ledger.claim(campaign, CHANNEL, ["u1", "u2", "u3"], batch_id="1", run_id="r")
     ledger.mark(campaign, CHANNEL, dict.fromkeys(["u1", "u2"], DeliveryState.UNKNOWN))
@@ -403,7 +492,11 @@ def test_accept_unknown_with_a_count_takes_that_many_or_none(
 
     assert ledger.accept_unknown(campaign, CHANNEL, by="Test Leder", expect=2) == 2
     assert ledger.counts(campaign, CHANNEL) == {
-        "pending": 0, "sending": 1, "sent": 2, "failed": 0, "unknown": 0
+        "pending": 0,
+        "sending": 1,
+        "sent": 2,
+        "failed": 0,
+        "unknown": 0,
     }
 
 
@@ -530,30 +623,8 @@ def _old_layout(metadata: Any) -> Any:
     )
 
 
-@pytest.fixture
-def old_ledger_url(db_url: str) -> Iterator[str]:
-    """A database with nothing but an old-layout ledger (PostgreSQL: a schema of its own)."""
-    if not db_url.startswith("postgresql"):
-        yield db_url
-        return
-    from sqlalchemy import create_engine
-
-    schema = f"upgrade_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(db_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
-def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(
-    old_ledger_url: str,
-) -> None:
+def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(db_url: str) -> None:
+    old_ledger_url = db_url  # a fresh database: nothing but the old-layout ledger made below
     from sqlalchemy import MetaData, create_engine, inspect
 
     old = _old_layout(MetaData())
@@ -611,7 +682,7 @@ def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
     engine.dispose()
-    assert tables == {"delivery_ledger", "delivery_stream"}
+    assert tables == {"delivery_ledger", "delivery_stream", "ledger_key"}
 
 
 # --- concurrency -------------------------------------------------------------------------------
