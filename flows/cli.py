@@ -10,9 +10,13 @@ import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tasks.errors import ConfigError, FbsflowError
+
+if TYPE_CHECKING:
+    from tasks.ledger import Ledger
+    from tasks.models import MunicipalityConfig
 
 # Embedded mode starts a temporary Prefect server; on a busy 2-core machine it can take longer
 # than Prefect's default 20 s to answer, and a timeout there would fail the whole run.
@@ -196,6 +200,11 @@ def _ledger(args: argparse.Namespace) -> int:
     campaign = campaign_id(config)
     if args.expect is not None and not args.accept_unknown:
         raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
+    if args.repair and not args.audience:
+        raise ConfigError(
+            "--repair needs --audience CSV: the borrower export whose recipients the ledger's "
+            "rows are checked against"
+        )
     with Ledger.open(data_dir(args.config)) as ledger:
         if args.accept_unknown:
             if not (args.by or "").strip():
@@ -211,11 +220,45 @@ def _ledger(args: argparse.Namespace) -> int:
                 f"(by {args.by.strip()}). The next approved run that includes "
                 f"{args.accept_unknown} records the channel as done."
             )
+        if args.audience:
+            _check_rows(args, config, campaign, ledger)
         print(f"Campaign {campaign}")
         for channel in ("newsletter", "sms"):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _check_rows(
+    args: argparse.Namespace, config: MunicipalityConfig, campaign: str, ledger: Ledger
+) -> None:
+    """`fbsflow ledger --audience CSV [--repair]`: rows that are no recipients of the audience,
+    and rows outbox runs wrote, per delivering channel; repaired with --repair."""
+    from flows.communicate_externally import borrower_recipients, branch_recipients
+    from tasks.audience import import_audience
+    from tasks.ledger_repair import check, repair
+    from tasks.models import Channel
+
+    audience = import_audience(Path(args.audience), columns=config.audience.columns)
+    keys = {
+        Channel.NEWSLETTER: borrower_recipients(
+            Channel.NEWSLETTER, audience, ledger, config.languages
+        ),
+        Channel.SMS: borrower_recipients(Channel.SMS, audience, ledger, config.languages),
+        Channel.POSTER: branch_recipients(config, ledger),
+    }
+    print(
+        f"Checked against {args.audience} ({'repairing' if args.repair else 'changing nothing'}):"
+    )
+    for channel, recipients in keys.items():
+        found = check(ledger, campaign, channel.value, (r.key for r in recipients))
+        if args.repair:
+            removed, requeued = repair(ledger, campaign, found)
+            lines = found.lines(removed=removed, requeued=requeued)
+        else:
+            lines = found.lines()
+        for line in lines or [f"{channel.value}: every row is a recipient of this audience"]:
+            print(f"  {line}")
 
 
 def _checklist(args: argparse.Namespace) -> int:
@@ -319,6 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
         "provider (newsletter or sms; needs --by)",
     )
     ledger.add_argument("--by", help="who checked with the provider (with --accept-unknown)")
+    ledger.add_argument(
+        "--audience",
+        metavar="CSV",
+        help="borrower export: report rows that are not its recipients, and rows written by "
+        "outbox runs (which deliver to nobody)",
+    )
+    ledger.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --audience: remove rows that record no delivery (never sent, or written by "
+        "an outbox run) and put recipients only an outbox run 'sent' back to pending; rows "
+        "that may record a real delivery are left as they are. Run it while no run is going",
+    )
     ledger.add_argument(
         "--expect",
         type=int,

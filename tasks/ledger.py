@@ -42,7 +42,7 @@ from contextlib import contextmanager, suppress
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -165,6 +165,7 @@ _SQL_CLAIM_SPAN = (
     "WHERE id BETWEEN ? AND ? AND state = ?"
 )
 _PLAIN_TYPES = frozenset({str, float, int, type(None)})
+_T = TypeVar("_T")
 
 
 def _sql_update_span(
@@ -207,7 +208,7 @@ def _json_array(values: list[str]) -> str:
     return json.dumps(values)
 
 
-def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
+def _chunks(keys: Iterable[_T], size: int = _CHUNK) -> Iterator[list[_T]]:
     it = iter(keys)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -812,6 +813,53 @@ class Ledger:
                     (row.recipient_key, {**row._mapping, **named}) for row in conn.execute(stmt)
                 )
         return result
+
+    # --- repairs (`fbsflow ledger --repair`, see ledger_repair): never part of a run ----------
+
+    def channel_rows(self, campaign: str, channel: str) -> list[tuple[int, str, str, str | None]]:
+        """(id, recipient_key, state, run_id) of every row of a channel, in id order."""
+        with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
+            stmt = select(_c.id, _c.recipient_key, _c.state, _c.run_id).where(_c.stream == stream)
+            return [
+                (i, key, state, run) for i, key, state, run in conn.execute(stmt.order_by(_c.id))
+            ]
+
+    def provider_ids(
+        self, campaign: str, channel: str, *, like: str
+    ) -> set[tuple[str | None, str]]:
+        """The distinct (run_id, provider_id) of a channel's rows whose provider_id is LIKE `like`."""
+        with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
+            stmt = select(_c.run_id, _c.provider_id).where(
+                _c.stream == stream, _c.provider_id.like(like)
+            )
+            return {(run_id, ids) for run_id, ids in conn.execute(stmt.distinct())}
+
+    def change_rows(
+        self,
+        campaign: str,
+        channel: str,
+        ids: Sequence[int],
+        guard: ColumnElement[bool],
+        values: Mapping[str, Any] | None,
+    ) -> int:
+        """Give a channel's rows `values` (None: delete them) by id, where `guard` still holds."""
+        with self._ids_lock:  # remembered ids and stretches may name rows that change here
+            for remembered in (self._claimed_ids, self._known_ids, self._runs):
+                remembered.pop((campaign, channel), None)
+        changed = 0
+        with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel)
+            for chunk in _chunks(sorted(ids)):
+                where = (_c.stream == stream, self._by_ids(chunk), guard)
+                stmt = (
+                    deliveries.delete().where(*where)
+                    if values is None
+                    else update(deliveries).where(*where).values(values)
+                )
+                changed += conn.execute(stmt).rowcount
+        return changed
 
     def delete_campaign(self, campaign: str) -> int:
         """Remove every row of a campaign (tests and deliberate clean-ups only)."""

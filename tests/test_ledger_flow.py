@@ -1,5 +1,5 @@
 """The ledger through the flow and the CLI: its key bound to its database, its place beside the
-config, and the outbox kept out of it.
+config, the outbox kept out of it, and what outbox runs left repaired.
 
 Flows run on the Prefect test harness against the local provider stand-ins (tests/servers), which
 count what each recipient received; PostgreSQL ledgers get a schema of their own.
@@ -18,11 +18,14 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import communicate_externally
+from flows.communicate_externally import borrower_recipients, communicate_externally
+from tasks.audience import import_audience
+from tasks.config import load_municipality
 from tasks.errors import ConfigError
-from tasks.ledger import DATABASE_URL_ENV, LEDGER_KEY_ENV
+from tasks.ledger import DATABASE_URL_ENV, LEDGER_KEY_ENV, Ledger
 from tasks.ledger_key import key_id
 from tasks.models import Channel
+from tasks.plan import campaign_id
 from tasks.steps import data_dir
 from tests.servers.gatewayapi_server import GatewayApiServer
 from tests.servers.sendgrid_server import SendGridServer
@@ -214,3 +217,59 @@ def test_an_outbox_run_leaves_the_real_ledger_alone_and_the_real_provider_then_s
     assert len(gatewayapi.delivered) == SMS and set(gatewayapi.delivered.values()) == {1}
     assert sms["provider"] == "gatewayapi" and sms["status"] == "done"
     assert sms["counts"] == {"pending": 0, "sending": 0, "sent": SMS, "failed": 0, "unknown": 0}
+
+
+def test_fbsflow_ledger_explains_and_repairs_the_rows_outbox_runs_left(
+    prefect_harness: None,
+    municipality: Path,
+    postgres: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(LEDGER_KEY_ENV, SHARED_KEY)
+    config = load_municipality(municipality)
+    campaign = campaign_id(config)
+    audience = import_audience(EXAMPLE_AUDIENCE, columns=config.audience.columns)
+    outbox_ids = ["da-0123456789abcdef.json"]
+    # What outbox runs of an earlier fbsflow left in this database: one under a random key of its
+    # own, killed mid-send; one under the shared key, which recorded 100 borrowers' SMS as sent
+    # though nobody got one.
+    with Ledger.open(data_dir(municipality), lease_seconds=0) as ledger:
+        keys = [r.key for r in borrower_recipients(Channel.SMS, audience, ledger, config.languages)]
+        strays = [secrets.token_hex(16) for _ in range(SMS)]
+        ledger.register(campaign, "sms", strays)
+        ledger.claim(campaign, "sms", strays[:300], batch_id="ob1", run_id="outbox-run-1")
+        ledger.mark(campaign, "sms", dict.fromkeys(strays[:200], "sent"), provider_ids=outbox_ids)
+        ledger.register(campaign, "sms", keys[:100])
+        ledger.claim(campaign, "sms", keys[:100], batch_id="ob2", run_id="outbox-run-2")
+        ledger.mark(campaign, "sms", dict.fromkeys(keys[:100], "sent"), provider_ids=outbox_ids)
+
+    before = counts_line(ledger_output(capsys, str(municipality)), "sms")
+    assert before == {"pending": 48, "sending": 100, "sent": 300, "failed": 0, "unknown": 0}
+    args = [str(municipality), "--audience", str(EXAMPLE_AUDIENCE)]
+    explained = ledger_output(capsys, *args)
+    assert f"sms: {SMS} rows are not recipients of this audience" in explained
+    assert f"{SMS} of them record no delivery" in explained and "--repair removes them" in explained
+    assert "sms: 100 recipients are recorded only by an outbox run" in explained
+    assert "newsletter: every row is a recipient of this audience" in explained
+    assert counts_line(explained, "sms") == before  # explaining changes nothing
+
+    repaired = ledger_output(capsys, *args, "--repair")
+    assert f"sms: removed {SMS} rows" in repaired
+    assert "sms: put 100 recipients back to pending" in repaired
+    assert counts_line(repaired, "sms") == {
+        "pending": 100, "sending": 0, "sent": 0, "failed": 0, "unknown": 0
+    }  # fmt: skip
+    assert "@" not in explained + repaired  # counts only, no addresses
+
+    with stand_ins(monkeypatch) as (_sendgrid, gatewayapi):
+        sms = run(municipality, tmp_path / "outbox", channels=[Channel.SMS])["channels"]["sms"]
+    assert len(gatewayapi.delivered) == SMS and set(gatewayapi.delivered.values()) == {1}
+    assert sms["status"] == "done"
+    assert sms["counts"] == {"pending": 0, "sending": 0, "sent": SMS, "failed": 0, "unknown": 0}
+
+
+def test_repair_needs_the_audience(municipality: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fbsflow(["ledger", str(municipality), "--repair"]) == 2
+    assert "--repair needs --audience CSV" in capsys.readouterr().err
