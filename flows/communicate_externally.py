@@ -219,14 +219,11 @@ def deliver(
         ledger = Ledger.scratch(Path(scratch.name), lease_seconds=LEASE_SECONDS)
     else:
         ledger = Ledger.open(data, lease_seconds=LEASE_SECONDS)
+    notes: list[str] = []
     try:
-        interrupted = ledger.resolve_interrupted(campaign, channel.value)
-        if interrupted:
-            logger.warning(
-                "%s: %d recipients were left mid-send by an earlier run: marked unknown",
-                channel.value,
-                interrupted,
-            )
+        for interrupted in ledger.resolve_interrupted(campaign, channel.value):
+            logger.warning("%s: %s", channel.value, interrupted)
+            notes.append(str(interrupted))
         if at_least_once:
             ledger.requeue_unknown(campaign, channel.value)
         with ExitStack() as frozen:
@@ -253,7 +250,7 @@ def deliver(
         if scratch:
             scratch.cleanup()
     status = "failed" if errors or counts.get("pending") else "done"
-    detail = "; ".join(errors[:3])
+    detail = "; ".join(notes + errors[:3])
     if counts.get("sending") and status == "done":
         # Another run of the same campaign holds these right now; it records their outcome.
         status = "in_progress"

@@ -14,12 +14,13 @@ A row moves through these states (`DeliveryState`):
 How a rerun tells a dead run's `sending` rows from a live parallel run's: every claim carries a
 lease (`lease_until`, wall-clock seconds). The worker renews the lease before every new attempt at
 a batch (`renew_claim`), so a live run's rows never sit past their lease, while a run killed by
-SIGKILL or a crash leaves rows whose lease runs out. `resolve_interrupted` turns only expired
-`sending` rows into `unknown`; rows of a run that is still within its lease are left alone and
-show up as `sending` in `counts`. The lease (default 10 minutes) must be longer than one send
-attempt plus one backoff sleep; a rerun started sooner after a crash simply does not touch that
-run's rows yet. Machines sharing a PostgreSQL ledger should keep their clocks in sync (NTP), which
-is far finer than the lease.
+SIGKILL or a crash leaves rows whose lease runs out. Each run also records who holds its claims
+(`ledger_runs`: host, process id, heartbeat; one row per run): `resolve_interrupted` turns into
+`unknown` the `sending` rows whose lease ran out, and at once those of a run whose process is gone
+from this host or that has sent no heartbeat for two minutes. Rows of a live run are left alone
+and show up as `sending` in `counts`. The lease (default 10 minutes) must be longer than one send
+attempt plus one backoff sleep. Machines sharing a PostgreSQL ledger should keep their clocks in
+sync (NTP), which is far finer than the lease.
 
 The ledger never stores an address: `recipient_key` is an HMAC-SHA256 of the normalised address
 under a secret key (env `FBSFLOW_LEDGER_KEY`, or a random key kept in a file beside the SQLite
@@ -30,6 +31,7 @@ one per recipient.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -72,11 +74,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import FromClause
 
-from tasks import ledger_key
+from tasks import ledger_key, ledger_runs
 from tasks.errors import ConfigError
 from tasks.ledger_key import KEY_FILE_NAME as KEY_FILE_NAME  # where callers look for them
 from tasks.ledger_key import LEDGER_KEY_ENV as LEDGER_KEY_ENV
 from tasks.ledger_key import MIN_SECRET_BYTES
+from tasks.ledger_runs import Interruption
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +263,8 @@ class Ledger:
         self._runs: dict[tuple[str, str], tuple[int, list[str]]] = {}
         # (campaign, channel) -> delivery_stream.id; ids never change once made (see `_stream`).
         self._streams: dict[tuple[str, str], int] = {}
+        # run_id -> when this instance last wrote that run's heartbeat (see `_heartbeat`).
+        self._holding: dict[str, float] = {}
         self._ids_lock = threading.Lock()
         self._write_lock = threading.RLock()
         try:
@@ -317,6 +322,12 @@ class Ledger:
         with self._ids_lock:
             self._known_ids.clear()
             self._runs.clear()
+            holding, self._holding = list(self._holding), {}
+        if holding:
+            # Only spares the next rerun a look at these runs; failing it (a full disk, a lost
+            # connection) must not hide whatever is ending this run.
+            with suppress(SQLAlchemyError), self._transaction() as conn:
+                ledger_runs.release(conn, holding)
         self._engine.dispose()
 
     def __enter__(self) -> Ledger:
@@ -442,6 +453,7 @@ class Ledger:
         it reads are still pending when it updates them. A claim that PostgreSQL rolls back to
         break a deadlock is made again.
         """
+        self._heartbeat(run_id)
         now = time.time()
         values = {
             "state": DeliveryState.SENDING.value,
@@ -619,6 +631,7 @@ class Ledger:
 
     def renew_claim(self, campaign: str, channel: str, keys: Sequence[str], *, run_id: str) -> int:
         """Before another attempt at claimed keys: count the attempt and extend their lease."""
+        self._heartbeat(run_id)
         now = time.time()
         return self._update(
             campaign,
@@ -700,24 +713,34 @@ class Ledger:
         self._forget(campaign, channel, keys)
         return changed
 
-    def resolve_interrupted(self, campaign: str, channel: str) -> int:
-        """Turn `sending` rows whose lease ran out (their run died) into `unknown`; for reruns."""
+    def resolve_interrupted(self, campaign: str, channel: str) -> list[Interruption]:
+        """Turn `sending` rows of dead runs into `unknown`, for reruns; one Interruption per run.
+
+        Dead: the run's process is gone from this host, or it has sent no heartbeat for two
+        minutes (`ledger_runs.gone`), or the rows' lease ran out. One UPDATE per dead run
+        (there is rarely more than one) and one for expired leases.
+        """
         now = time.time()
-        values = {
-            "state": DeliveryState.UNKNOWN.value,
-            "detail": "interrupted: the run sending it stopped before recording the outcome",
-            "updated_at": now,
-            "lease_until": None,
-        }
-        count = self._move(campaign, channel, DeliveryState.SENDING, values, _c.lease_until < now)
-        if count:
-            log.warning(
-                "%s/%s: %d recipients were being sent by a run that stopped; marked unknown",
-                campaign,
-                channel,
-                count,
-            )
-        return count
+        found: list[Interruption] = []
+        sending = _c.state == DeliveryState.SENDING.value
+        with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel)
+            candidates = list(ledger_runs.gone(conn, now))
+            expired = Interruption(0)
+            for run in [*candidates, expired]:
+                which = _c.run_id == run.run_id if run is not expired else _c.lease_until < now
+                values = {
+                    "state": DeliveryState.UNKNOWN.value,
+                    "detail": run.detail,
+                    "updated_at": now,
+                    "lease_until": None,
+                }
+                stmt = update(deliveries).where(_c.stream == stream, sending, which).values(values)
+                if count := conn.execute(stmt).rowcount:
+                    found.append(dataclasses.replace(run, count=count))
+        for run in found:
+            log.warning("%s/%s: %s", campaign, channel, run)
+        return found
 
     def requeue_unknown(self, campaign: str, channel: str) -> int:
         """unknown -> pending, so a rerun sends them: only if a person accepts duplicates."""
@@ -1055,6 +1078,18 @@ class Ledger:
             self._streams[(campaign, channel)] = found
         return int(found)
 
+    def _heartbeat(self, run_id: str) -> None:
+        """Record that this process holds `run_id`'s claims and is alive: at most every 20 s."""
+        now = time.time()
+        with self._ids_lock:
+            if now - self._holding.get(run_id, 0.0) < ledger_runs.HEARTBEAT_SECONDS:
+                return
+            self._holding[run_id] = now
+        with self._transaction() as conn:
+            ledger_runs.record(
+                conn, run_id, now=now, lease_seconds=self.lease_seconds, postgres=self._postgres
+            )
+
     def _create_table(self) -> None:
         """Create what is missing: a ledger of an earlier layout is upgraded here, on open."""
         try:
@@ -1064,7 +1099,7 @@ class Ledger:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242017)")
                 if _OLD_LAYOUT in _columns(conn, deliveries.name):
                     self._migrate(conn)
-                # Tables added since (the key's check value) come with it.
+                # Tables added since (the key's check value, the runs' holders) come with it.
                 for metadata in _ALL_METADATA:
                     metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError:
@@ -1104,8 +1139,8 @@ class Ledger:
         log.info("ledger moved to one delivery_stream row per campaign and channel")
 
 
-# Every table of a ledger: the deliveries here, the key's check value in its own module.
-_ALL_METADATA = (_metadata, ledger_key.metadata)
+# Every table of a ledger: the deliveries here, the key and the runs in their own modules.
+_ALL_METADATA = (_metadata, ledger_key.metadata, ledger_runs.metadata)
 
 
 def _where(url: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 import multiprocessing
+import os
 import random
+import signal
 import stat
 import threading
 import time
@@ -19,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from tasks import ledger_key, ledger_repair
+from tasks import ledger_key, ledger_repair, ledger_runs
 from tasks.errors import ConfigError
 from tasks.ledger import (
     DATABASE_URL_ENV,
@@ -430,8 +432,9 @@ def test_resolve_interrupted_turns_only_expired_claims_unknown(
     # A run that is still sending, within its lease.
     ledger.claim(campaign, CHANNEL, ["alive"], batch_id="2", run_id="alive")
     time.sleep(0.01)
-    assert ledger.resolve_interrupted(campaign, CHANNEL) == 2
-    assert ledger.resolve_interrupted(campaign, CHANNEL) == 0
+    [expired] = ledger.resolve_interrupted(campaign, CHANNEL)
+    assert expired.count == 2 and expired.pid is None and "lease ran out" in str(expired)
+    assert ledger.resolve_interrupted(campaign, CHANNEL) == []
     assert ledger.states(campaign, CHANNEL, ["dead-1", "dead-2", "alive", "done", "waiting"]) == {
         "dead-1": DeliveryState.UNKNOWN,
         "dead-2": DeliveryState.UNKNOWN,
@@ -447,6 +450,95 @@ def test_resolve_interrupted_turns_only_expired_claims_unknown(
     # ... unless a person chooses at-least-once.
     assert ledger.requeue_unknown(campaign, CHANNEL) == 2
     assert sorted(ledger.pending_keys(campaign, CHANNEL)) == ["dead-1", "dead-2"]
+
+
+def _claim_and_die(url: str, campaign: str, keys: list[str], done: Any, stay: Any) -> None:
+    """A run that claims `keys` (a lease of 10 minutes) and, unless told to stay, is killed."""
+    with Ledger(url, key=KEY) as led:
+        led.claim(campaign, CHANNEL, keys, batch_id="b", run_id=f"run-{os.getpid()}")
+        done.set()
+        if stay is None:
+            os.kill(os.getpid(), signal.SIGKILL)  # no close, no mark: as kill -9 leaves it
+        stay.wait(60)
+
+
+def _child_run(db_url: str, campaign: str, keys: list[str], *, stay: bool) -> tuple[Any, Any]:
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Event()
+    keep = ctx.Event() if stay else None
+    child = ctx.Process(target=_claim_and_die, args=(db_url, campaign, keys, done, keep))
+    child.start()
+    assert done.wait(60), "the child run never claimed"
+    return child, keep
+
+
+def test_a_claim_by_a_dead_process_on_this_host_is_taken_over_at_once(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    ledger.register(campaign, CHANNEL, ["a", "b", "c", "d"])
+    child, _ = _child_run(db_url, campaign, ["a", "b", "c"], stay=False)
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    # Its lease has ten minutes to go; its process is gone: the rerun takes its rows at once.
+    [gone] = ledger.resolve_interrupted(campaign, CHANNEL)
+    assert (gone.count, gone.pid, gone.host) == (3, child.pid, ledger_runs.HOST)
+    assert str(gone) == (
+        f"the earlier run (pid {child.pid} on host {ledger_runs.HOST}) is gone: its 3 recipients "
+        "were marked unknown (the provider may have accepted them)"
+    )
+    assert set(ledger.states(campaign, CHANNEL, ["a", "b", "c"]).values()) == {
+        DeliveryState.UNKNOWN
+    }
+    assert f"pid {child.pid}" in ledger.rows(campaign, CHANNEL, ["a"])["a"]["detail"]
+    assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+
+
+def test_a_claim_by_a_live_run_is_left_alone_until_it_stops_sending_heartbeats(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    ledger.register(campaign, CHANNEL, ["a", "b"])
+    child, stay = _child_run(db_url, campaign, ["a", "b"], stay=True)
+    try:
+        assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+        assert ledger.counts(campaign, CHANNEL)["sending"] == 2
+        # The same run seen from another host: alive while its heartbeat is fresh ...
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE ledger_run SET host = 'elsewhere'")
+        assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+        # ... and dead once it has been silent for more than two minutes.
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE ledger_run SET heartbeat_at = {time.time() - 300}")
+        engine.dispose()
+        [silent] = ledger.resolve_interrupted(campaign, CHANNEL)
+        assert (silent.count, silent.pid, silent.host) == (2, child.pid, "elsewhere")
+        assert "has sent no heartbeat for 5 minutes: its 2 recipients were marked unknown" in str(
+            silent
+        )
+    finally:
+        assert stay is not None
+        stay.set()
+        child.join(30)
+
+
+def test_a_run_writes_its_heartbeat_once_per_interval_not_per_claim(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    ledger.register(campaign, CHANNEL, keys_(30))
+    for i in range(0, 30, 3):
+        ledger.claim(campaign, CHANNEL, keys_(30)[i : i + 3], batch_id=str(i), run_id="r")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        [(host, pid, beat)] = conn.exec_driver_sql(
+            "SELECT host, pid, heartbeat_at FROM ledger_run WHERE run_id = 'r'"
+        ).all()
+    engine.dispose()
+    assert (host, pid) == (ledger_runs.HOST, os.getpid())
+    assert ledger._holding == {"r": beat}  # one write for ten claims
 
 
 def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campaign: str) -> None:
@@ -627,7 +719,8 @@ def test_the_check_tells_outbox_rows_from_real_deliveries_and_the_repair_keeps_t
         # one under the real key, which "sent" the last two recipients to nobody.
         _outbox_run(led, campaign, keys_(10, "x"), "outbox-1", marked=6, pending=2)
         _outbox_run(led, campaign, audience[10:], "outbox-2", marked=2, pending=0)
-        assert led.resolve_interrupted(campaign, "sms") == 2  # a later run met the killed claims
+        [lapsed] = led.resolve_interrupted(campaign, "sms")  # a later run met the killed claims
+        assert lapsed.count == 2
 
         found = ledger_repair.check(led, campaign, "sms", audience)
         assert found.outbox_runs == {"outbox-1", "outbox-2"}
@@ -758,7 +851,7 @@ def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(db_ur
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
     engine.dispose()
-    assert tables == {"delivery_ledger", "delivery_stream", "ledger_key"}
+    assert tables == {"delivery_ledger", "delivery_stream", "ledger_key", "ledger_run"}
 
 
 # --- concurrency -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The ledger through the flow and the CLI: its key bound to its database, its place beside the
-config, the outbox kept out of it, and what outbox runs left repaired.
+config, the outbox kept out of it, what outbox runs left repaired, and a dead run's claims taken
+over at once.
 
 Flows run on the Prefect test harness against the local provider stand-ins (tests/servers), which
 count what each recipient received; PostgreSQL ledgers get a schema of their own.
@@ -7,9 +8,12 @@ count what each recipient received; PostgreSQL ledgers get a schema of their own
 
 from __future__ import annotations
 
+import json
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +28,7 @@ from tasks.config import load_municipality
 from tasks.errors import ConfigError
 from tasks.ledger import DATABASE_URL_ENV, LEDGER_KEY_ENV, Ledger
 from tasks.ledger_key import key_id
+from tasks.ledger_runs import HOST
 from tasks.models import Channel
 from tasks.plan import campaign_id
 from tasks.steps import data_dir
@@ -273,3 +278,53 @@ def test_fbsflow_ledger_explains_and_repairs_the_rows_outbox_runs_left(
 def test_repair_needs_the_audience(municipality: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert fbsflow(["ledger", str(municipality), "--repair"]) == 2
     assert "--repair needs --audience CSV" in capsys.readouterr().err
+
+
+# --- a dead run's claims ----------------------------------------------------------------------------
+
+_CLAIM_AND_DIE = """
+import json, os, signal, sys
+from pathlib import Path
+from tasks.ledger import Ledger
+job = json.load(sys.stdin)
+ledger = Ledger.open(Path(job["data"]))
+ledger.claim(job["campaign"], "newsletter", job["keys"], batch_id="killed", run_id="killed-run")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_rerun_takes_over_at_once_what_a_killed_run_held_and_says_so(
+    prefect_harness: None,
+    municipality: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = load_municipality(municipality)
+    campaign = campaign_id(config)
+    data = data_dir(municipality)
+    audience = import_audience(EXAMPLE_AUDIENCE, columns=config.audience.columns)
+    with Ledger.open(data) as ledger:
+        recipients = borrower_recipients(Channel.NEWSLETTER, audience, ledger, config.languages)
+        keys = [r.key for r in recipients]
+        ledger.register(campaign, "newsletter", keys)
+    # A run claims 100 recipients (a lease of 10 minutes) and is killed with kill -9.
+    job = {"data": str(data), "campaign": campaign, "keys": keys[:100]}
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _CLAIM_AND_DIE], cwd=ROOT, stdin=subprocess.PIPE
+    )
+    killed.communicate(json.dumps(job).encode(), timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+
+    with stand_ins(monkeypatch) as (sendgrid, _gatewayapi):
+        record = run(municipality, tmp_path / "outbox", channels=[Channel.NEWSLETTER])
+    news = record["channels"]["newsletter"]
+    assert news["counts"]["unknown"] == 100 and news["counts"]["sending"] == 0
+    assert news["counts"]["sent"] == NEWSLETTER - 100
+    assert news["status"] == "unconfirmed"  # a person decides about the 100, as after any crash
+    assert (
+        f"the earlier run (pid {killed.pid} on host {HOST}) is gone: its 100 recipients were "
+        "marked unknown" in news["detail"]
+    )
+    assert "being sent by another run" not in news["detail"]
+    assert sendgrid.stats()["unique_addresses"] == NEWSLETTER - 100
+    assert sendgrid.stats()["duplicate_deliveries"] == 0
