@@ -102,6 +102,18 @@ def counts_line(output: str, channel: str) -> dict[str, int]:
     return dict(zip(words[::2], map(int, words[1::2]), strict=True))
 
 
+def sms_through_gatewayapi_once(
+    config: Path, output: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run the SMS channel through the GatewayAPI stand-in: each recipient gets exactly one
+    SMS, and the channel is done with every recipient sent."""
+    with stand_ins(monkeypatch) as (_sendgrid, gatewayapi):
+        sms = run(config, output, channels=[Channel.SMS])["channels"]["sms"]
+    assert len(gatewayapi.delivered) == SMS and set(gatewayapi.delivered.values()) == {1}
+    assert sms["provider"] == "gatewayapi" and sms["status"] == "done"
+    assert sms["counts"] == {"pending": 0, "sending": 0, "sent": SMS, "failed": 0, "unknown": 0}
+
+
 # --- where the ledger lives, and its key ---------------------------------------------------------
 
 
@@ -217,11 +229,7 @@ def test_an_outbox_run_leaves_the_real_ledger_alone_and_the_real_provider_then_s
     outbox = run(municipality, tmp_path / "outbox", channels=[Channel.SMS])["channels"]["sms"]
     assert outbox["provider"] == "outbox" and outbox["counts"]["sent"] == SMS
     assert set(counts_line(ledger_output(capsys, str(municipality)), "sms").values()) == {0}
-    with stand_ins(monkeypatch) as (_sendgrid, gatewayapi):
-        sms = run(municipality, tmp_path / "outbox", channels=[Channel.SMS])["channels"]["sms"]
-    assert len(gatewayapi.delivered) == SMS and set(gatewayapi.delivered.values()) == {1}
-    assert sms["provider"] == "gatewayapi" and sms["status"] == "done"
-    assert sms["counts"] == {"pending": 0, "sending": 0, "sent": SMS, "failed": 0, "unknown": 0}
+    sms_through_gatewayapi_once(municipality, tmp_path / "outbox", monkeypatch)
 
 
 def test_fbsflow_ledger_explains_and_repairs_the_rows_outbox_runs_left(
@@ -268,11 +276,7 @@ def test_fbsflow_ledger_explains_and_repairs_the_rows_outbox_runs_left(
     }  # fmt: skip
     assert "@" not in explained + repaired  # counts only, no addresses
 
-    with stand_ins(monkeypatch) as (_sendgrid, gatewayapi):
-        sms = run(municipality, tmp_path / "outbox", channels=[Channel.SMS])["channels"]["sms"]
-    assert len(gatewayapi.delivered) == SMS and set(gatewayapi.delivered.values()) == {1}
-    assert sms["status"] == "done"
-    assert sms["counts"] == {"pending": 0, "sending": 0, "sent": SMS, "failed": 0, "unknown": 0}
+    sms_through_gatewayapi_once(municipality, tmp_path / "outbox", monkeypatch)
 
 
 def test_repair_needs_the_audience(municipality: Path, capsys: pytest.CaptureFixture[str]) -> None:
