@@ -67,5 +67,7 @@ node_modules/axe-core/axe.min.js: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
+# Never the ledger, its key or the checklist (`.fbsflow/` beside each config, or FBSFLOW_DATA_DIR):
+# without them the next run would send to every borrower again.
 clean:
-	rm -rf $(VENV) outbox .prefect .fbsflow node_modules .pytest_cache
+	rm -rf $(VENV) outbox .prefect node_modules .pytest_cache

@@ -11,10 +11,14 @@ import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from flows import exits
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, FbsflowError
+
+if TYPE_CHECKING:
+    from tasks.ledger import Ledger
+    from tasks.models import MunicipalityConfig
 
 # Embedded mode starts a temporary Prefect server; on a busy 2-core machine it can take longer
 # than Prefect's default 20 s to answer, and a timeout there would fail the whole run.
@@ -227,7 +231,12 @@ def _ledger(args: argparse.Namespace) -> int:
     campaign = campaign_id(config)
     if args.expect is not None and not args.accept_unknown:
         raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
-    with Ledger.open(data_dir()) as ledger:
+    if args.repair and not args.audience:
+        raise ConfigError(
+            "--repair needs --audience CSV: the borrower export whose recipients the ledger's "
+            "rows are checked against"
+        )
+    with Ledger.open(data_dir(args.config)) as ledger:
         if args.accept_unknown:
             if not (args.by or "").strip():
                 raise ConfigError(
@@ -242,11 +251,45 @@ def _ledger(args: argparse.Namespace) -> int:
                 f"(by {args.by.strip()}). The next approved run that includes "
                 f"{args.accept_unknown} records the channel as done."
             )
+        if args.audience:
+            _check_rows(args, config, campaign, ledger)
         print(f"Campaign {campaign}")
         for channel in ("newsletter", "sms"):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _check_rows(
+    args: argparse.Namespace, config: MunicipalityConfig, campaign: str, ledger: Ledger
+) -> None:
+    """`fbsflow ledger --audience CSV [--repair]`: rows that are no recipients of the audience,
+    and rows outbox runs wrote, per delivering channel; repaired with --repair."""
+    from flows.communicate_externally import borrower_recipients, branch_recipients
+    from tasks.audience import import_audience
+    from tasks.ledger_repair import check, repair
+    from tasks.models import Channel
+
+    audience = import_audience(Path(args.audience), columns=config.audience.columns)
+    keys = {
+        Channel.NEWSLETTER: borrower_recipients(
+            Channel.NEWSLETTER, audience, ledger, config.languages
+        ),
+        Channel.SMS: borrower_recipients(Channel.SMS, audience, ledger, config.languages),
+        Channel.POSTER: branch_recipients(config, ledger),
+    }
+    print(
+        f"Checked against {args.audience} ({'repairing' if args.repair else 'changing nothing'}):"
+    )
+    for channel, recipients in keys.items():
+        found = check(ledger, campaign, channel.value, (r.key for r in recipients))
+        if args.repair:
+            removed, requeued = repair(ledger, campaign, found)
+            lines = found.lines(removed=removed, requeued=requeued)
+        else:
+            lines = found.lines()
+        for line in lines or [f"{channel.value}: every row is a recipient of this audience"]:
+            print(f"  {line}")
 
 
 def _checklist(args: argparse.Namespace) -> int:
@@ -256,7 +299,7 @@ def _checklist(args: argparse.Namespace) -> int:
 
     config = load_municipality(args.config)
     card = load_card(config.card)
-    with Checklist.open(data_dir()) as checklist:
+    with Checklist.open(data_dir(args.config)) as checklist:
         steps = checklist.steps(card, config)
         complete, open_steps = checklist.complete(card, config)
     print(f"{card.title} ({config.municipality.name})\n")
@@ -273,7 +316,7 @@ def _done(args: argparse.Namespace) -> int:
     config = load_municipality(args.config)
     card = load_card(config.card)
     state = StepState.SKIPPED if args.skip else StepState.DONE
-    with Checklist.open(data_dir()) as checklist:
+    with Checklist.open(data_dir(args.config)) as checklist:
         step = checklist.set_state(
             config, card, args.step, state, by=args.by, how="cli", note=args.note
         )
@@ -357,6 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ledger.add_argument("--by", help="who checked with the provider (with --accept-unknown)")
     ledger.add_argument(
+        "--audience",
+        metavar="CSV",
+        help="borrower export: report rows that are not its recipients, and rows written by "
+        "outbox runs (which deliver to nobody)",
+    )
+    ledger.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --audience: remove rows that record no delivery (never sent, or written by "
+        "an outbox run) and put recipients only an outbox run 'sent' back to pending; rows "
+        "that may record a real delivery are left as they are. Run it while no run is going",
+    )
+    ledger.add_argument(
         "--expect",
         type=int,
         metavar="N",
@@ -397,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         """The folders this command writes, data dir first (see exits.run_command)."""
         from tasks.steps import data_dir
 
-        return [data_dir()] + ([Path(args.output)] if getattr(args, "output", None) else [])
+        data: list[Path] = []
+        # A data folder that cannot be used is the command's own error, said once, not here.
+        with contextlib.suppress(FbsflowError):
+            if config := getattr(args, "config", None):
+                data.append(data_dir(config))
+        return data + ([Path(args.output)] if getattr(args, "output", None) else [])
 
     return exits.run_command(args.command, lambda: args.func(args), debug=args.debug, places=places)
 

@@ -199,10 +199,14 @@ def deliver(
     audience: Audience | None,
     out: OutputFolder,
     *,
+    data: Path,
     run_id: str,
     at_least_once: bool,
 ) -> ChannelOutcome:
-    """Send one channel's message to its recipients exactly once: register, then send the pending."""
+    """Send one channel's message to its recipients exactly once: register, then send the pending.
+
+    `data` is the run's `data_dir`, where the ledger (or its key) lives.
+    """
     logger = get_run_logger()
     provider = provider_name(channel)
     if audience is None and channel in DELIVERED:
@@ -210,17 +214,18 @@ def deliver(
             channel, "failed", provider, detail="no audience file (fix: --audience CSV)"
         )
     campaign = campaign_id(config)
-    # The outbox delivers to nobody, so it gets a throw-away ledger: each run writes the full set.
+    # The outbox delivers to nobody: a throw-away ledger, never the real one (not even with
+    # FBSFLOW_DATABASE_URL set), where its rows would pass for deliveries. Each run writes all.
     scratch = tempfile.TemporaryDirectory() if provider == "outbox" else None
-    ledger = Ledger.open(Path(scratch.name) if scratch else data_dir(), lease_seconds=LEASE_SECONDS)
+    if scratch:
+        ledger = Ledger.scratch(Path(scratch.name), lease_seconds=LEASE_SECONDS)
+    else:
+        ledger = Ledger.open(data, lease_seconds=LEASE_SECONDS)
+    notes: list[str] = []
     try:
-        interrupted = ledger.resolve_interrupted(campaign, channel.value)
-        if interrupted:
-            logger.warning(
-                "%s: %d recipients were left mid-send by an earlier run: marked unknown",
-                channel.value,
-                interrupted,
-            )
+        for interrupted in ledger.resolve_interrupted(campaign, channel.value):
+            logger.warning("%s: %s", channel.value, interrupted)
+            notes.append(str(interrupted))
         if at_least_once:
             ledger.requeue_unknown(campaign, channel.value)
         with ExitStack() as frozen:
@@ -247,7 +252,7 @@ def deliver(
         if scratch:
             scratch.cleanup()
     status = "failed" if errors or counts.get("pending") else "done"
-    detail = "; ".join(errors[:3])
+    detail = "; ".join(notes + errors[:3])
     if counts.get("sending") and status == "done":
         # Another run of the same campaign holds these right now; it records their outcome.
         status = "in_progress"
@@ -401,6 +406,14 @@ def _send_chunks(
     return errors
 
 
+def check_ledger_key(channels: Sequence[Channel], data: Path) -> None:
+    """Open the real ledger once, if a channel delivers through a provider: a key that does not
+    match the ledger's then stops the run at its start (ConfigError), before approval is asked
+    for and before any channel sends."""
+    if any(provider_name(c) != "outbox" for c in channels if c in (*DELIVERED, Channel.POSTER)):
+        Ledger.open(data, lease_seconds=LEASE_SECONDS).close()
+
+
 def _previous_outcomes(out: OutputFolder, skip: set[Channel]) -> list[ChannelOutcome]:
     """Outcomes of channels this run does not touch, from the last completion record."""
     path = out.final / "completion.json"
@@ -451,14 +464,16 @@ def communicate_externally(
     record_owner()  # so that a sweep can mark this run crashed if its process dies
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
+    data = data_dir(config_path)
     # A database or disk fault ends the run as fbsflow's error, naming the file and the fix:
     # that is the message Prefect records for the run and the CLI prints.
-    places = (data_dir(), Path(output_root))
+    places = (data, Path(output_root))
     with (
         translated(places),
         flow_heartbeats(),
         OutputFolder(Path(output_root), config.municipality.slug) as out,
     ):
+        check_ledger_key(selected, data)
         if channels is not None:
             out.keep_previous({c.value for c in selected} | {"plan.md", "completion.json"})
         # 1. Plan: import the audience, render every channel, write the plan and the previews.
@@ -482,6 +497,7 @@ def communicate_externally(
                     {Language.DA: poster_mail(config, content)},
                     None,
                     out,
+                    data=data,
                     run_id=run_id,
                     at_least_once=False,
                 )
@@ -502,6 +518,7 @@ def communicate_externally(
                     content.messages,
                     borrowers,
                     out,
+                    data=data,
                     run_id=run_id,
                     at_least_once=at_least_once,
                 )
@@ -512,9 +529,9 @@ def communicate_externally(
         # 3. Record the checklist, then mark the card complete (or say why not).
         confirmations = list(confirm or [])
         if wait_for_confirmations and server_mode():
-            confirmations += ask_for_confirmations(config, card)
+            confirmations += ask_for_confirmations(config, card, data)
         checklist = record_checklist(
-            config, card, outcomes, approval, confirmations, confirmed_by or triggered_by()
+            config, card, outcomes, approval, confirmations, confirmed_by or triggered_by(), data
         )
         record = mark_complete(
             config,

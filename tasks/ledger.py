@@ -14,26 +14,29 @@ A row moves through these states (`DeliveryState`):
 How a rerun tells a dead run's `sending` rows from a live parallel run's: every claim carries a
 lease (`lease_until`, wall-clock seconds). The worker renews the lease before every new attempt at
 a batch (`renew_claim`), so a live run's rows never sit past their lease, while a run killed by
-SIGKILL or a crash leaves rows whose lease runs out. `resolve_interrupted` turns only expired
-`sending` rows into `unknown`; rows of a run that is still within its lease are left alone and
-show up as `sending` in `counts`. The lease (default 10 minutes) must be longer than one send
-attempt plus one backoff sleep; a rerun started sooner after a crash simply does not touch that
-run's rows yet. Machines sharing a PostgreSQL ledger should keep their clocks in sync (NTP), which
-is far finer than the lease.
+SIGKILL or a crash leaves rows whose lease runs out. Each run also records who holds its claims
+(`ledger_runs`: host, process id, heartbeat; one row per run): `resolve_interrupted` turns into
+`unknown` the `sending` rows whose lease ran out, and at once those of a run whose process is gone
+from this host or that has sent no heartbeat for two minutes. Rows of a live run are left alone
+and show up as `sending` in `counts`. The lease (default 10 minutes) must be longer than one send
+attempt plus one backoff sleep. Machines sharing a PostgreSQL ledger should keep their clocks in
+sync (NTP), which is far finer than the lease.
 
 The ledger never stores an address: `recipient_key` is an HMAC-SHA256 of the normalised address
 under a secret key (env `FBSFLOW_LEDGER_KEY`, or a random key kept in a file beside the SQLite
-database). Every operation is one statement per up to `_CHUNK` keys, never one per recipient.
+database), and the ledger records a check value of that key, so a run with another key stops
+before sending (`ledger_key`). Every operation is one statement per up to `_CHUNK` keys, never
+one per recipient.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,7 +44,7 @@ from contextlib import contextmanager, suppress
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -71,13 +74,16 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import FromClause
 
+from tasks import ledger_key, ledger_runs
 from tasks.errors import ConfigError
+from tasks.ledger_key import KEY_FILE_NAME as KEY_FILE_NAME  # where callers look for them
+from tasks.ledger_key import LEDGER_KEY_ENV as LEDGER_KEY_ENV
+from tasks.ledger_key import MIN_SECRET_BYTES
+from tasks.ledger_runs import Interruption
 
 log = logging.getLogger(__name__)
 
 DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
-LEDGER_KEY_ENV = "FBSFLOW_LEDGER_KEY"
-KEY_FILE_NAME = "ledger.key"
 DB_FILE_NAME = "ledger.db"
 DEFAULT_LEASE_SECONDS = 600.0
 # Keys per SQL statement: large enough that 1M keys take 20 statements, small enough that one
@@ -91,7 +97,6 @@ _DEADLOCK = "40P01"
 _DEADLOCK_RETRIES = 3
 # 128 bits of the HMAC: collisions among a few million borrowers are out of reach.
 _KEY_HEX_CHARS = 32
-_MIN_SECRET_BYTES = 16
 # Joins keys into one PostgreSQL parameter; no key from recipient_key can contain it.
 _SEPARATOR = "\x1f"
 _SPACES = re.compile(r"\s+")
@@ -155,8 +160,7 @@ _OLD_LAYOUT = "campaign"
 
 # The SQLite statements of a batch's claim and mark, in the driver's own form (see _span_in_run).
 _SQL_ENDS = (
-    f"SELECT recipient_key, id FROM {deliveries.name} "
-    "WHERE stream = ? AND recipient_key IN (?, ?)"
+    f"SELECT recipient_key, id FROM {deliveries.name} WHERE stream = ? AND recipient_key IN (?, ?)"
 )
 _SQL_CLAIM_SPAN = (
     f"UPDATE {deliveries.name} SET state = ?, attempts = attempts + 1, batch_id = ?, run_id = ?, "
@@ -164,6 +168,7 @@ _SQL_CLAIM_SPAN = (
     "WHERE id BETWEEN ? AND ? AND state = ?"
 )
 _PLAIN_TYPES = frozenset({str, float, int, type(None)})
+_T = TypeVar("_T")
 
 
 def _sql_update_span(
@@ -206,7 +211,7 @@ def _json_array(values: list[str]) -> str:
     return json.dumps(values)
 
 
-def _chunks(keys: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
+def _chunks(keys: Iterable[_T], size: int = _CHUNK) -> Iterator[list[_T]]:
     it = iter(keys)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -229,11 +234,20 @@ class Ledger:
     """
 
     def __init__(
-        self, url: str, *, key: bytes, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        url: str,
+        *,
+        key: bytes,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        key_origin: str = "the key given to Ledger()",
     ) -> None:
-        if len(key) < _MIN_SECRET_BYTES:
+        """Open (creating or upgrading) the ledger at `url`; ConfigError if it has another key.
+
+        `key_origin` says where the key was found, for the message a mismatch gets.
+        """
+        if len(key) < MIN_SECRET_BYTES:
             raise ConfigError(
-                f"the ledger key is {len(key)} bytes; use at least {_MIN_SECRET_BYTES} random bytes"
+                f"the ledger key is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes"
             )
         self._hmac_inner, self._hmac_outer = _hmac_states(key)
         self.lease_seconds = lease_seconds
@@ -249,9 +263,19 @@ class Ledger:
         self._runs: dict[tuple[str, str], tuple[int, list[str]]] = {}
         # (campaign, channel) -> delivery_stream.id; ids never change once made (see `_stream`).
         self._streams: dict[tuple[str, str], int] = {}
+        # run_id -> when this instance last wrote that run's heartbeat (see `_heartbeat`).
+        self._holding: dict[str, float] = {}
         self._ids_lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self._create_table()
+        try:
+            self._create_table()
+            with self._transaction() as conn:
+                ledger_key.verify(
+                    conn, postgres=self._postgres, secret=key, origin=key_origin, where=_where(url)
+                )
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def __repr__(self) -> str:  # the URL may carry a password
         return f"Ledger(dialect={self._engine.dialect.name!r})"
@@ -260,14 +284,35 @@ class Ledger:
     def open(cls, data_dir: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Ledger:
         """The ledger at `FBSFLOW_DATABASE_URL`, else `ledger.db` in `data_dir` (made if missing).
 
-        The key comes from `FBSFLOW_LEDGER_KEY`, else from `data_dir/ledger.key`, made once with a
-        random key. Every machine sharing one PostgreSQL ledger must use the same key, or the same
-        address gets different keys and could be sent to twice: set the env variable there.
+        The key comes from `FBSFLOW_LEDGER_KEY`, else from `data_dir/ledger.key`, made at random
+        the first time, but only for a ledger never used before (else ConfigError: a new key
+        would send to everyone again). Every machine sharing one PostgreSQL ledger must use the
+        same key (set the env variable there); a run with another key stops with a ConfigError.
         """
-        data_dir = Path(data_dir)
+        data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         url = os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{data_dir / DB_FILE_NAME}"
-        return cls(url, key=_load_key(data_dir), lease_seconds=lease_seconds)
+        key = ledger_key.find_key(data_dir)
+        if key is None:
+            engine = _make_engine(url)
+            try:
+                with engine.connect() as conn:
+                    ledger_key.refuse_a_new_key(conn, deliveries.name, _where(url), data_dir)
+            finally:
+                engine.dispose()
+            key = ledger_key.make_key_file(data_dir)
+        return cls(url, key=key.secret, lease_seconds=lease_seconds, key_origin=key.origin)
+
+    @classmethod
+    def scratch(cls, folder: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Ledger:
+        """A throw-away SQLite ledger in `folder` with a random key, whatever the environment says.
+
+        For the outbox, which delivers to nobody: its rows must never reach the real ledger,
+        where they would pass for deliveries (and, left `sending` by a kill, keep the channel
+        open for good).
+        """
+        url = f"sqlite:///{Path(folder) / DB_FILE_NAME}"
+        return cls(url, key=os.urandom(32), lease_seconds=lease_seconds, key_origin="a scratch key")
 
     @property
     def dialect(self) -> str:
@@ -277,6 +322,12 @@ class Ledger:
         with self._ids_lock:
             self._known_ids.clear()
             self._runs.clear()
+            holding, self._holding = list(self._holding), {}
+        if holding:
+            # Only spares the next rerun a look at these runs; failing it (a full disk, a lost
+            # connection) must not hide whatever is ending this run.
+            with suppress(SQLAlchemyError), self._transaction() as conn:
+                ledger_runs.release(conn, holding)
         self._engine.dispose()
 
     def __enter__(self) -> Ledger:
@@ -324,9 +375,7 @@ class Ledger:
             unique = list(dict.fromkeys(unique))
         return self.register_parts(campaign, channel, [unique])
 
-    def register_parts(
-        self, campaign: str, channel: str, parts: Iterable[Sequence[str]]
-    ) -> int:
+    def register_parts(self, campaign: str, channel: str, parts: Iterable[Sequence[str]]) -> int:
         """`register` of the keys of `parts` in order, each part inserted as it arrives.
 
         For a caller still computing the later parts (the flow keys and sorts a million
@@ -404,6 +453,7 @@ class Ledger:
         it reads are still pending when it updates them. A claim that PostgreSQL rolls back to
         break a deadlock is made again.
         """
+        self._heartbeat(run_id)
         now = time.time()
         values = {
             "state": DeliveryState.SENDING.value,
@@ -581,6 +631,7 @@ class Ledger:
 
     def renew_claim(self, campaign: str, channel: str, keys: Sequence[str], *, run_id: str) -> int:
         """Before another attempt at claimed keys: count the attempt and extend their lease."""
+        self._heartbeat(run_id)
         now = time.time()
         return self._update(
             campaign,
@@ -662,24 +713,34 @@ class Ledger:
         self._forget(campaign, channel, keys)
         return changed
 
-    def resolve_interrupted(self, campaign: str, channel: str) -> int:
-        """Turn `sending` rows whose lease ran out (their run died) into `unknown`; for reruns."""
+    def resolve_interrupted(self, campaign: str, channel: str) -> list[Interruption]:
+        """Turn `sending` rows of dead runs into `unknown`, for reruns; one Interruption per run.
+
+        Dead: the run's process is gone from this host, or it has sent no heartbeat for two
+        minutes (`ledger_runs.gone`), or the rows' lease ran out. One UPDATE per dead run
+        (there is rarely more than one) and one for expired leases.
+        """
         now = time.time()
-        values = {
-            "state": DeliveryState.UNKNOWN.value,
-            "detail": "interrupted: the run sending it stopped before recording the outcome",
-            "updated_at": now,
-            "lease_until": None,
-        }
-        count = self._move(campaign, channel, DeliveryState.SENDING, values, _c.lease_until < now)
-        if count:
-            log.warning(
-                "%s/%s: %d recipients were being sent by a run that stopped; marked unknown",
-                campaign,
-                channel,
-                count,
-            )
-        return count
+        found: list[Interruption] = []
+        sending = _c.state == DeliveryState.SENDING.value
+        with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel)
+            candidates = list(ledger_runs.gone(conn, now))
+            expired = Interruption(0)
+            for run in [*candidates, expired]:
+                which = _c.run_id == run.run_id if run is not expired else _c.lease_until < now
+                values = {
+                    "state": DeliveryState.UNKNOWN.value,
+                    "detail": run.detail,
+                    "updated_at": now,
+                    "lease_until": None,
+                }
+                stmt = update(deliveries).where(_c.stream == stream, sending, which).values(values)
+                if count := conn.execute(stmt).rowcount:
+                    found.append(dataclasses.replace(run, count=count))
+        for run in found:
+            log.warning("%s/%s: %s", campaign, channel, run)
+        return found
 
     def requeue_unknown(self, campaign: str, channel: str) -> int:
         """unknown -> pending, so a rerun sends them: only if a person accepts duplicates."""
@@ -775,6 +836,53 @@ class Ledger:
                     (row.recipient_key, {**row._mapping, **named}) for row in conn.execute(stmt)
                 )
         return result
+
+    # --- repairs (`fbsflow ledger --repair`, see ledger_repair): never part of a run ----------
+
+    def channel_rows(self, campaign: str, channel: str) -> list[tuple[int, str, str, str | None]]:
+        """(id, recipient_key, state, run_id) of every row of a channel, in id order."""
+        with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
+            stmt = select(_c.id, _c.recipient_key, _c.state, _c.run_id).where(_c.stream == stream)
+            return [
+                (i, key, state, run) for i, key, state, run in conn.execute(stmt.order_by(_c.id))
+            ]
+
+    def provider_ids(
+        self, campaign: str, channel: str, *, like: str
+    ) -> set[tuple[str | None, str]]:
+        """The distinct (run_id, provider_id) of a channel's rows whose provider_id is LIKE `like`."""
+        with self._engine.connect() as conn:
+            stream = self._stream(conn, campaign, channel)
+            stmt = select(_c.run_id, _c.provider_id).where(
+                _c.stream == stream, _c.provider_id.like(like)
+            )
+            return {(run_id, ids) for run_id, ids in conn.execute(stmt.distinct())}
+
+    def change_rows(
+        self,
+        campaign: str,
+        channel: str,
+        ids: Sequence[int],
+        guard: ColumnElement[bool],
+        values: Mapping[str, Any] | None,
+    ) -> int:
+        """Give a channel's rows `values` (None: delete them) by id, where `guard` still holds."""
+        with self._ids_lock:  # remembered ids and stretches may name rows that change here
+            for remembered in (self._claimed_ids, self._known_ids, self._runs):
+                remembered.pop((campaign, channel), None)
+        changed = 0
+        with self._transaction() as conn:
+            stream = self._stream(conn, campaign, channel)
+            for chunk in _chunks(sorted(ids)):
+                where = (_c.stream == stream, self._by_ids(chunk), guard)
+                stmt = (
+                    deliveries.delete().where(*where)
+                    if values is None
+                    else update(deliveries).where(*where).values(values)
+                )
+                changed += conn.execute(stmt).rowcount
+        return changed
 
     def delete_campaign(self, campaign: str) -> int:
         """Remove every row of a campaign (tests and deliberate clean-ups only)."""
@@ -970,7 +1078,20 @@ class Ledger:
             self._streams[(campaign, channel)] = found
         return int(found)
 
+    def _heartbeat(self, run_id: str) -> None:
+        """Record that this process holds `run_id`'s claims and is alive: at most every 20 s."""
+        now = time.time()
+        with self._ids_lock:
+            if now - self._holding.get(run_id, 0.0) < ledger_runs.HEARTBEAT_SECONDS:
+                return
+            self._holding[run_id] = now
+        with self._transaction() as conn:
+            ledger_runs.record(
+                conn, run_id, now=now, lease_seconds=self.lease_seconds, postgres=self._postgres
+            )
+
     def _create_table(self) -> None:
+        """Create what is missing: a ledger of an earlier layout is upgraded here, on open."""
         try:
             with self._transaction() as conn:
                 if self._postgres:
@@ -978,12 +1099,13 @@ class Ledger:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242017)")
                 if _OLD_LAYOUT in _columns(conn, deliveries.name):
                     self._migrate(conn)
-                else:
-                    _metadata.create_all(conn, checkfirst=True)
+                # Tables added since (the key's check value, the runs' holders) come with it.
+                for metadata in _ALL_METADATA:
+                    metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError:
             # Two processes creating a fresh PostgreSQL ledger at once: the loser's CREATE fails.
             with self._engine.connect() as conn:
-                tables = [table.name for table in _metadata.sorted_tables]
+                tables = [t.name for metadata in _ALL_METADATA for t in metadata.sorted_tables]
                 if not all(self._engine.dialect.has_table(conn, name) for name in tables):
                     raise
 
@@ -1015,6 +1137,18 @@ class Ledger:
                 f"(SELECT COALESCE(max(id), 0) + 1 FROM {deliveries.name}), false)"
             )
         log.info("ledger moved to one delivery_stream row per campaign and channel")
+
+
+# Every table of a ledger: the deliveries here, the key and the runs in their own modules.
+_ALL_METADATA = (_metadata, ledger_key.metadata, ledger_runs.metadata)
+
+
+def _where(url: str) -> str:
+    """A ledger's place for a message: the SQLite file, or the URL without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
 
 
 class _CountChanged(Exception):
@@ -1081,33 +1215,3 @@ def _make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def _load_key(data_dir: Path) -> bytes:
-    """The HMAC key: env FBSFLOW_LEDGER_KEY, else `data_dir/ledger.key`, created once at random."""
-    from_env = os.environ.get(LEDGER_KEY_ENV)
-    if from_env:
-        key = from_env.encode()
-        if len(key) < _MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"{LEDGER_KEY_ENV} is shorter than {_MIN_SECRET_BYTES} characters; set a long "
-                "random value, e.g. from: python -c 'import secrets; print(secrets.token_hex(32))'"
-            )
-        return key
-    path = data_dir / KEY_FILE_NAME
-    if not path.exists():
-        # Write aside, then link into place: if two processes race, both use the winner's key.
-        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_text().strip().encode()
-    if len(key) < _MIN_SECRET_BYTES:
-        raise ConfigError(f"{path} holds too short a key; delete it only if nothing was sent yet")
-    return key

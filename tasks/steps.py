@@ -30,10 +30,13 @@ from tasks.checklist import (
     checklist_definitions,
     table_rows,
 )
+from tasks.checklist import DB_FILE_NAME as CHECKLIST_FILE
 from tasks.config import load_card, load_municipality
 from tasks.content import facts
 from tasks.errors import ConfigError
 from tasks.gallery import build_gallery, gallery_markdown
+from tasks.ledger import DB_FILE_NAME as LEDGER_FILE
+from tasks.ledger import KEY_FILE_NAME
 from tasks.models import Channel, Language, MunicipalityConfig, StepKind, TaskCard
 from tasks.output import OutputFolder
 from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
@@ -210,9 +213,42 @@ def triggered_by() -> str:
         return "unknown"
 
 
-def data_dir() -> Path:
-    """Where the ledger and checklist live when no FBSFLOW_DATABASE_URL is set."""
-    return Path(os.environ.get("FBSFLOW_DATA_DIR", ".fbsflow"))
+DATA_DIR_ENV = "FBSFLOW_DATA_DIR"
+STATE_DIR_NAME = ".fbsflow"
+
+
+def data_dir(config_path: str | Path) -> Path:
+    """Where the ledger, its key and the checklist live (absolute): env FBSFLOW_DATA_DIR, else
+    `.fbsflow/` beside the municipality's config file.
+
+    Never relative to the working directory: the ledger's key lives here (also with
+    FBSFLOW_DATABASE_URL, unless FBSFLOW_LEDGER_KEY is set), and a run from another directory
+    once made a new key there and sent the whole campaign again. Resolve it once per run.
+    """
+    if configured := os.environ.get(DATA_DIR_ENV):
+        return Path(configured).expanduser().resolve()
+    anchored = Path(config_path).resolve().parent / STATE_DIR_NAME
+    _refuse_a_state_left_behind(anchored)
+    return anchored
+
+
+def _refuse_a_state_left_behind(anchored: Path) -> None:
+    """ConfigError while `.fbsflow/` of the working directory (where fbsflow kept its ledger
+    before it lived beside the config) holds a ledger and `anchored` holds none: a new, empty
+    ledger there would send to everyone again."""
+    names = (LEDGER_FILE, KEY_FILE_NAME, CHECKLIST_FILE)
+    try:
+        earlier = Path.cwd() / STATE_DIR_NAME
+    except OSError:  # the working directory was removed: nothing can be left there
+        return
+    if earlier.resolve() == anchored or any((anchored / n).exists() for n in names):
+        return
+    if any((earlier / n).exists() for n in names):
+        raise ConfigError(
+            f"{earlier} holds the ledger and checklist of an earlier fbsflow, which kept them in "
+            f"the directory it ran from; they now live beside the config, in {anchored}. Fix: "
+            f"move them there (mv {earlier} {anchored}), or set {DATA_DIR_ENV}={earlier}"
+        )
 
 
 def server_mode() -> bool:
@@ -281,10 +317,13 @@ def poster_mail(config: MunicipalityConfig, content: ChannelContent) -> Message:
     )
 
 
-def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard) -> list[str]:
-    """Pause once per open manual step (e.g. posters up in a branch) for a person to confirm."""
+def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:
+    """Pause once per open manual step (e.g. posters up in a branch) for a person to confirm.
+
+    `data` is the run's `data_dir`.
+    """
     confirmed = []
-    with Checklist.open(data_dir()) as checklist:
+    with Checklist.open(data) as checklist:
         open_manual = [
             s
             for s in checklist.steps(card, config)
@@ -305,9 +344,13 @@ def record_checklist(
     approval: dict[str, Any],
     confirmations: Sequence[str],
     confirmed_by: str,
+    data: Path,
 ) -> list[ChecklistStep]:
-    """Store what this run did: automated steps from outcomes, manual ones from confirmations."""
-    with Checklist.open(data_dir()) as checklist:
+    """Store what this run did: automated steps from outcomes, manual ones from confirmations.
+
+    `data` is the run's `data_dir`.
+    """
+    with Checklist.open(data) as checklist:
         definitions = checklist_definitions(card, config)
         by_channel = {o.channel.value: o for o in outcomes}
         checklist.set_state(

@@ -317,7 +317,7 @@ def test_a_killed_run_is_resolved_unknown_and_not_resent(db_url: str) -> None:
             deliver(provider, dying, recipients)
     time.sleep(0.01)  # the dead run's lease runs out
     with Ledger(db_url, key=KEY) as rerun_ledger:
-        assert rerun_ledger.resolve_interrupted(CAMPAIGN, CHANNEL) == 10
+        assert sum(i.count for i in rerun_ledger.resolve_interrupted(CAMPAIGN, CHANNEL)) == 10
         rerun = deliver(provider, rerun_ledger, recipients, run_id="run-2")
         assert rerun.requests == 0
         assert rerun_ledger.counts(CAMPAIGN, CHANNEL)["unknown"] == 10

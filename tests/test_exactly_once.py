@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tasks.audience import import_audience
-from tasks.checklist import Checklist, checklist_definitions
+from tasks.checklist import checklist_definitions
 from tasks.config import load_card, load_municipality
 from tasks.ledger import DeliveryState, Ledger
 from tasks.models import Channel, MunicipalityConfig, StepKind
@@ -52,6 +52,7 @@ from tests.support.e2e import (
     ledger_cli,
     prefect_db_texts,
 )
+from tests.support.postgres import fresh_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -386,7 +387,11 @@ def run_faults(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Faults:
         after = (sg.stats()["requests"], gw.requests)
         emails_after = Counter(sg.deliveries)
     return Faults(
-        first, second, dropped=dropped, requests_before_rerun=before, requests_after_rerun=after,
+        first,
+        second,
+        dropped=dropped,
+        requests_before_rerun=before,
+        requests_after_rerun=after,
         emails_after_rerun=emails_after,
         newsletter_after_rerun=sqlite_states(folder, truth, "newsletter"),
         **snapshot,
@@ -398,7 +403,9 @@ def faults(scenarios: Scenarios) -> Faults:
     return scenarios.result("faults")
 
 
-def test_faults_duplicate_nobody_and_a_dropped_batch_is_unknown(faults: Faults, truth: Truth) -> None:
+def test_faults_duplicate_nobody_and_a_dropped_batch_is_unknown(
+    faults: Faults, truth: Truth
+) -> None:
     # Every fault was served: SendGrid's 429, 500 and 503 and GatewayAPI's 429 and 500.
     assert [faults.sendgrid_answers[s] for s in (429, 500, 503)] == [1, 1, 1]
     assert faults.gatewayapi_requests == faults.gatewayapi_accepted + 2
@@ -427,7 +434,9 @@ def test_faults_duplicate_nobody_and_a_dropped_batch_is_unknown(faults: Faults, 
     assert record["sms"]["status"] == "done"
 
 
-def test_a_rerun_after_faults_does_not_resend_the_unknown_batch(faults: Faults, truth: Truth) -> None:
+def test_a_rerun_after_faults_does_not_resend_the_unknown_batch(
+    faults: Faults, truth: Truth
+) -> None:
     assert faults.requests_after_rerun == faults.requests_before_rerun, "the rerun sent requests"
     assert faults.emails_after_rerun == faults.emails
     assert faults.newsletter_after_rerun == faults.newsletter
@@ -480,7 +489,11 @@ def run_crash(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Crash:
                 assert run1.wait(RUN_TIMEOUT) == -signal.SIGKILL, run1.tail()
             killed_at = time.monotonic()
             settled(sg, gw)
-            after_1 = (Counter(sg.deliveries), sqlite_states(folder, truth, "newsletter"), gw.requests)
+            after_1 = (
+                Counter(sg.deliveries),
+                sqlite_states(folder, truth, "newsletter"),
+                gw.requests,
+            )
 
             # Only after the lease has run out may a rerun judge run 1's claims interrupted.
             time.sleep(max(0.0, CRASH_LEASE_SECONDS + 0.5 - (time.monotonic() - killed_at)))
@@ -598,8 +611,13 @@ def _together(
                 fbsflow.finish(run, RUN_TIMEOUT, codes=(0, 1))
         emails, sms = Counter(sg.deliveries), gw.delivered
     return Together(
-        runs, gate.opened.is_set(), gate.held_through, emails, sms,
-        probe.sent_by_run(campaign, "newsletter"), {c: read(c) for c in CHANNELS},
+        runs,
+        gate.opened.is_set(),
+        gate.held_through,
+        emails,
+        sms,
+        probe.sent_by_run(campaign, "newsletter"),
+        {c: read(c) for c in CHANNELS},
     )
 
 
@@ -614,8 +632,14 @@ def run_together_sqlite(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Togethe
     probe = LedgerProbe(f"sqlite:///{folder / 'data' / 'ledger.db'}")
     try:
         return _together(
-            truth, fbsflow, folder, config=truth.config_path, campaign=truth.campaign, probe=probe,
-            read=lambda channel: sqlite_states(folder, truth, channel), extra_env={},
+            truth,
+            fbsflow,
+            folder,
+            config=truth.config_path,
+            campaign=truth.campaign,
+            probe=probe,
+            read=lambda channel: sqlite_states(folder, truth, channel),
+            extra_env={},
         )
     finally:
         probe.close()
@@ -626,27 +650,30 @@ def run_together_postgres(truth: Truth, fbsflow: Fbsflow, folder: Path) -> Toget
     try:
         probe.ping()
     except Exception:  # no server, or no such database
-        probe.close()
         return None
-    # A campaign of its own in the shared database: the slug is part of the campaign id.
-    config_path = write_config(folder, slug=f"e2e-{secrets.token_hex(4)}")
-    config = load_municipality(config_path)
-    campaign = campaign_id(config)
-    key = secrets.token_hex(32)
-    ledger = Ledger(POSTGRES_URL, key=key.encode())
-    expected = {"newsletter": truth.newsletter, "sms": truth.sms}
-    try:
-        return _together(
-            truth, fbsflow, folder, config=config_path, campaign=campaign, probe=probe,
-            read=lambda channel: states(ledger, campaign, channel, expected[channel]),
-            extra_env={"FBSFLOW_DATABASE_URL": POSTGRES_URL, "FBSFLOW_LEDGER_KEY": key},
-        )
     finally:
-        ledger.delete_campaign(campaign)
-        ledger.close()
         probe.close()
-        with Checklist(POSTGRES_URL) as checklist:
-            checklist.reset(config, load_card(config.card))
+    # A schema of its own: a ledger records its key, and this one's key is made for this run.
+    with fresh_schema(POSTGRES_URL, "e2e") as url:
+        config_path = write_config(folder, slug=f"e2e-{secrets.token_hex(4)}")
+        campaign = campaign_id(load_municipality(config_path))
+        key = secrets.token_hex(32)
+        probe = LedgerProbe(url)
+        expected = {"newsletter": truth.newsletter, "sms": truth.sms}
+        try:
+            with Ledger(url, key=key.encode()) as ledger:
+                return _together(
+                    truth,
+                    fbsflow,
+                    folder,
+                    config=config_path,
+                    campaign=campaign,
+                    probe=probe,
+                    read=lambda channel: states(ledger, campaign, channel, expected[channel]),
+                    extra_env={"FBSFLOW_DATABASE_URL": url, "FBSFLOW_LEDGER_KEY": key},
+                )
+        finally:
+            probe.close()
 
 
 @pytest.fixture(scope="module")
@@ -665,7 +692,9 @@ def together_postgres(scenarios: Scenarios) -> Together:
 def assert_together(together: Together, truth: Truth) -> None:
     assert together.gate_opened, "the second run never claimed a batch while the first was sending"
     # Both runs sent part of the newsletter: their claims really interleaved.
-    assert len(together.sent_by_run) == 2 and all(together.sent_by_run.values()), together.sent_by_run
+    assert len(together.sent_by_run) == 2 and all(together.sent_by_run.values()), (
+        together.sent_by_run
+    )
     assert_exactly_once(together.emails, truth.emails, "newsletter")
     assert_exactly_once(together.sms, truth.sms, "sms")
     for channel in CHANNELS:
@@ -710,7 +739,9 @@ def test_no_personal_data_in_output_logs_or_artifacts(
         scan(f"{run.name}: stdout", run.stdout)
         scan(f"{run.name}: stderr", run.stderr)
         files = [f for f in run.output.rglob("*") if f.is_file()] if run.output.exists() else []
-        outbox = [f for f in files if f.parent.name == "requests" and f.parent.parent.name in CHANNELS]
+        outbox = [
+            f for f in files if f.parent.name == "requests" and f.parent.parent.name in CHANNELS
+        ]
         assert not outbox, f"{run.name}: outbox request files although providers are set"
         for file in files:
             if file.suffix in (".pdf", ".png"):

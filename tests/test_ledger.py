@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import os
 import random
-import socket
+import signal
 import stat
 import threading
 import time
@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+from tasks import ledger_key, ledger_repair, ledger_runs
 from tasks.errors import ConfigError
 from tasks.ledger import (
     DATABASE_URL_ENV,
@@ -32,35 +33,23 @@ from tasks.ledger import (
     _sql_update_span,
     normalise_address,
 )
+from tests.support.postgres import fresh_schema, postgres_url, reachable
 
 KEY = b"test-ledger-key-0123456789abcdef"
 CHANNEL = "newsletter"
 
 
-def _postgres_url() -> str:
-    env = os.environ.get("FBSFLOW_TEST_POSTGRES_URL") or os.environ.get(DATABASE_URL_ENV, "")
-    if env.startswith("postgresql"):
-        return env
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_reachable(url: str) -> bool:
-    parsed = make_url(url)
-    try:
-        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), 1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ledger database: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    url = _postgres_url()
-    if not _postgres_reachable(url):
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    url = postgres_url()
+    if not reachable(url):
         pytest.skip(f"PostgreSQL not reachable at {make_url(url).host}:{make_url(url).port}")
-    return url
+    with fresh_schema(url) as fresh:
+        yield fresh
 
 
 @pytest.fixture
@@ -169,6 +158,110 @@ def test_open_uses_the_database_url_from_the_environment(
         led.register("c", CHANNEL, ["a"])
     assert (tmp_path / "elsewhere.db").is_file()
     assert not (tmp_path / "data" / "ledger.db").exists()
+
+
+# --- the key belongs to the ledger ------------------------------------------------------------
+
+
+OTHER_KEY = b"another-ledger-key-fedcba9876543210"
+
+
+def _recorded_key(url: str) -> list[tuple[str, str]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r) for r in conn.exec_driver_sql("SELECT check_value, origin FROM ledger_key")
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_a_ledger_records_its_keys_check_value_and_refuses_another_key(
+    db_url: str, campaign: str
+) -> None:
+    with Ledger(db_url, key=KEY, key_origin="/srv/fbsflow/.fbsflow/ledger.key") as first:
+        first.register(campaign, CHANNEL, ["a", "b"])
+    [(check, origin)] = _recorded_key(db_url)
+    assert check == ledger_key.check_value(KEY) and KEY.decode() not in check + origin
+    assert origin.startswith("/srv/fbsflow/.fbsflow/ledger.key on host ")
+    with Ledger(db_url, key=KEY) as again:  # the same key: opens as before
+        assert again.counts(campaign, CHANNEL)["pending"] == 2
+
+    with pytest.raises(ConfigError) as refused:
+        Ledger(db_url, key=OTHER_KEY, key_origin=LEDGER_KEY_ENV)
+    message = str(refused.value)
+    # Which key the ledger expects and where it came from, this run's key and its source, the fix.
+    assert f"key {ledger_key.key_id(KEY)} (from /srv/fbsflow/.fbsflow/ledger.key on host" in message
+    assert f"this run's key is {ledger_key.key_id(OTHER_KEY)} (from {LEDGER_KEY_ENV})" in message
+    assert "nothing was sent" in message and f"Fix: set {LEDGER_KEY_ENV}" in message
+    assert KEY.decode() not in message and OTHER_KEY.decode() not in message
+    assert _recorded_key(db_url) == [(check, origin)]
+
+
+def _open_with(url: str, key: bytes, start: Any, results: Any) -> None:
+    start.wait(30)
+    try:
+        Ledger(url, key=key).close()
+        results.put(("opened", key))
+    except ConfigError:
+        results.put(("refused", key))
+
+
+def test_a_ledger_from_before_the_check_records_the_first_key_once_when_two_race(
+    db_url: str, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    with Ledger(db_url, key=KEY) as led:
+        led.register(campaign, CHANNEL, ["a"])
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # a ledger written before keys were recorded
+        conn.exec_driver_sql("DROP TABLE ledger_key")
+    engine.dispose()
+
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    racers = [
+        ctx.Process(target=_open_with, args=(db_url, key, start, results))
+        for key in (KEY, OTHER_KEY)
+    ]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = dict(results.get(timeout=60) for _ in racers)
+    for racer in racers:
+        racer.join(30)
+    # Exactly one key was recorded, and the other process was refused.
+    assert sorted(outcomes) == ["opened", "refused"]
+    assert _recorded_key(db_url)[0][0] == ledger_key.check_value(outcomes["opened"])
+
+
+def test_open_makes_no_new_key_for_a_ledger_used_before(
+    db_url: str, campaign: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine or folder without the key file meets a shared ledger that has deliveries."""
+    monkeypatch.setenv(DATABASE_URL_ENV, db_url)
+    monkeypatch.delenv(LEDGER_KEY_ENV, raising=False)
+    with Ledger.open(tmp_path / "first") as first:
+        first.register(campaign, CHANNEL, ["a"])
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ConfigError) as refused:
+        Ledger.open(elsewhere)
+    message = str(refused.value)
+    assert "this run found no key" in message and str(elsewhere / KEY_FILE_NAME) in message
+    # Which key the ledger holds, and where it was found.
+    first_key = (tmp_path / "first" / KEY_FILE_NAME).read_text().strip()
+    used = f"was first used with key {ledger_key.key_id(first_key.encode())} (from "
+    assert used + str(tmp_path / "first" / KEY_FILE_NAME) in message
+    assert first_key not in message
+    assert not (elsewhere / KEY_FILE_NAME).exists()
+    # With the key used before, from the environment, the same ledger opens.
+    monkeypatch.setenv(LEDGER_KEY_ENV, first_key)
+    with Ledger.open(elsewhere) as shared:
+        assert shared.counts(campaign, CHANNEL)["pending"] == 1
 
 
 # --- register, claim, mark ---------------------------------------------------------------------
@@ -339,8 +432,9 @@ def test_resolve_interrupted_turns_only_expired_claims_unknown(
     # A run that is still sending, within its lease.
     ledger.claim(campaign, CHANNEL, ["alive"], batch_id="2", run_id="alive")
     time.sleep(0.01)
-    assert ledger.resolve_interrupted(campaign, CHANNEL) == 2
-    assert ledger.resolve_interrupted(campaign, CHANNEL) == 0
+    [expired] = ledger.resolve_interrupted(campaign, CHANNEL)
+    assert expired.count == 2 and expired.pid is None and "lease ran out" in str(expired)
+    assert ledger.resolve_interrupted(campaign, CHANNEL) == []
     assert ledger.states(campaign, CHANNEL, ["dead-1", "dead-2", "alive", "done", "waiting"]) == {
         "dead-1": DeliveryState.UNKNOWN,
         "dead-2": DeliveryState.UNKNOWN,
@@ -356,6 +450,95 @@ def test_resolve_interrupted_turns_only_expired_claims_unknown(
     # ... unless a person chooses at-least-once.
     assert ledger.requeue_unknown(campaign, CHANNEL) == 2
     assert sorted(ledger.pending_keys(campaign, CHANNEL)) == ["dead-1", "dead-2"]
+
+
+def _claim_and_die(url: str, campaign: str, keys: list[str], done: Any, stay: Any) -> None:
+    """A run that claims `keys` (a lease of 10 minutes) and, unless told to stay, is killed."""
+    with Ledger(url, key=KEY) as led:
+        led.claim(campaign, CHANNEL, keys, batch_id="b", run_id=f"run-{os.getpid()}")
+        done.set()
+        if stay is None:
+            os.kill(os.getpid(), signal.SIGKILL)  # no close, no mark: as kill -9 leaves it
+        stay.wait(60)
+
+
+def _child_run(db_url: str, campaign: str, keys: list[str], *, stay: bool) -> tuple[Any, Any]:
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Event()
+    keep = ctx.Event() if stay else None
+    child = ctx.Process(target=_claim_and_die, args=(db_url, campaign, keys, done, keep))
+    child.start()
+    assert done.wait(60), "the child run never claimed"
+    return child, keep
+
+
+def test_a_claim_by_a_dead_process_on_this_host_is_taken_over_at_once(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    ledger.register(campaign, CHANNEL, ["a", "b", "c", "d"])
+    child, _ = _child_run(db_url, campaign, ["a", "b", "c"], stay=False)
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    # Its lease has ten minutes to go; its process is gone: the rerun takes its rows at once.
+    [gone] = ledger.resolve_interrupted(campaign, CHANNEL)
+    assert (gone.count, gone.pid, gone.host) == (3, child.pid, ledger_runs.HOST)
+    assert str(gone) == (
+        f"the earlier run (pid {child.pid} on host {ledger_runs.HOST}) is gone: its 3 recipients "
+        "were marked unknown (the provider may have accepted them)"
+    )
+    assert set(ledger.states(campaign, CHANNEL, ["a", "b", "c"]).values()) == {
+        DeliveryState.UNKNOWN
+    }
+    assert f"pid {child.pid}" in ledger.rows(campaign, CHANNEL, ["a"])["a"]["detail"]
+    assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+
+
+def test_a_claim_by_a_live_run_is_left_alone_until_it_stops_sending_heartbeats(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    ledger.register(campaign, CHANNEL, ["a", "b"])
+    child, stay = _child_run(db_url, campaign, ["a", "b"], stay=True)
+    try:
+        assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+        assert ledger.counts(campaign, CHANNEL)["sending"] == 2
+        # The same run seen from another host: alive while its heartbeat is fresh ...
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE ledger_run SET host = 'elsewhere'")
+        assert ledger.resolve_interrupted(campaign, CHANNEL) == []
+        # ... and dead once it has been silent for more than two minutes.
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE ledger_run SET heartbeat_at = {time.time() - 300}")
+        engine.dispose()
+        [silent] = ledger.resolve_interrupted(campaign, CHANNEL)
+        assert (silent.count, silent.pid, silent.host) == (2, child.pid, "elsewhere")
+        assert "has sent no heartbeat for 5 minutes: its 2 recipients were marked unknown" in str(
+            silent
+        )
+    finally:
+        assert stay is not None
+        stay.set()
+        child.join(30)
+
+
+def test_a_run_writes_its_heartbeat_once_per_interval_not_per_claim(
+    db_url: str, ledger: Ledger, campaign: str
+) -> None:
+    from sqlalchemy import create_engine
+
+    ledger.register(campaign, CHANNEL, keys_(30))
+    for i in range(0, 30, 3):
+        ledger.claim(campaign, CHANNEL, keys_(30)[i : i + 3], batch_id=str(i), run_id="r")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        [(host, pid, beat)] = conn.exec_driver_sql(
+            "SELECT host, pid, heartbeat_at FROM ledger_run WHERE run_id = 'r'"
+        ).all()
+    engine.dispose()
+    assert (host, pid) == (ledger_runs.HOST, os.getpid())
+    assert ledger._holding == {"r": beat}  # one write for ten claims
 
 
 def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campaign: str) -> None:
@@ -387,9 +570,7 @@ def test_accept_unknown_records_them_sent_and_who_decided(ledger: Ledger, campai
     assert ledger.states(campaign, "sms", ["u1"]) == {"u1": DeliveryState.UNKNOWN}
 
 
-def test_accept_unknown_with_a_count_takes_that_many_or_none(
-    ledger: Ledger, campaign: str
-) -> None:
+def test_accept_unknown_with_a_count_takes_that_many_or_none(ledger: Ledger, campaign: str) -> None:
     ledger.register(campaign, CHANNEL, ["u1", "u2", "u3"])
     ledger.claim(campaign, CHANNEL, ["u1", "u2", "u3"], batch_id="1", run_id="r")
     ledger.mark(campaign, CHANNEL, dict.fromkeys(["u1", "u2"], DeliveryState.UNKNOWN))
@@ -403,7 +584,11 @@ def test_accept_unknown_with_a_count_takes_that_many_or_none(
 
     assert ledger.accept_unknown(campaign, CHANNEL, by="Test Leder", expect=2) == 2
     assert ledger.counts(campaign, CHANNEL) == {
-        "pending": 0, "sending": 1, "sent": 2, "failed": 0, "unknown": 0
+        "pending": 0,
+        "sending": 1,
+        "sent": 2,
+        "failed": 0,
+        "unknown": 0,
     }
 
 
@@ -504,6 +689,83 @@ def test_a_stale_first_registration_is_not_trusted_after_the_campaign_was_rewrit
     }
 
 
+# --- rows outbox runs left in the real ledger (fbsflow ledger --repair) --------------------------
+
+
+def _outbox_run(
+    led: Ledger, campaign: str, keys: list[str], run_id: str, *, marked: int, pending: int
+) -> None:
+    """What an outbox run of an earlier fbsflow wrote: `marked` rows sent with request files as
+    provider ids, the rest claimed and never marked (killed), `pending` of them never claimed."""
+    led.register(campaign, "sms", keys)
+    claimed = keys[: len(keys) - pending]
+    led.claim(campaign, "sms", claimed, batch_id="ob", run_id=run_id)
+    ids = ["da-0123456789abcdef.json", "en-fedcba9876543210.json"]
+    led.mark(campaign, "sms", dict.fromkeys(claimed[:marked], "sent"), provider_ids=ids)
+
+
+def test_the_check_tells_outbox_rows_from_real_deliveries_and_the_repair_keeps_the_real_ones(
+    db_url: str, campaign: str
+) -> None:
+    audience = keys_(12, "a")
+    with Ledger(db_url, key=KEY, lease_seconds=0) as led:
+        # A real run delivered 10 recipients, and one borrower who has left the audience since.
+        led.register(campaign, "sms", [*audience[:10], "left"])
+        led.claim(campaign, "sms", [*audience[:10], "left"], batch_id="r", run_id="real")
+        led.mark(
+            campaign, "sms", dict.fromkeys([*audience[:10], "left"], "sent"), provider_ids=["1"]
+        )
+        # Outbox runs: one under a random key (strays), killed with 2 claimed and 2 never claimed;
+        # one under the real key, which "sent" the last two recipients to nobody.
+        _outbox_run(led, campaign, keys_(10, "x"), "outbox-1", marked=6, pending=2)
+        _outbox_run(led, campaign, audience[10:], "outbox-2", marked=2, pending=0)
+        [lapsed] = led.resolve_interrupted(campaign, "sms")  # a later run met the killed claims
+        assert lapsed.count == 2
+
+        found = ledger_repair.check(led, campaign, "sms", audience)
+        assert found.outbox_runs == {"outbox-1", "outbox-2"}
+        assert found.stray == {"sent": 7, "unknown": 2, "pending": 2}
+        assert len(found.removable) == 10 and found.kept == {"sent": 1}
+        assert len(found.outbox_only) == 2
+        lines = "\n".join(found.lines())
+        assert (
+            "sms: 11 rows are not recipients of this audience (pending 2, sent 7, unknown 2)"
+            in lines
+        )
+        assert "10 of them record no delivery" in lines and "--repair removes them" in lines
+        assert "kept 1 rows that may record a real delivery (sent 1)" in lines
+        assert "2 recipients are recorded only by an outbox run" in lines
+        assert led.counts(campaign, "sms")["sent"] == 19  # the check changed nothing
+
+        assert ledger_repair.repair(led, campaign, found) == (10, 2)
+        assert led.counts(campaign, "sms") == {
+            "pending": 2,
+            "sending": 0,
+            "sent": 11,
+            "failed": 0,
+            "unknown": 0,
+        }
+        assert led.pending_keys(campaign, "sms") == audience[10:]
+        again = ledger_repair.check(led, campaign, "sms", audience)
+        assert not again.removable and not again.outbox_only and again.kept == {"sent": 1}
+
+
+def test_the_repair_leaves_a_row_another_run_claimed_since_the_check(
+    db_url: str, campaign: str
+) -> None:
+    with Ledger(db_url, key=KEY) as led:
+        led.register(campaign, "sms", ["stray-1", "stray-2"])
+        found = ledger_repair.check(led, campaign, "sms", [])
+        assert len(found.removable) == 2
+        # A run with another export claims one of them before the repair: it is being sent now.
+        with Ledger(db_url, key=KEY) as other:
+            other.claim(campaign, "sms", ["stray-1"], batch_id="b", run_id="other")
+        assert ledger_repair.repair(led, campaign, found) == (1, 0)
+        assert led.states(campaign, "sms", ["stray-1", "stray-2"]) == {
+            "stray-1": DeliveryState.SENDING
+        }
+
+
 # --- upgrading --------------------------------------------------------------------------------
 
 
@@ -530,30 +792,8 @@ def _old_layout(metadata: Any) -> Any:
     )
 
 
-@pytest.fixture
-def old_ledger_url(db_url: str) -> Iterator[str]:
-    """A database with nothing but an old-layout ledger (PostgreSQL: a schema of its own)."""
-    if not db_url.startswith("postgresql"):
-        yield db_url
-        return
-    from sqlalchemy import create_engine
-
-    schema = f"upgrade_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(db_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
-def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(
-    old_ledger_url: str,
-) -> None:
+def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(db_url: str) -> None:
+    old_ledger_url = db_url  # a fresh database: nothing but the old-layout ledger made below
     from sqlalchemy import MetaData, create_engine, inspect
 
     old = _old_layout(MetaData())
@@ -611,7 +851,7 @@ def test_a_ledger_of_the_old_layout_is_moved_over_with_every_row_as_it_was(
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
     engine.dispose()
-    assert tables == {"delivery_ledger", "delivery_stream"}
+    assert tables == {"delivery_ledger", "delivery_stream", "ledger_key", "ledger_run"}
 
 
 # --- concurrency -------------------------------------------------------------------------------
