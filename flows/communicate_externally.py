@@ -254,7 +254,9 @@ def deliver(
             "run again after it has finished to record the final counts"
         )
     if counts.get("unknown"):
-        unknown = f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        unknown = (
+            f"{counts['unknown']} may or may not have been delivered (the provider did not answer)"
+        )
         if channel in DELIVERED:
             # Not "done": the card must not read as complete while some borrowers may have had
             # no message. A person decides, one way or the other; the next approved run of this

@@ -42,15 +42,22 @@ MANUAL = [
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ledger/checklist database and no provider credentials: everything to the outbox."""
     monkeypatch.setenv("FBSFLOW_DATA_DIR", str(tmp_path / "data"))
-    for name in ("SENDGRID_API_KEY", "GATEWAYAPI_TOKEN", "FBSFLOW_SMTP_HOST", "FBSFLOW_DATABASE_URL",
-                 "PREFECT_API_URL"):
+    for name in (
+        "SENDGRID_API_KEY",
+        "GATEWAYAPI_TOKEN",
+        "FBSFLOW_SMTP_HOST",
+        "FBSFLOW_DATABASE_URL",
+        "PREFECT_API_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
 
 def _run(root: Path, **kwargs: object) -> dict:
     return communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(EXAMPLE_AUDIENCE), output_root=str(root / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(EXAMPLE_AUDIENCE),
+        output_root=str(root / "outbox"),
         **kwargs,
     )
 
@@ -59,7 +66,8 @@ def _newsletter_states(capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
     """The newsletter's counts per state, as `fbsflow ledger CONFIG` prints them."""
     assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
     [counts] = [
-        line for line in capsys.readouterr().out.splitlines()
+        line
+        for line in capsys.readouterr().out.splitlines()
         if line.strip().startswith("newsletter")
     ]
     words = counts.split()[1:]
@@ -127,14 +135,23 @@ def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
         assert news["status"] == "unconfirmed"
         assert record["status"] == "incomplete"
         [reason] = [r for r in record["reasons"] if r.startswith("newsletter")]
-        assert f"--accept-unknown newsletter --by NAME --expect {news['counts']['unknown']}" in reason
+        assert (
+            f"--accept-unknown newsletter --by NAME --expect {news['counts']['unknown']}" in reason
+        )
         assert "--at-least-once" in reason
         requests = sendgrid.stats()["requests"]
 
         # Deciding needs a name; without one nothing changes.
         assert fbsflow(["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter"]) == 2
         assert "needs --by NAME" in capsys.readouterr().err
-        accept = ["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter", "--by", "Test Leder"]
+        accept = [
+            "ledger",
+            str(EXAMPLE_CONFIG),
+            "--accept-unknown",
+            "newsletter",
+            "--by",
+            "Test Leder",
+        ]
         # A count other than the ledger's (another run changed them): refused, nothing changes.
         unknown = news["counts"]["unknown"]
         assert fbsflow([*accept, "--expect", str(unknown + 1)]) == 2
@@ -269,7 +286,9 @@ def test_an_audience_keyed_in_parts_is_sent_exactly_once(
     assert second["requests"] == first["requests"]  # the rerun found everyone sent
 
 
-def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:
+def test_a_channel_run_keeps_the_other_channels_output(
+    prefect_harness: None, isolated: Path
+) -> None:
     _run(isolated, approve=True, confirm=MANUAL)
     out = isolated / "outbox" / "eksempel-kommune"
     before = (out / "website" / "article.da.html").read_text(encoding="utf-8")
@@ -286,8 +305,10 @@ def test_a_missing_audience_file_leaves_nothing_half_written(
 
     with pytest.raises(ConfigError):
         communicate_externally(
-            config_path=str(EXAMPLE_CONFIG), audience=str(tmp_path / "missing.csv"),
-            output_root=str(isolated / "outbox"), approve=True,
+            config_path=str(EXAMPLE_CONFIG),
+            audience=str(tmp_path / "missing.csv"),
+            output_root=str(isolated / "outbox"),
+            approve=True,
         )
     assert not any((isolated / "outbox").iterdir()) if (isolated / "outbox").exists() else True
 
@@ -303,7 +324,9 @@ def test_another_municipality_config_runs_the_same_way(
     path = isolated / "andeby.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     record = communicate_externally(
-        config_path=str(path), output_root=str(isolated / "outbox"), approve=True,
+        config_path=str(path),
+        output_root=str(isolated / "outbox"),
+        approve=True,
         confirm=["inform.website"],
     )
     assert record["status"] == "complete", record["reasons"]
@@ -320,7 +343,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
     assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(csv))
     caplog.set_level(logging.INFO)
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" in caplog.text
@@ -333,7 +358,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
         fh.write("1199999999;Ny Låner;ny.laaner@example.com;;Nej;Ja;da\r\n")
     caplog.clear()
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" not in caplog.text
@@ -350,7 +377,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
     assert csv.stat().st_size == before.st_size and csv.stat().st_mtime_ns == before.st_mtime_ns
     caplog.clear()
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" not in caplog.text

@@ -236,9 +236,7 @@ _PERSONALIZATION_PARTS = st.fixed_dictionaries(
 @given(
     st.one_of(
         st.lists(_PLAIN_PERSONALIZATION, max_size=5),
-        st.lists(
-            st.one_of(_PERSONALIZATION_PARTS, st.just("p"), st.just({"to": [1]})), max_size=5
-        ),
+        st.lists(st.one_of(_PERSONALIZATION_PARTS, st.just("p"), st.just({"to": [1]})), max_size=5),
     ),
     st.sampled_from([{}, {"campaign": "c"}, {"campaign": 2}, {"big": "x" * 5_000}]),
 )
@@ -689,8 +687,12 @@ def test_the_sdk_as_it_ships_reaches_the_https_stand_in(
     sdk = sendgrid.SendGridAPIClient(api_key=server.api_key, host=server.url)
     for r in recipients(2):
         body = encode_payload(
-            MESSAGE, [r], from_email="bibliotek@eksempel-kommune.test", from_name="Bibliotek",
-            campaign="c", batch_id="b",
+            MESSAGE,
+            [r],
+            from_email="bibliotek@eksempel-kommune.test",
+            from_name="Bibliotek",
+            campaign="c",
+            batch_id="b",
         )
         # With a charset, the SDK sends an already encoded body as it is (bench/email.py too).
         response = sdk.client.mail.send.post(

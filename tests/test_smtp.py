@@ -368,7 +368,9 @@ def test_a_relay_offering_pipelining_gets_each_envelope_in_one_write(
     assert handler.pipelined_mails == 4
     assert len(handler.connections) == 1
     # Each copy is still addressed to its own recipient only.
-    parsed = email.message_from_bytes(handler.messages["dorte@eksempel.test"], policy=email.policy.SMTP)
+    parsed = email.message_from_bytes(
+        handler.messages["dorte@eksempel.test"], policy=email.policy.SMTP
+    )
     assert parsed["To"] == "dorte@eksempel.test"
 
 

@@ -77,16 +77,20 @@ def build_payload(
     subject, oversized custom_args); those are bugs, not delivery outcomes.
     """
     envelope = _envelope(
-        message, recipients, from_email, from_name, campaign, batch_id, sandbox_mode,
+        message,
+        recipients,
+        from_email,
+        from_name,
+        campaign,
+        batch_id,
+        sandbox_mode,
         unsubscribe_group_id,
     )
     return {"personalizations": _personalizations(recipients), **envelope}
 
 
 def _personalizations(recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
-    return [
-        {"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients
-    ]
+    return [{"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients]
 
 
 def encode_payload(
@@ -107,7 +111,13 @@ def encode_payload(
     sending a million e-mails cost this process.
     """
     envelope = _envelope(
-        message, recipients, from_email, from_name, campaign, batch_id, sandbox_mode,
+        message,
+        recipients,
+        from_email,
+        from_name,
+        campaign,
+        batch_id,
+        sandbox_mode,
         unsubscribe_group_id,
     )
     addresses = list(map(attrgetter("address"), recipients))
@@ -148,6 +158,8 @@ class _Body(str):
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         return _Unlogged(str.encode(self, encoding, errors))
+
+
 _TO, _RECIPIENT, _END = '{"to": [{"email": "', '"}], "custom_args": {"recipient": "', '"}}'
 
 
