@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import TransientError
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
 
 # (message, recipients, batch_id) -> the provider's request body for that batch
@@ -30,10 +31,17 @@ class OutboxProvider(Provider):
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
     ) -> BatchResult:
         requests = self.folder / "requests"
-        requests.mkdir(parents=True, exist_ok=True)
         body = self.shape(message, recipients, batch_id)
         path = requests / f"{message.language.value}-{batch_id}.json"
-        path.write_text(json.dumps(body, ensure_ascii=False, indent=1), encoding="utf-8")
+        try:
+            requests.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as exc:
+            # Nothing was delivered (a full disk, a read-only folder): pending again, not unknown.
+            raise TransientError(
+                f"the outbox could not write {path.name} ({type(exc).__name__}: {exc.strerror}); "
+                f"fix: free disk space or make {self.folder} writable"
+            ) from None
         return BatchResult(
             statuses={r.key: DeliveryStatus.SENT for r in recipients},
             provider_ids=[path.name],

@@ -65,7 +65,7 @@ _EMAILS = re.compile(r"(?:[^@\s]+@[^@\s]+\.[^@\s]+\n)+")  # _EMAIL, one per line
 _PLAIN_KEYS = frozenset({"to", "custom_args"})
 _HELP = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors#{}"
 
-FaultKind = Literal["status", "drop", "slow", "hold", "close_before_read", "hang_up"]
+FaultKind = Literal["status", "drop", "slow", "hold", "close_before_read", "hang_up", "silent"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ class SendGridServer:
         self._lock = threading.Lock()
         self._arrivals = threading.Condition(self._lock)  # for Fault.hold
         self._stopping = threading.Event()
+        self._silent = threading.Event()  # see never_answer
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.stand_in = self
         # HTTPS, as api.sendgrid.com speaks it: each new connection then costs a TLS handshake.
@@ -232,6 +233,15 @@ class SendGridServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def never_answer(self, on: bool = True) -> None:
+        """While on, every mail-send request is read, not delivered and never answered: its
+        connection stays open until this is turned off or the server stops (a SendGrid that
+        hangs). Recorded with fault "silent"."""
+        if on:
+            self._silent.set()
+        else:
+            self._silent.clear()
 
     def fail_next(self, *faults: Fault) -> None:
         """Queue faults; each arriving mail-send request takes the next one."""
@@ -371,6 +381,13 @@ class _Handler(BaseHTTPRequestHandler):
         if stand_in.on_request is not None:
             stand_in.on_request(index)
         kind = fault.kind if fault else None
+        if stand_in._silent.is_set():
+            self._read_body()
+            stand_in._record(RecordedRequest(index, None, "silent"), ())
+            while stand_in._silent.is_set() and not stand_in._stopping.wait(0.05):
+                pass
+            self.close_connection = True
+            return
         if kind == "close_before_read":
             self.close_connection = True
             stand_in._record(RecordedRequest(index, None, kind), ())
