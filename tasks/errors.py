@@ -5,6 +5,7 @@
     └── DeliveryError        a provider call did not succeed
         ├── PermanentError   this recipient or content is refused: record it, never retry
         ├── TransientError   definitely not accepted: safe to retry (maybe after `retry_after`)
+        │   └── CircuitOpenError  the provider stopped answering: no more tries in this run
         └── AmbiguousError   may have been accepted: never re-sent automatically
 
 A DeliveryError with `no_answer` set means the provider gave no answer at all (a connection
@@ -61,6 +62,12 @@ class TransientError(DeliveryError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status, no_answer=no_answer)
+
+
+class CircuitOpenError(TransientError):
+    """The provider failed to answer too often in a row: this run starts nothing more for the
+    channel. Nothing it covers was sent, so a later run may send it; Prefect must not retry it
+    now (the provider would be asked again at once)."""
 
 
 class AmbiguousError(DeliveryError):

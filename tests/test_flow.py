@@ -6,8 +6,10 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import communicate_externally
+from flows.communicate_externally import communicate_externally, deliver_chunk_task
 from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.errors import ConfigError
@@ -254,6 +256,79 @@ def test_a_refused_key_stops_the_run_only_after_the_chunks_in_flight_are_recorde
     # Read at once: the run stopped after the first chunk recorded its batch, not before.
     states = _newsletter_states(capsys)
     assert states == {"pending": 595, "sending": 0, "sent": 50, "failed": 0, "unknown": 0}
+
+
+@pytest.fixture
+def sendgrid_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[SendGridServer]:
+    """A SendGrid stand-in the newsletter goes to, with short timeouts, 13 chunks, 2 at a time."""
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")
+    monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", "2")
+    monkeypatch.setattr(SendGridProvider, "connect_timeout", 0.5)
+    monkeypatch.setattr(SendGridProvider, "read_timeout", 0.5)
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield sendgrid
+
+
+def test_a_sendgrid_that_never_answers_stops_the_channel_and_a_rerun_sends_the_rest_once(
+    prefect_harness: None, isolated: Path, sendgrid_stand_in: SendGridServer
+) -> None:
+    sendgrid_stand_in.never_answer()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    news = record["channels"]["newsletter"]
+    # Three requests in a row unanswered open the breaker; the other chunk in flight may add one.
+    requests = sendgrid_stand_in.stats()["requests"]
+    assert 3 <= requests <= 4
+    # Unknown: only the batches that went out (50 each); every other recipient is pending.
+    unknown = 50 * requests
+    assert news["counts"] == {
+        "pending": 645 - unknown, "sending": 0, "sent": 0, "failed": 0, "unknown": unknown,
+    }  # fmt: skip
+    assert news["status"] == "failed" and record["status"] == "incomplete"
+    assert re.search(r"sendgrid did not answer [34] times in a row", news["detail"])
+    assert (
+        f"{645 - unknown} recipients left pending: run again when the provider answers"
+        in (news["detail"])
+    )
+
+    sendgrid_stand_in.never_answer(False)
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    news = record["channels"]["newsletter"]
+    assert news["counts"]["sent"] == 645 - unknown and news["counts"]["unknown"] == unknown
+    assert news["status"] == "unconfirmed"  # the unknown ones wait for a person's decision
+    deliveries = sendgrid_stand_in.deliveries
+    assert sum(deliveries.values()) == len(deliveries) == 645 - unknown  # each exactly once
+
+
+def test_a_sendgrid_that_refuses_connections_ends_the_run_without_prefect_retries(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sendgrid_stand_in: SendGridServer,
+) -> None:
+    closed = SendGridServer().start()
+    monkeypatch.setenv("SENDGRID_HOST", closed.url)
+    closed.stop()  # nothing listens there any more: every connection is refused
+    started = time.monotonic()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    refused = time.monotonic() - started
+    news = record["channels"]["newsletter"]
+    assert news["status"] == "failed"
+    assert news["counts"]["pending"] == 645 and news["counts"]["unknown"] == 0
+    assert "645 recipients left pending: run again when the provider answers" in news["detail"]
+
+    monkeypatch.setenv("SENDGRID_HOST", sendgrid_stand_in.url)
+    started = time.monotonic()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    answered = time.monotonic() - started
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 645
+    assert sum(sendgrid_stand_in.deliveries.values()) == 645
+    # A retried chunk alone waits out Prefect's retry delays (5 + 30 s); the run that was
+    # refused took about as long as the one that sent everything, on however busy a machine.
+    delays = sum(deliver_chunk_task.retry_delay_seconds)
+    assert refused < answered + delays
 
 
 def test_an_audience_keyed_in_parts_is_sent_exactly_once(
