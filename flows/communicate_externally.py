@@ -513,7 +513,8 @@ def communicate_externally(
                     at_least_once=False,
                 )
                 published.counts, published.provider = outcome.counts, outcome.provider
-                published.detail = outcome.detail
+                # Its delivery decides: not done while a branch e-mail is pending or sending.
+                published.status, published.detail = outcome.status, outcome.detail
                 outcomes.append(published)
             elif channel not in DELIVERED:
                 outcomes.append(published)

@@ -18,11 +18,17 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import communicate_externally, deliver_chunk_task
+from flows.communicate_externally import (
+    branch_recipients,
+    communicate_externally,
+    deliver_chunk_task,
+)
 from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.errors import ConfigError
+from tasks.ledger import Ledger
 from tasks.models import Channel
+from tasks.plan import campaign_id
 from tasks.prefetch import prefetch_audience
 from tasks.providers import sendgrid as sendgrid_provider
 from tasks.providers.sendgrid import SendGridProvider
@@ -329,6 +335,25 @@ def test_a_sendgrid_that_refuses_connections_ends_the_run_without_prefect_retrie
     # refused took about as long as the one that sent everything, on however busy a machine.
     delays = sum(deliver_chunk_task.retry_delay_seconds)
     assert refused < answered + delays
+
+
+def test_posters_are_not_done_while_another_run_is_sending_a_branch_email(
+    prefect_harness: None, isolated: Path, sendgrid_stand_in: SendGridServer
+) -> None:
+    config = load_municipality(EXAMPLE_CONFIG)
+    campaign = campaign_id(config)
+    with Ledger.open(isolated / "data") as ledger:  # the flow's ledger (FBSFLOW_DATA_DIR)
+        keys = [r.key for r in branch_recipients(config, ledger)]
+        ledger.register(campaign, "poster", keys)
+        # Another run of the campaign holds both branch e-mails right now.
+        assert len(ledger.claim(campaign, "poster", keys, batch_id="b", run_id="other")) == 2
+    record = _run(isolated, approve=True, confirm=MANUAL, channels=[Channel.POSTER])
+    poster = record["channels"]["poster"]
+    assert poster["counts"]["sending"] == 2
+    assert poster["status"] == "in_progress"
+    assert "being sent by another run" in poster["detail"]
+    assert record["status"] == "incomplete"
+    assert sendgrid_stand_in.stats()["requests"] == 0
 
 
 def test_an_audience_keyed_in_parts_is_sent_exactly_once(
