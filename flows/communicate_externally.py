@@ -25,8 +25,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from tasks.audience import Audience
+from tasks.breaker import Breaker
 from tasks.delivery import ChunkOutcome, deliver_chunk
-from tasks.errors import ConfigError, DeliveryError, TransientError
+from tasks.errors import CircuitOpenError, ConfigError, DeliveryError, TransientError
 from tasks.flowruns import record_owner
 from tasks.gcpause import gc_frozen, gc_paused
 from tasks.heartbeat import flow_heartbeats
@@ -95,8 +96,11 @@ def _worth_retrying(task: Any, task_run: Any, state: State) -> bool:
 
     A refused batch (PermanentError) or a possibly delivered one (AmbiguousError) must not be
     tried again: the first would burn more batches into `failed`, the second could duplicate.
+    Nor a chunk stopped by the channel's open breaker: the provider stopped answering, and a
+    retry would only wait out the delay to be stopped again (or, worse, ask it again).
     """
-    return isinstance(state.result(raise_on_failure=False), TransientError)
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, TransientError) and not isinstance(error, CircuitOpenError)
 
 
 @task(
@@ -116,8 +120,10 @@ def deliver_chunk_task(
     campaign: str,
     outbox: PrivateFiles,
     run_id: str,
+    breaker: Breaker,
 ) -> ChunkOutcome:
     """Send one chunk exactly once: claim in the ledger, send, record (retries live in deliver_chunk)."""
+    breaker.check()  # a Prefect retry of a chunk, or one started late: not once it is open
     provider = make_provider(channel, config, campaign=campaign, outbox=outbox)
     try:
         return deliver_chunk(
@@ -128,6 +134,7 @@ def deliver_chunk_task(
             campaign=campaign,
             channel=channel.value,
             run_id=run_id,
+            breaker=breaker,
         )
     finally:
         provider.close()
@@ -245,14 +252,45 @@ def deliver(
                 sum(map(len, chunks)),
                 len(chunks),
             )
-            errors = _send_chunks(channel, config, messages, chunks, ledger, campaign, out, run_id)
+            breaker = Breaker(provider)  # one per channel and run, shared by its chunks
+            errors = _send_chunks(
+                channel, config, messages, chunks, ledger, campaign, out, run_id, breaker
+            )
         counts = ledger.counts(campaign, channel.value)
     finally:
         ledger.close()
         if scratch:
             scratch.cleanup()
+    if breaker.open:
+        stopped = _stopped(breaker, counts)
+        logger.error("%s: %s", channel.value, stopped)
+        errors.insert(0, stopped)
+    status, detail = _status(channel, counts, errors, notes)
+    excluded = audience.exclusions(channel.value) if audience and channel in DELIVERED else {}
+    return ChannelOutcome(
+        channel, status, provider, counts=counts, detail=detail, excluded=excluded
+    )
+
+
+def _stopped(breaker: Breaker, counts: dict[str, int]) -> str:
+    """The channel's message when its breaker stopped it (counts only, no personal data)."""
+    return (
+        f"stopped sending: {breaker.reason()}; {counts.get('pending', 0)} recipients left "
+        "pending: run again when the provider answers"
+    )
+
+
+def _status(
+    channel: Channel, counts: dict[str, int], errors: list[str], notes: Sequence[str] = ()
+) -> tuple[str, str]:
+    """A channel's status and detail from its ledger counts after a run's send; `notes` (an
+    earlier run's takeover) go into the detail without failing the channel.
+
+    `done` only when every recipient has an outcome: none pending and none `sending` (held by
+    another run of the campaign right now, whose outcome is not known yet).
+    """
     status = "failed" if errors or counts.get("pending") else "done"
-    detail = "; ".join(notes + errors[:3])
+    detail = "; ".join([*notes, *errors[:3]])
     if counts.get("sending") and status == "done":
         # Another run of the same campaign holds these right now; it records their outcome.
         status = "in_progress"
@@ -280,10 +318,7 @@ def deliver(
             # confirmed by a person anyway, and that is where a missing e-mail shows.
             how = "ask those branches whether the poster e-mail arrived"
         detail = (detail + "; " if detail else "") + f"{unknown}: {how}"
-    excluded = audience.exclusions(channel.value) if audience and channel in DELIVERED else {}
-    return ChannelOutcome(
-        channel, status, provider, counts=counts, detail=detail, excluded=excluded
-    )
+    return status, detail
 
 
 def _pending_recipients(
@@ -360,8 +395,10 @@ def _send_chunks(
     campaign: str,
     out: OutputFolder,
     run_id: str,
+    breaker: Breaker,
 ) -> list[str]:
-    """Submit the chunks as task runs, a few at a time, with progress."""
+    """Submit the chunks as task runs, a few at a time, with progress; none once `breaker` is
+    open (their recipients stay pending; the caller reports the breaker's reason)."""
     if not chunks:
         return []
     at_once = _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", chunks_at_once(channel))
@@ -379,6 +416,7 @@ def _send_chunks(
             campaign=campaign,
             outbox=quote(out.private),
             run_id=run_id,
+            breaker=quote(breaker),
         )
 
     # A window, not waves: the next chunk starts the moment any one finishes, so no thread
@@ -391,6 +429,8 @@ def _send_chunks(
         running.remove(future)
         try:
             future.result()
+        except CircuitOpenError:
+            pass  # said once for the channel, with the count left pending
         except DeliveryError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         except BaseException:
@@ -401,7 +441,7 @@ def _send_chunks(
             raise
         done += 1
         update_progress_artifact(progress, progress=100.0 * done / len(chunks))
-        if (chunk := next(waiting, None)) is not None:
+        if not breaker.open and (chunk := next(waiting, None)) is not None:
             running.append(submit(chunk))
     return errors
 
@@ -502,7 +542,8 @@ def communicate_externally(
                     at_least_once=False,
                 )
                 published.counts, published.provider = outcome.counts, outcome.provider
-                published.detail = outcome.detail
+                # Its delivery decides: not done while a branch e-mail is pending or sending.
+                published.status, published.detail = outcome.status, outcome.detail
                 outcomes.append(published)
             elif channel not in DELIVERED:
                 outcomes.append(published)

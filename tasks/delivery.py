@@ -11,6 +11,9 @@ Providers hold no state and never retry; this module does, around each batch:
           ConfigError     -> nothing was sent: release and raise
           anything else   -> mark unknown (a bug may strike after the request left), raise
                              AmbiguousError
+    breaker  every outcome is reported to the channel's Breaker (tasks/breaker.py); once it is
+          open (the provider did not answer N times in a row), no batch is claimed or resent:
+          the claimed one is released and CircuitOpenError raised, the rest stays pending
     mark  the per-recipient statuses the provider returned, as given; DEFERRED ones (definitely
           not sent, e.g. an SMTP 4xx) are resent alone after a backoff, like a TransientError
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
 
+from tasks.breaker import Breaker
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.ledger import DeliveryState, Ledger
 from tasks.models import Language
@@ -103,6 +107,7 @@ def deliver_chunk(
     channel: str,
     run_id: str,
     retry: RetryPolicy = RetryPolicy(),  # frozen, so one shared default is safe
+    breaker: Breaker | None = None,
 ) -> ChunkOutcome:
     """Send `messages` to `recipients` (one message per language), each recipient at most once.
 
@@ -112,7 +117,8 @@ def deliver_chunk(
     keys sent, failed or unknown before, or claimed right now by a parallel run, count as
     `skipped`. Raises TransientError after releasing a batch the provider kept refusing for now
     (a rerun sends it), PermanentError after a batch was refused for good, ConfigError if a
-    recipient's language has no message (before anything is sent).
+    recipient's language has no message (before anything is sent), CircuitOpenError once
+    `breaker` (shared by the channel's chunks; by default this call's own) is open.
     """
     by_language = _by_language(recipients)
     unique = sum(map(len, by_language.values()))
@@ -125,6 +131,7 @@ def deliver_chunk(
 
     outcome = ChunkOutcome()
     outcome.counts["skipped"] += len(recipients) - unique
+    breaker = breaker or Breaker(provider.name)
 
     for language, group in by_language.items():
         # Kept in the order given, which the flow makes the ledger's storage order: each batch
@@ -141,6 +148,7 @@ def deliver_chunk(
                 run_id,
                 retry,
                 outcome,
+                breaker,
             )
     log.info(
         "%s/%s via %s: %s in %d requests",
@@ -179,7 +187,9 @@ def _deliver_batch(
     run_id: str,
     retry: RetryPolicy,
     outcome: ChunkOutcome,
+    breaker: Breaker,
 ) -> None:
+    breaker.check()  # before the claim: a batch never started stays pending
     # The ledger row already names the run; a short id keeps each of a million rows small.
     batch_id = uuid.uuid4().hex[:16]
     keys = list(map(_KEY, batch))
@@ -200,11 +210,15 @@ def _deliver_batch(
         attempt += 1
         todo_keys = keys if todo is batch else list(map(_KEY, todo))
         if attempt > 1:
+            if breaker.open:  # opened by another chunk while this one waited to resend
+                _release(ledger, todo_keys, campaign, channel, run_id, outcome)
+                breaker.check()
             ledger.renew_claim(campaign, channel, todo_keys, run_id=run_id)
         outcome.requests += 1
         try:
             result = provider.send_batch(message, todo, campaign=campaign, batch_id=batch_id)
         except TransientError as exc:
+            _note(breaker, exc, provider.name, channel)
             _wait_or_give_up(
                 provider,
                 ledger,
@@ -217,9 +231,11 @@ def _deliver_batch(
                 run_id,
                 batch_id,
                 outcome,
+                breaker,
             )
             continue
         except PermanentError as exc:
+            breaker.record(None)
             _record(
                 ledger,
                 todo_keys,
@@ -237,6 +253,7 @@ def _deliver_batch(
                 status=exc.status,
             ) from exc
         except AmbiguousError as exc:
+            _note(breaker, exc, provider.name, channel)
             _record(
                 ledger,
                 todo_keys,
@@ -257,8 +274,7 @@ def _deliver_batch(
             )
             return
         except ConfigError:
-            ledger.release(campaign, channel, todo_keys, run_id=run_id)
-            outcome.counts["released"] += len(todo)
+            _release(ledger, todo_keys, campaign, channel, run_id, outcome)
             raise
         except Exception as exc:
             name = type(exc).__name__
@@ -278,6 +294,7 @@ def _deliver_batch(
                 f"{provider.name}: unexpected {name} while sending batch {batch_id}; its "
                 f"{len(todo)} recipients are marked unknown"
             ) from None
+        breaker.record(None)
         deferred = _record_result(ledger, result, todo_keys, campaign, channel, run_id, outcome)
         todo = [r for r in todo if r.key in deferred] if deferred else []
         if todo:
@@ -294,7 +311,27 @@ def _deliver_batch(
                 run_id,
                 batch_id,
                 outcome,
+                breaker,
             )
+
+
+def _note(
+    breaker: Breaker, exc: TransientError | AmbiguousError, provider: str, channel: str
+) -> None:
+    if breaker.record(exc):
+        log.error("%s: %s; no more batches are started for %s", provider, breaker.reason(), channel)
+
+
+def _release(
+    ledger: Ledger,
+    keys: list[str],
+    campaign: str,
+    channel: str,
+    run_id: str,
+    outcome: ChunkOutcome,
+) -> None:
+    ledger.release(campaign, channel, keys, run_id=run_id)
+    outcome.counts["released"] += len(keys)
 
 
 def _wait_or_give_up(
@@ -309,12 +346,16 @@ def _wait_or_give_up(
     run_id: str,
     batch_id: str,
     outcome: ChunkOutcome,
+    breaker: Breaker,
 ) -> None:
-    """Sleep before resending `keys`; or, attempts spent, release them and raise TransientError."""
+    """Sleep before resending `keys`; or, attempts spent or the breaker open, release them and
+    raise TransientError (CircuitOpenError for the breaker)."""
+    if breaker.open:
+        _release(ledger, keys, campaign, channel, run_id, outcome)
+        breaker.check()
     wait = retry.delay(attempt, exc.retry_after) if attempt < retry.attempts else None
     if wait is None:
-        ledger.release(campaign, channel, keys, run_id=run_id)
-        outcome.counts["released"] += len(keys)
+        _release(ledger, keys, campaign, channel, run_id, outcome)
         raise TransientError(
             f"{provider.name}: batch {batch_id} not accepted after {attempt} attempt(s) "
             f"({exc}); its {len(keys)} recipients are pending again for a rerun; "

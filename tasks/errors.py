@@ -7,7 +7,12 @@
     └── DeliveryError        a provider call did not succeed
         ├── PermanentError   this recipient or content is refused: record it, never retry
         ├── TransientError   definitely not accepted: safe to retry (maybe after `retry_after`)
+        │   └── CircuitOpenError  the provider stopped answering: no more tries in this run
         └── AmbiguousError   may have been accepted: never re-sent automatically
+
+A DeliveryError with `no_answer` set means the provider gave no answer at all (a connection
+refused, lost or timed out, a name not resolved), as opposed to an answer that refused; the
+circuit breaker (tasks/breaker.py) counts those.
 
 Messages never carry a borrower's name, address or number: they name rows, fields and counts.
 """
@@ -45,8 +50,9 @@ class StorageError(FbsflowError):
 class DeliveryError(FbsflowError):
     """A provider call failed; subclasses say whether a retry is safe."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, no_answer: bool = False) -> None:
         self.status = status
+        self.no_answer = no_answer
         super().__init__(message)
 
 
@@ -58,10 +64,21 @@ class TransientError(DeliveryError):
     """The provider definitely did not accept the request: a retry is safe."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        no_answer: bool = False,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, no_answer=no_answer)
+
+
+class CircuitOpenError(TransientError):
+    """The provider failed to answer too often in a row: this run starts nothing more for the
+    channel. Nothing it covers was sent, so a later run may send it; Prefect must not retry it
+    now (the provider would be asked again at once)."""
 
 
 class AmbiguousError(DeliveryError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -46,7 +47,38 @@ def _https(url: HttpUrl) -> HttpUrl:
     return url
 
 
+# Characters that end a mail header line (or that clients may treat so): in a sender name,
+# "Bibliotek\r\nBcc: ..." would add a header of its own.
+_BREAKS = frozenset({"Cc", "Zl", "Zp"})
+_CHARACTER_NAMES = {"\r": "a carriage return (\\r)", "\n": "a line feed (\\n)", "\t": "a tab"}
+
+
+def character_name(char: str) -> str:
+    """How a message names one character without quoting the text around it."""
+    return _CHARACTER_NAMES.get(char) or f"the character U+{ord(char):04X}"
+
+
+def header_problem(value: str) -> str | None:
+    """Why `value` cannot go into a mail header (None: it can); names the character, not the text."""
+    if value.isprintable():  # the usual case, in C; refuses more than _BREAKS, so look closer
+        return None
+    for position, char in enumerate(value, 1):
+        if unicodedata.category(char) in _BREAKS:
+            return f"holds {character_name(char)} at character {position}"
+    return None
+
+
+def _one_line(value: str) -> str:
+    if problem := header_problem(value):
+        raise ValueError(
+            f"goes into a mail header, which must be one line, but {problem}; "
+            "remove line breaks and control characters"
+        )
+    return value
+
+
 PlainText = Annotated[str, Field(min_length=1), AfterValidator(_plain_text)]
+HeaderText = Annotated[PlainText, AfterValidator(_one_line)]
 HttpsUrl = Annotated[HttpUrl, AfterValidator(_https)]
 
 
@@ -221,8 +253,8 @@ class PageSettings(ChannelSettings):
 
 
 class NewsletterSettings(ChannelSettings):
-    from_email: EmailStr
-    from_name: PlainText
+    from_email: EmailStr  # email-validator refuses line breaks and control characters
+    from_name: HeaderText
     sandbox_mode: bool = False
     unsubscribe_group_id: int | None = None
 

@@ -85,6 +85,27 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
             ["municipality.name", "markup"],
         ),
         ("    until: 2027-03-31\n", "", ["payment.old_debts", "until"]),
+        # A header field with a line break would add headers of its own (Bcc) to every e-mail.
+        (
+            "from_name: Eksempel Bibliotekerne",
+            'from_name: "Eksempel Bibliotekerne\\r\\nBcc: alle@example.test"',
+            ["channels.newsletter.from_name", "carriage return", "one line", "remove line breaks"],
+        ),
+        (
+            "from_name: Eksempel Bibliotekerne",
+            'from_name: "Eksempel\\aBibliotekerne"',
+            ["channels.newsletter.from_name", "U+0007", "control characters"],
+        ),
+        (
+            "from_email: nyhedsbrev@bibliotek.eksempel.dk",
+            'from_email: "nyhedsbrev@bibliotek.eksempel.dk\\nBcc: alle@example.test"',
+            ["channels.newsletter.from_email", "line feed"],
+        ),
+        (
+            "contact_email: soeby@bibliotek.eksempel.dk",
+            'contact_email: "soeby@bibliotek.eksempel.dk\\r\\nBcc: alle@example.test"',
+            ["library.branches.1.contact_email", "line feed"],
+        ),
     ],
 )
 def test_bad_field_names_file_field_and_fix(

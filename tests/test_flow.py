@@ -6,8 +6,10 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,17 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import communicate_externally
+from flows.communicate_externally import (
+    branch_recipients,
+    communicate_externally,
+    deliver_chunk_task,
+)
 from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.errors import ConfigError
+from tasks.ledger import Ledger
 from tasks.models import Channel
+from tasks.plan import campaign_id
 from tasks.prefetch import prefetch_audience
 from tasks.providers import sendgrid as sendgrid_provider
 from tasks.providers.sendgrid import SendGridProvider
@@ -42,15 +50,22 @@ MANUAL = [
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ledger/checklist database and no provider credentials: everything to the outbox."""
     monkeypatch.setenv("FBSFLOW_DATA_DIR", str(tmp_path / "data"))
-    for name in ("SENDGRID_API_KEY", "GATEWAYAPI_TOKEN", "FBSFLOW_SMTP_HOST", "FBSFLOW_DATABASE_URL",
-                 "PREFECT_API_URL"):
+    for name in (
+        "SENDGRID_API_KEY",
+        "GATEWAYAPI_TOKEN",
+        "FBSFLOW_SMTP_HOST",
+        "FBSFLOW_DATABASE_URL",
+        "PREFECT_API_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
 
 def _run(root: Path, **kwargs: object) -> dict:
     return communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(EXAMPLE_AUDIENCE), output_root=str(root / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(EXAMPLE_AUDIENCE),
+        output_root=str(root / "outbox"),
         **kwargs,
     )
 
@@ -59,7 +74,8 @@ def _newsletter_states(capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
     """The newsletter's counts per state, as `fbsflow ledger CONFIG` prints them."""
     assert fbsflow(["ledger", str(EXAMPLE_CONFIG)]) == 0
     [counts] = [
-        line for line in capsys.readouterr().out.splitlines()
+        line
+        for line in capsys.readouterr().out.splitlines()
         if line.strip().startswith("newsletter")
     ]
     words = counts.split()[1:]
@@ -127,14 +143,23 @@ def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
         assert news["status"] == "unconfirmed"
         assert record["status"] == "incomplete"
         [reason] = [r for r in record["reasons"] if r.startswith("newsletter")]
-        assert f"--accept-unknown newsletter --by NAME --expect {news['counts']['unknown']}" in reason
+        assert (
+            f"--accept-unknown newsletter --by NAME --expect {news['counts']['unknown']}" in reason
+        )
         assert "--at-least-once" in reason
         requests = sendgrid.stats()["requests"]
 
         # Deciding needs a name; without one nothing changes.
         assert fbsflow(["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter"]) == 2
         assert "needs --by NAME" in capsys.readouterr().err
-        accept = ["ledger", str(EXAMPLE_CONFIG), "--accept-unknown", "newsletter", "--by", "Test Leder"]
+        accept = [
+            "ledger",
+            str(EXAMPLE_CONFIG),
+            "--accept-unknown",
+            "newsletter",
+            "--by",
+            "Test Leder",
+        ]
         # A count other than the ledger's (another run changed them): refused, nothing changes.
         unknown = news["counts"]["unknown"]
         assert fbsflow([*accept, "--expect", str(unknown + 1)]) == 2
@@ -239,6 +264,98 @@ def test_a_refused_key_stops_the_run_only_after_the_chunks_in_flight_are_recorde
     assert states == {"pending": 595, "sending": 0, "sent": 50, "failed": 0, "unknown": 0}
 
 
+@pytest.fixture
+def sendgrid_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[SendGridServer]:
+    """A SendGrid stand-in the newsletter goes to, with short timeouts, 13 chunks, 2 at a time."""
+    monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")
+    monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", "2")
+    monkeypatch.setattr(SendGridProvider, "connect_timeout", 0.5)
+    monkeypatch.setattr(SendGridProvider, "read_timeout", 0.5)
+    with SendGridServer(keep_bodies=False) as sendgrid:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield sendgrid
+
+
+def test_a_sendgrid_that_never_answers_stops_the_channel_and_a_rerun_sends_the_rest_once(
+    prefect_harness: None, isolated: Path, sendgrid_stand_in: SendGridServer
+) -> None:
+    sendgrid_stand_in.never_answer()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    news = record["channels"]["newsletter"]
+    # Three requests in a row unanswered open the breaker; the other chunk in flight may add one.
+    requests = sendgrid_stand_in.stats()["requests"]
+    assert 3 <= requests <= 4
+    # Unknown: only the batches that went out (50 each); every other recipient is pending.
+    unknown = 50 * requests
+    assert news["counts"] == {
+        "pending": 645 - unknown, "sending": 0, "sent": 0, "failed": 0, "unknown": unknown,
+    }  # fmt: skip
+    assert news["status"] == "failed" and record["status"] == "incomplete"
+    assert re.search(r"sendgrid did not answer [34] times in a row", news["detail"])
+    assert (
+        f"{645 - unknown} recipients left pending: run again when the provider answers"
+        in (news["detail"])
+    )
+
+    sendgrid_stand_in.never_answer(False)
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    news = record["channels"]["newsletter"]
+    assert news["counts"]["sent"] == 645 - unknown and news["counts"]["unknown"] == unknown
+    assert news["status"] == "unconfirmed"  # the unknown ones wait for a person's decision
+    deliveries = sendgrid_stand_in.deliveries
+    assert sum(deliveries.values()) == len(deliveries) == 645 - unknown  # each exactly once
+
+
+def test_a_sendgrid_that_refuses_connections_ends_the_run_without_prefect_retries(
+    prefect_harness: None,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sendgrid_stand_in: SendGridServer,
+) -> None:
+    closed = SendGridServer().start()
+    monkeypatch.setenv("SENDGRID_HOST", closed.url)
+    closed.stop()  # nothing listens there any more: every connection is refused
+    started = time.monotonic()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    refused = time.monotonic() - started
+    news = record["channels"]["newsletter"]
+    assert news["status"] == "failed"
+    assert news["counts"]["pending"] == 645 and news["counts"]["unknown"] == 0
+    assert "645 recipients left pending: run again when the provider answers" in news["detail"]
+
+    monkeypatch.setenv("SENDGRID_HOST", sendgrid_stand_in.url)
+    started = time.monotonic()
+    record = _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
+    answered = time.monotonic() - started
+    assert record["channels"]["newsletter"]["counts"]["sent"] == 645
+    assert sum(sendgrid_stand_in.deliveries.values()) == 645
+    # A retried chunk alone waits out Prefect's retry delays (5 + 30 s); the run that was
+    # refused took about as long as the one that sent everything, on however busy a machine.
+    delays = sum(deliver_chunk_task.retry_delay_seconds)
+    assert refused < answered + delays
+
+
+def test_posters_are_not_done_while_another_run_is_sending_a_branch_email(
+    prefect_harness: None, isolated: Path, sendgrid_stand_in: SendGridServer
+) -> None:
+    config = load_municipality(EXAMPLE_CONFIG)
+    campaign = campaign_id(config)
+    with Ledger.open(isolated / "data") as ledger:  # the flow's ledger (FBSFLOW_DATA_DIR)
+        keys = [r.key for r in branch_recipients(config, ledger)]
+        ledger.register(campaign, "poster", keys)
+        # Another run of the campaign holds both branch e-mails right now.
+        assert len(ledger.claim(campaign, "poster", keys, batch_id="b", run_id="other")) == 2
+    record = _run(isolated, approve=True, confirm=MANUAL, channels=[Channel.POSTER])
+    poster = record["channels"]["poster"]
+    assert poster["counts"]["sending"] == 2
+    assert poster["status"] == "in_progress"
+    assert "being sent by another run" in poster["detail"]
+    assert record["status"] == "incomplete"
+    assert sendgrid_stand_in.stats()["requests"] == 0
+
+
 def test_an_audience_keyed_in_parts_is_sent_exactly_once(
     prefect_harness: None, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,7 +386,9 @@ def test_an_audience_keyed_in_parts_is_sent_exactly_once(
     assert second["requests"] == first["requests"]  # the rerun found everyone sent
 
 
-def test_a_channel_run_keeps_the_other_channels_output(prefect_harness: None, isolated: Path) -> None:
+def test_a_channel_run_keeps_the_other_channels_output(
+    prefect_harness: None, isolated: Path
+) -> None:
     _run(isolated, approve=True, confirm=MANUAL)
     out = isolated / "outbox" / "eksempel-kommune"
     before = (out / "website" / "article.da.html").read_text(encoding="utf-8")
@@ -286,8 +405,10 @@ def test_a_missing_audience_file_leaves_nothing_half_written(
 
     with pytest.raises(ConfigError):
         communicate_externally(
-            config_path=str(EXAMPLE_CONFIG), audience=str(tmp_path / "missing.csv"),
-            output_root=str(isolated / "outbox"), approve=True,
+            config_path=str(EXAMPLE_CONFIG),
+            audience=str(tmp_path / "missing.csv"),
+            output_root=str(isolated / "outbox"),
+            approve=True,
         )
     assert not any((isolated / "outbox").iterdir()) if (isolated / "outbox").exists() else True
 
@@ -303,7 +424,9 @@ def test_another_municipality_config_runs_the_same_way(
     path = isolated / "andeby.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     record = communicate_externally(
-        config_path=str(path), output_root=str(isolated / "outbox"), approve=True,
+        config_path=str(path),
+        output_root=str(isolated / "outbox"),
+        approve=True,
         confirm=["inform.website"],
     )
     assert record["status"] == "complete", record["reasons"]
@@ -320,7 +443,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
     assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(csv))
     caplog.set_level(logging.INFO)
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" in caplog.text
@@ -333,7 +458,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
         fh.write("1199999999;Ny Låner;ny.laaner@example.com;;Nej;Ja;da\r\n")
     caplog.clear()
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" not in caplog.text
@@ -350,7 +477,9 @@ def test_a_prefetched_audience_is_taken_once_and_a_changed_file_is_read_again(
     assert csv.stat().st_size == before.st_size and csv.stat().st_mtime_ns == before.st_mtime_ns
     caplog.clear()
     record = communicate_externally(
-        config_path=str(EXAMPLE_CONFIG), audience=str(csv), output_root=str(isolated / "outbox"),
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(csv),
+        output_root=str(isolated / "outbox"),
         approve=True,
     )
     assert "read while Prefect was starting" not in caplog.text

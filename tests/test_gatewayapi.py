@@ -286,7 +286,23 @@ def test_closed_port_is_transient() -> None:
             gateway.send_batch(sms(), borrowers(1), campaign="c", batch_id="b")
     finally:
         gateway.close()
-    assert caught.value.status is None
+    assert caught.value.status is None and caught.value.no_answer
+
+
+def test_a_gateway_that_never_answers_is_ambiguous_and_counts_for_the_breaker(
+    server: GatewayApiServer,
+) -> None:
+    server.never_answer()
+    gateway = GatewayApiProvider(TOKEN, base_url=server.url, sender=SENDER, timeout=0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(AmbiguousError, match="ReadTimeout") as caught:
+            gateway.send_batch(sms(), borrowers(2), campaign="c", batch_id="b")
+    finally:
+        gateway.close()
+        server.never_answer(False)
+    assert caught.value.no_answer and time.monotonic() - started < 5
+    assert server.requests == 1 and server.delivered == {}
 
 
 # --- Text checks before any request ---------------------------------------------------------------

@@ -236,9 +236,7 @@ _PERSONALIZATION_PARTS = st.fixed_dictionaries(
 @given(
     st.one_of(
         st.lists(_PLAIN_PERSONALIZATION, max_size=5),
-        st.lists(
-            st.one_of(_PERSONALIZATION_PARTS, st.just("p"), st.just({"to": [1]})), max_size=5
-        ),
+        st.lists(st.one_of(_PERSONALIZATION_PARTS, st.just("p"), st.just({"to": [1]})), max_size=5),
     ),
     st.sampled_from([{}, {"campaign": "c"}, {"campaign": 2}, {"big": "x" * 5_000}]),
 )
@@ -358,8 +356,9 @@ def test_connection_refused_is_transient(server: SendGridServer) -> None:
     closed_url = closed.url
     closed.stop()
     batch = recipients(2)
-    with pytest.raises(TransientError, match="not reached"):
+    with pytest.raises(TransientError, match="not reached") as raised:
         send(make_provider(server, host=closed_url), batch)
+    assert raised.value.no_answer  # counts towards the circuit breaker
 
     # The same batch retried against a live SendGrid arrives exactly once.
     send(make_provider(server), batch)
@@ -376,10 +375,15 @@ def test_connect_timeout_is_transient(server: SendGridServer) -> None:
         for filler in fillers:
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
-        stalled = make_provider(server, host=f"http://127.0.0.1:{port}", timeout=0.3)
+        # The connect timeout applies, not the (longer) wait for an answer.
+        stalled = make_provider(
+            server, host=f"http://127.0.0.1:{port}", connect_timeout=0.3, timeout=30
+        )
+        started = time.monotonic()
         try:
-            with pytest.raises(TransientError, match="not reached"):
+            with pytest.raises(TransientError, match="not reached") as raised:
                 send(stalled, recipients(1))
+            assert raised.value.no_answer and time.monotonic() - started < 5
         finally:
             for filler in fillers:
                 filler.close()
@@ -503,6 +507,27 @@ def test_dropped_connection_after_the_request_is_ambiguous(server: SendGridServe
         send(make_provider(server), batch)
     # The stand-in delivered it: re-sending would be a duplicate, which is why it is ambiguous.
     assert server.deliveries == addresses(batch)
+
+
+def test_a_sendgrid_that_never_answers_is_ambiguous_and_counts_for_the_breaker(
+    server: SendGridServer,
+) -> None:
+    server.never_answer()
+    started = time.monotonic()
+    with pytest.raises(AmbiguousError) as raised:
+        send(make_provider(server, timeout=0.3), recipients(2))
+    assert raised.value.no_answer and time.monotonic() - started < 5
+    assert server.stats()["requests"] == 1 and server.deliveries == Counter()
+    server.never_answer(False)
+    send(make_provider(server), recipients(2))  # answers again
+    assert server.deliveries == addresses(recipients(2))
+
+
+def test_an_answer_is_no_failure_to_answer(server: SendGridServer) -> None:
+    server.fail_next(Fault.server_error(503))
+    with pytest.raises(TransientError) as raised:
+        send(make_provider(server), recipients(1))
+    assert not raised.value.no_answer  # SendGrid is there: the breaker must not count it
 
 
 def test_answer_slower_than_the_timeout_is_ambiguous(server: SendGridServer) -> None:
@@ -689,8 +714,12 @@ def test_the_sdk_as_it_ships_reaches_the_https_stand_in(
     sdk = sendgrid.SendGridAPIClient(api_key=server.api_key, host=server.url)
     for r in recipients(2):
         body = encode_payload(
-            MESSAGE, [r], from_email="bibliotek@eksempel-kommune.test", from_name="Bibliotek",
-            campaign="c", batch_id="b",
+            MESSAGE,
+            [r],
+            from_email="bibliotek@eksempel-kommune.test",
+            from_name="Bibliotek",
+            campaign="c",
+            batch_id="b",
         )
         # With a charset, the SDK sends an already encoded body as it is (bench/email.py too).
         response = sdk.client.mail.send.post(

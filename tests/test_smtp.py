@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from tasks.errors import ConfigError, TransientError
 from tasks.models import Channel, Language, NewsletterSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
 from tasks.providers.smtp import SmtpProvider
+from tests.servers.smtp_relays import SilentRelay
 from tests.support.tls import self_signed
 
 SUBJECT = "Sådan betaler du gæld til biblioteket fra nu af"
@@ -43,6 +46,7 @@ class Relay:
         self.hang_up_after_data: set[str] = set()  # deliver, then close without answering
         self.pipelining = False  # offer RFC 2920 PIPELINING in the EHLO reply
         self.pipelined_mails = 0  # MAIL commands that arrived with RCPT already behind them
+        self.hang = False  # leave RSET unanswered (long enough for any client timeout here)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
         session.host_name = hostname
@@ -62,6 +66,11 @@ class Relay:
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_RSET(self, server, session, envelope) -> str:
+        if self.hang:
+            await asyncio.sleep(2)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
@@ -259,8 +268,32 @@ def test_lost_connection_splits_the_batch_into_sent_unknown_and_unsent(
 
 
 def test_unreachable_relay_is_transient() -> None:
-    with pytest.raises(TransientError, match="not reached"):
+    with pytest.raises(TransientError, match="not reached") as raised:
         send(make_provider(free_port()), recipients("anna"))
+    assert raised.value.no_answer  # counts towards the circuit breaker
+
+
+def test_a_relay_that_hangs_after_its_greeting_costs_one_command_timeout() -> None:
+    with SilentRelay() as relay:
+        provider = make_provider(relay.port, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="not reached") as raised:
+            send(provider, recipients("anna"))
+        provider.close()
+    assert raised.value.no_answer and time.monotonic() - started < 5
+    assert relay.connections == 1
+
+
+def test_a_kept_connection_that_stops_answering_is_not_waited_on_twice(
+    relay: tuple[Relay, int],
+) -> None:
+    handler, port = relay
+    provider = make_provider(port, timeout=0.3)
+    send(provider, recipients("anna"))
+    handler.hang = True  # the kept connection's RSET now goes unanswered
+    with pytest.raises(TransientError, match="did not answer") as raised:
+        send(provider, recipients("bo"))
+    assert raised.value.no_answer and len(handler.connections) == 1
 
 
 # --- STARTTLS and AUTH -----------------------------------------------------------------------
@@ -368,7 +401,9 @@ def test_a_relay_offering_pipelining_gets_each_envelope_in_one_write(
     assert handler.pipelined_mails == 4
     assert len(handler.connections) == 1
     # Each copy is still addressed to its own recipient only.
-    parsed = email.message_from_bytes(handler.messages["dorte@eksempel.test"], policy=email.policy.SMTP)
+    parsed = email.message_from_bytes(
+        handler.messages["dorte@eksempel.test"], policy=email.policy.SMTP
+    )
     assert parsed["To"] == "dorte@eksempel.test"
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
-from tasks.models import Channel, Language
+from tasks.errors import ConfigError
+from tasks.models import Channel, Language, character_name, header_problem
 
 
 class DeliveryStatus(StrEnum):
@@ -78,6 +79,11 @@ class Provider(ABC):
     # FBSFLOW_MAX_CONCURRENT_CHUNKS overrides): two keep one request on the wire while the other
     # thread records the last one; a provider far away gains from more (see SendGridProvider).
     chunks_at_once: ClassVar[int] = 2
+    # Seconds to wait for a connection, and for each answer once connected: tuned per provider
+    # (a constructor argument overrides). Short enough that a provider that stops answering
+    # trips the channel's breaker (tasks/breaker.py) within about a minute per chunk.
+    connect_timeout: ClassVar[float] = 10.0
+    read_timeout: ClassVar[float] = 30.0
 
     @abstractmethod
     def send_batch(
@@ -87,3 +93,37 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook: most providers hold nothing)
         """Release connections; called once when a flow run is done with the provider."""
+
+
+def check_headers(message: Message, **fields: str) -> None:
+    """Raise ConfigError if the subject or one of `fields` (name=value) would break a mail header.
+
+    Once per batch, before anything is sent: a line break in a sender name or subject would
+    otherwise either add headers of the sender's choosing or fail inside the client library
+    after the batch was claimed, which used to record it as `unknown`.
+    """
+    for name, value in {"subject": message.subject or "", **fields}.items():
+        if problem := header_problem(value):
+            raise ConfigError(
+                f"the {message.channel.value} e-mail's {name} {problem}, which a mail header "
+                "cannot carry; nothing was sent (fix: remove line breaks and control characters "
+                "from it in the municipality's config or the template, then run again)"
+            )
+
+
+def secret_problem(value: str) -> str | None:
+    """Why `value` cannot be an API key or token (None: it can), naming where, never the value.
+
+    A key is printable ASCII without spaces; a copy from a file saved on Windows ends in a
+    carriage return, which HTTP refuses in a header before anything is sent.
+    """
+    if value.isascii() and value.isprintable() and " " not in value:
+        return None
+    for position, char in enumerate(value, 1):
+        if not (char.isascii() and char.isprintable()) or char == " ":
+            where = "at the end" if position == len(value) else f"at character {position}"
+            name = "a space" if char == " " else character_name(char)
+            if not char.isascii() and char.isprintable():
+                name = "a character outside ASCII"
+            return f"holds {name} {where}"
+    return None

@@ -12,6 +12,9 @@ the token goes as HTTP Basic username with an empty password. Which outcome mean
     429, 5xx except 504    TransientError: nothing accepted; retry (after Retry-After)
     504, lost answer       AmbiguousError: may have been sent; never re-sent automatically
     no connection          TransientError: nothing was sent
+    untrusted certificate  ConfigError: nothing was sent, and a retry cannot change that
+
+No connection and a lost answer carry `no_answer`, which the circuit breaker counts.
 
 Text is checked before any request: it must be GSM-7 (æøå are) and fit in `max_parts` parts,
 because a single character outside GSM-7 would silently turn the whole message into UCS-2
@@ -35,7 +38,14 @@ import httpx
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.models import Channel, SmsSettings
-from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+from tasks.providers.base import (
+    BatchResult,
+    DeliveryStatus,
+    Message,
+    Provider,
+    Recipient,
+    secret_problem,
+)
 from tasks.textmetrics import GSM7, sms_info
 
 DEFAULT_URL = "https://gatewayapi.com"
@@ -59,7 +69,13 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One CA bundle load per process: httpx loads it per client otherwise (~0.1 s each)."""
-    return httpx.create_ssl_context()
+    try:
+        return httpx.create_ssl_context()
+    except OSError as exc:  # ssl.SSLError too: a CA file that is missing or holds no certificate
+        raise ConfigError(
+            f"the CA certificates for HTTPS could not be loaded ({type(exc).__name__}), so no "
+            "SMS was sent; fix: point SSL_CERT_FILE at a PEM file of CA certificates, or unset it"
+        ) from None
 
 
 def _scrub(text: str) -> str:
@@ -260,6 +276,14 @@ def _refusal(response: httpx.Response) -> tuple[str, str]:
     return code, _scrub(" ".join(reason.split()))
 
 
+def _untrusted(exc: BaseException) -> bool:
+    """Whether a connect error comes from a certificate this machine does not trust."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
+
+
 class GatewayApiProvider(Provider):
     """Sends SMS through GatewayAPI's REST API with one reused HTTP connection pool."""
 
@@ -274,10 +298,18 @@ class GatewayApiProvider(Provider):
         sender: str,
         max_parts: int = 2,
         sendtime: datetime | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         if not token:
             raise ValueError("GatewayAPI token is empty")
+        if problem := secret_problem(token):
+            raise ConfigError(
+                f"GATEWAYAPI_TOKEN {problem}, which no GatewayAPI token has, so no SMS was sent "
+                "(fix: copy the token again from the dashboard's API Keys page and export "
+                "GATEWAYAPI_TOKEN=<token>; a token read from a file saved on Windows ends in a "
+                "carriage return)"
+            )
         for problem in (_sender_problem(sender), _base_url_problem(base_url)):
             if problem:
                 raise ValueError(problem)
@@ -292,7 +324,10 @@ class GatewayApiProvider(Provider):
         self._client = httpx.Client(
             base_url=base_url,
             auth=httpx.BasicAuth(token, ""),
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(
+                self.read_timeout if timeout is None else timeout,
+                connect=self.connect_timeout if connect_timeout is None else connect_timeout,
+            ),
             verify=_tls_context(),
             headers={"Accept": "application/json", "User-Agent": "fbsflow"},
         )
@@ -303,8 +338,8 @@ class GatewayApiProvider(Provider):
     ) -> GatewayApiProvider:
         """A provider from GATEWAYAPI_TOKEN, GATEWAYAPI_URL and the municipality's SMS settings."""
         env = os.environ if environ is None else environ
-        token = env.get("GATEWAYAPI_TOKEN", "").strip()
-        if not token:
+        token = env.get("GATEWAYAPI_TOKEN", "")
+        if not token.strip():
             raise ConfigError(
                 "GATEWAYAPI_TOKEN is not set (fix: create an API token in the GatewayAPI "
                 "dashboard under API Keys and export GATEWAYAPI_TOKEN=<token>)"
@@ -343,15 +378,23 @@ class GatewayApiProvider(Provider):
                 ENDPOINT, content=body, headers={"Content-Type": "application/json"}
             )
         except _NOT_SENT as exc:
+            if _untrusted(exc):
+                raise ConfigError(
+                    "GatewayAPI's TLS certificate was not trusted, so no SMS was sent (fix: "
+                    "check GATEWAYAPI_URL; behind a proxy that re-signs HTTPS, point "
+                    "SSL_CERT_FILE at your organisation's CA certificate file)"
+                ) from None
             raise TransientError(
-                f"GatewayAPI could not be reached ({type(exc).__name__}); nothing was sent"
+                f"GatewayAPI could not be reached ({type(exc).__name__}); nothing was sent",
+                no_answer=True,
             ) from exc
         except httpx.TransportError as exc:
             # Read/write timeouts, resets, a hang-up without an answer: the request may have
             # arrived whole, so a blind retry could text every recipient twice.
             raise AmbiguousError(
                 f"GatewayAPI may have accepted the batch: the connection failed after sending "
-                f"({type(exc).__name__}); check the GatewayAPI dashboard before sending again"
+                f"({type(exc).__name__}); check the GatewayAPI dashboard before sending again",
+                no_answer=True,
             ) from exc
 
     def _outcome(self, response: httpx.Response, recipients: Sequence[Recipient]) -> BatchResult:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tasks.errors import TransientError
 from tasks.output import PRIVATE_FOLDER, PrivateFiles
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
 
@@ -37,7 +38,14 @@ class OutboxProvider(Provider):
         body = self.shape(message, recipients, batch_id)
         name = f"{message.language.value}-{batch_id}.json"
         content = json.dumps(body, ensure_ascii=False, indent=1).encode()
-        self.files.write(f"{self.folder}/{PRIVATE_FOLDER}/{name}", content)
+        try:
+            self.files.write(f"{self.folder}/{PRIVATE_FOLDER}/{name}", content)
+        except OSError as exc:
+            # Nothing was delivered (a full disk, a read-only folder): pending again, not unknown.
+            raise TransientError(
+                f"the outbox could not write {name} ({type(exc).__name__}: {exc.strerror}); "
+                "fix: free disk space or make the output folder writable"
+            ) from None
         return BatchResult(
             statuses={r.key: DeliveryStatus.SENT for r in recipients},
             provider_ids=[name],

@@ -8,7 +8,8 @@ Outcome classification (the only place SDK and urllib errors are translated: `_t
     connect failed (refused, DNS,   TransientError: the request never left this machine whole
       connect timeout, send error)
     read timeout, connection lost   AmbiguousError: SendGrid may have accepted the request
-      after the request was sent
+      after the request was sent    (these two no_answer: the circuit breaker counts them)
+    malformed key or header value   ConfigError, raised before anything is sent
     401 / 403                       ConfigError: the API key is wrong or lacks the Mail Send scope
     404                             ConfigError: SENDGRID_HOST does not point at the v3 API
     400 / 413 / other 4xx           PermanentError with SendGrid's messages, addresses scrubbed
@@ -42,7 +43,15 @@ import sendgrid
 
 from tasks.errors import AmbiguousError, ConfigError, DeliveryError, PermanentError, TransientError
 from tasks.models import NewsletterSettings
-from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+from tasks.providers.base import (
+    BatchResult,
+    DeliveryStatus,
+    Message,
+    Provider,
+    Recipient,
+    check_headers,
+    secret_problem,
+)
 
 # python_http_client logs every request body at DEBUG, and a body holds 1000 addresses: keep that
 # logger above DEBUG even when a run turns debug logging on globally.
@@ -77,16 +86,20 @@ def build_payload(
     subject, oversized custom_args); those are bugs, not delivery outcomes.
     """
     envelope = _envelope(
-        message, recipients, from_email, from_name, campaign, batch_id, sandbox_mode,
+        message,
+        recipients,
+        from_email,
+        from_name,
+        campaign,
+        batch_id,
+        sandbox_mode,
         unsubscribe_group_id,
     )
     return {"personalizations": _personalizations(recipients), **envelope}
 
 
 def _personalizations(recipients: Sequence[Recipient]) -> list[dict[str, Any]]:
-    return [
-        {"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients
-    ]
+    return [{"to": [{"email": r.address}], "custom_args": {"recipient": r.key}} for r in recipients]
 
 
 def encode_payload(
@@ -107,7 +120,13 @@ def encode_payload(
     sending a million e-mails cost this process.
     """
     envelope = _envelope(
-        message, recipients, from_email, from_name, campaign, batch_id, sandbox_mode,
+        message,
+        recipients,
+        from_email,
+        from_name,
+        campaign,
+        batch_id,
+        sandbox_mode,
         unsubscribe_group_id,
     )
     addresses = list(map(attrgetter("address"), recipients))
@@ -148,6 +167,8 @@ class _Body(str):
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         return _Unlogged(str.encode(self, encoding, errors))
+
+
 _TO, _RECIPIENT, _END = '{"to": [{"email": "', '"}], "custom_args": {"recipient": "', '"}}'
 
 
@@ -177,6 +198,7 @@ def _envelope(
         raise ValueError("recipient keys repeat within the batch; the ledger must deduplicate")
     if not message.subject:
         raise ValueError("an e-mail message needs a subject")
+    check_headers(message, from_name=from_name, from_email=from_email)
 
     custom_args = {"campaign": campaign, "batch_id": batch_id}
     # The recipient key rides along per personalization so event webhooks map back to the ledger
@@ -234,12 +256,19 @@ class SendGridProvider(Provider):
         from_name: str,
         sandbox_mode: bool = False,
         unsubscribe_group_id: int | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         if not api_key:
             raise ConfigError(
                 "SENDGRID_API_KEY is empty; fix: create a key with the Mail Send permission "
                 "in SendGrid (Settings > API Keys) and export SENDGRID_API_KEY"
+            )
+        if problem := secret_problem(api_key):
+            raise ConfigError(
+                f"SENDGRID_API_KEY {problem}, which no SendGrid key has, so nothing was sent; "
+                "fix: export it again exactly as SendGrid showed it (a key read from a file "
+                "saved on Windows ends in a carriage return)"
             )
         if not host.startswith(("https://", "http://")):
             raise ConfigError(
@@ -250,7 +279,8 @@ class SendGridProvider(Provider):
         self.from_name = from_name
         self.sandbox_mode = sandbox_mode
         self.unsubscribe_group_id = unsubscribe_group_id
-        self.timeout = timeout
+        self.timeout = self.read_timeout if timeout is None else timeout
+        connect = self.connect_timeout if connect_timeout is None else connect_timeout
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
         # The SDK's client for POST /v3/mail/send, kept: the SDK builds a new one per call.
         self._mail_send = self._client.client.mail.send
@@ -261,7 +291,7 @@ class SendGridProvider(Provider):
             # TLS handshake per 1000 recipients. Its own seam for the transport (`_make_request`,
             # "separated so we can mock it") takes one that keeps the connection instead. Behind
             # a proxy, or with an SDK without that seam, the SDK sends as it always did.
-            self._transport = _KeepAlive(self.host, timeout)
+            self._transport = _KeepAlive(self.host, connect, self.timeout)
             self._mail_send._make_request = self._transport
 
     @property
@@ -359,11 +389,12 @@ class _KeepAlive:
     own error for it. The SDK's opener is not used.
     """
 
-    def __init__(self, host: str, timeout: float) -> None:
+    def __init__(self, host: str, connect_timeout: float, timeout: float) -> None:
         parts = urllib.parse.urlsplit(host)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
+        self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._idle_since = 0.0
@@ -381,11 +412,9 @@ class _KeepAlive:
             self._conn = None
 
     def _send(self, request: urllib.request.Request, timeout: float) -> _Answer:
-        conn = self._reusable() or self._connection(timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
         try:
+            conn = self._reusable() or self._connection()
+            conn.sock.settimeout(timeout)  # connected: from here on, waiting for answers
             conn.request(
                 request.get_method(),
                 request.selector,
@@ -395,6 +424,13 @@ class _KeepAlive:
         except OSError as exc:
             self.close()
             raise urllib.error.URLError(exc) from exc
+        except ValueError:
+            # A header value http.client refuses before writing a byte; its text quotes the key.
+            self.close()
+            raise ConfigError(
+                "a SendGrid request header is malformed, nothing was sent; fix: "
+                "check SENDGRID_API_KEY and SENDGRID_HOST for stray characters"
+            ) from None
         try:
             response = conn.getresponse()
             body = response.read()
@@ -426,7 +462,9 @@ class _KeepAlive:
             return None
         return conn
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self) -> http.client.HTTPConnection:
+        """A new connection, made now (DNS, TCP, TLS) within the connect timeout."""
+        timeout = self._connect_timeout
         if self._https:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self._host, self._port, timeout=timeout, context=_tls()
@@ -434,6 +472,7 @@ class _KeepAlive:
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         self._conn = conn
+        conn.connect()
         return conn
 
 
@@ -490,12 +529,13 @@ def _translate(exc: BaseException) -> DeliveryError | ConfigError | None:
             )
         # urllib wraps only failures before the request was fully written (connect, DNS, TLS
         # handshake, send): SendGrid cannot have accepted an incomplete request.
-        return TransientError(f"SendGrid not reached: {_reason(exc.reason)}")
+        return TransientError(f"SendGrid not reached: {_reason(exc.reason)}", no_answer=True)
     if isinstance(exc, (TimeoutError, http.client.HTTPException, OSError)):
         # Raised while waiting for or reading the answer: the request was sent.
         return AmbiguousError(
             f"no answer from SendGrid after sending ({type(exc).__name__}); the batch may have "
-            "been accepted, so it is not re-sent automatically"
+            "been accepted, so it is not re-sent automatically",
+            no_answer=True,
         )
     return None
 

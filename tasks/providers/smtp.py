@@ -16,7 +16,10 @@ When not a single recipient got a status (every one deferred, or the connection 
 anything was accepted), `send_batch` raises TransientError instead, so a plain retry is correct.
 Setting up the connection translates smtplib's errors in one place (`_setup_error`): refused,
 unreachable or busy relays are TransientError; refused credentials, a relay without STARTTLS or
-AUTH, and an untrusted certificate are ConfigError.
+AUTH, and an untrusted certificate are ConfigError. A relay that does not answer at all (refused,
+timed out, hung up) raises with `no_answer`, which the circuit breaker counts: each command waits
+at most `read_timeout` (20 s), so a relay that hangs after its greeting costs a chunk at most
+about a minute (three attempts) before the breaker stops the channel.
 
 Not thread-safe by design of SMTP itself: one connection carries one transaction at a time, so
 calls are serialised with a lock.
@@ -39,7 +42,14 @@ from typing import ClassVar
 
 from tasks.errors import ConfigError, DeliveryError, TransientError
 from tasks.models import NewsletterSettings
-from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+from tasks.providers.base import (
+    BatchResult,
+    DeliveryStatus,
+    Message,
+    Provider,
+    Recipient,
+    check_headers,
+)
 
 _PLAIN_ADDRESS = re.compile(r"^[!-~]+@[!-~]+$")  # printable ASCII, no spaces: safe in a header
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,6 +62,9 @@ class SmtpProvider(Provider):
     name: ClassVar[str] = "smtp"
     max_batch: ClassVar[int] = 1000
     # Two, the default: relays cap connections per client (Microsoft 365's SMTP AUTH at three).
+    # A relay answers each command at once; the wait after a message's final dot is the longest
+    # (content scanning), and a few seconds there is already slow.
+    read_timeout: ClassVar[float] = 20.0
 
     def __init__(
         self,
@@ -63,7 +76,8 @@ class SmtpProvider(Provider):
         password: str | None = None,
         from_email: str,
         from_name: str,
-        timeout: float = 30,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
@@ -73,7 +87,8 @@ class SmtpProvider(Provider):
         self._password = password
         self.from_email = from_email
         self.from_name = from_name
-        self.timeout = timeout
+        self.timeout = self.read_timeout if timeout is None else timeout
+        self._connect = self.connect_timeout if connect_timeout is None else connect_timeout
         # Tests pass a context trusting their self-signed relay; production uses the system CAs.
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._conn: smtplib.SMTP | None = None
@@ -154,6 +169,7 @@ class SmtpProvider(Provider):
         """The message once, serialised and dot-stuffed; only To and Message-ID vary later."""
         if not message.subject:
             raise ValueError("an e-mail message needs a subject")
+        check_headers(message, from_name=self.from_name, from_email=self.from_email)
         mail = EmailMessage(policy=email.policy.SMTP)
         mail["From"] = Address(display_name=self.from_name, addr_spec=self.from_email)
         mail["Subject"] = message.subject
@@ -181,6 +197,7 @@ class SmtpProvider(Provider):
         refused: Counter[int] = Counter()
         deferred: Counter[int] = Counter()
         lost = ""
+        hung_up = False  # the relay stopped answering (rather than refusing)
         for i, recipient in enumerate(recipients):
             message_id = make_msgid(domain=domain)
             try:
@@ -191,6 +208,7 @@ class SmtpProvider(Provider):
                     statuses[recipient.key] = DeliveryStatus.UNKNOWN
                 not_sent = len(recipients) - i - (1 if exc.in_flight else 0)
                 lost = f"; connection lost ({exc.reason}), {not_sent} not attempted"
+                hung_up = True
                 break
             except _SenderRefused as exc:
                 if not statuses:
@@ -220,7 +238,7 @@ class SmtpProvider(Provider):
             f"deferred {deferred.total()}{_codes(deferred)}{lost}"
         )
         if not statuses:
-            raise TransientError(f"SMTP relay accepted nothing: {detail}")
+            raise TransientError(f"SMTP relay accepted nothing: {detail}", no_answer=hung_up)
         return BatchResult(statuses=statuses, provider_ids=message_ids, detail=detail)
 
     def _send_one(
@@ -291,13 +309,21 @@ class SmtpProvider(Provider):
                 if self._conn.rset()[0] == 250:
                     self._needs_reset = False
                     return self._conn
-            except OSError:
-                pass  # the relay closed an idle connection: open a fresh one
+            except OSError as exc:
+                # A relay that closed an idle connection gets a fresh one; one that stopped
+                # answering does not (it would be waited on twice). smtplib reports a timeout as
+                # a disconnect caused by it.
+                if isinstance(exc.__context__, TimeoutError):
+                    self._drop()
+                    message = f"{self._where()} did not answer"
+                    raise TransientError(message, no_answer=True) from None
             self._drop()
         conn = None
         try:
             # The host goes to the constructor: STARTTLS checks the certificate against it.
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            # The greeting is awaited within the connect timeout, every command within `timeout`.
+            conn = smtplib.SMTP(self.host, self.port, timeout=self._connect)
+            conn.sock.settimeout(self.timeout)
             conn.ehlo()
             if self.starttls:
                 conn.starttls(context=self._ssl_context)
@@ -313,7 +339,7 @@ class SmtpProvider(Provider):
 
     def _setup_error(self, exc: OSError) -> ConfigError | DeliveryError:
         """Translate an smtplib/ssl/socket error raised while opening the connection."""
-        where = f"SMTP relay {self.host}:{self.port}"
+        where = self._where()
         if isinstance(exc, smtplib.SMTPAuthenticationError):
             return ConfigError(
                 f"{where} refused the login ({exc.smtp_code}); fix: check "
@@ -341,7 +367,11 @@ class SmtpProvider(Provider):
             exc, smtplib.SMTPServerDisconnected
         ):
             return ConfigError(f"{where}: {exc}; fix: check FBSFLOW_SMTP_* settings")
-        return TransientError(f"{where} not reached ({type(exc).__name__})")
+        # Refused, unresolved, timed out or hung up on: no answer to count on.
+        return TransientError(f"{where} not reached ({type(exc).__name__})", no_answer=True)
+
+    def _where(self) -> str:
+        return f"SMTP relay {self.host}:{self.port}"
 
     def _drop(self) -> None:
         self._needs_reset = False

@@ -302,6 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         raw = self._read_body()
+        if self.server.silent.is_set():
+            while self.server.silent.is_set() and not self.server.stopping.wait(0.05):
+                pass
+            self.close_connection = True
+            return
         if fault is not None and fault.kind == "http":
             self._answer(
                 fault.status, {"code": fault.code, "message": fault.message}, fault.headers
@@ -344,6 +349,7 @@ class _HttpServer(ThreadingHTTPServer):
         self.on_request = on_request
         self.state = _State()
         self.stopping = threading.Event()
+        self.silent = threading.Event()  # see GatewayApiServer.never_answer
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -451,6 +457,15 @@ class GatewayApiServer:
         """The last JSON body that parsed and came with a valid token, accepted or not."""
         with self._http.state.lock:
             return self._http.state.last_body
+
+    def never_answer(self, on: bool = True) -> None:
+        """While on, every `POST /rest/mtsms` is read, not delivered and never answered: its
+        connection stays open until this is turned off or the server stops (a gateway that
+        hangs). Counted in `requests`."""
+        if on:
+            self._http.silent.set()
+        else:
+            self._http.silent.clear()
 
     def inject(self, *faults: Fault) -> None:
         """Queue faults; each following request takes the next one, then answers normally again."""

@@ -65,7 +65,7 @@ _EMAILS = re.compile(r"(?:[^@\s]+@[^@\s]+\.[^@\s]+\n)+")  # _EMAIL, one per line
 _PLAIN_KEYS = frozenset({"to", "custom_args"})
 _HELP = "https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors#{}"
 
-FaultKind = Literal["status", "drop", "slow", "hold", "close_before_read", "hang_up"]
+FaultKind = Literal["status", "drop", "slow", "hold", "close_before_read", "hang_up", "silent"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ class SendGridServer:
         self._lock = threading.Lock()
         self._arrivals = threading.Condition(self._lock)  # for Fault.hold
         self._stopping = threading.Event()
+        self._silent = threading.Event()  # see never_answer
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.stand_in = self
         # HTTPS, as api.sendgrid.com speaks it: each new connection then costs a TLS handshake.
@@ -232,6 +233,15 @@ class SendGridServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def never_answer(self, on: bool = True) -> None:
+        """While on, every mail-send request is read, not delivered and never answered: its
+        connection stays open until this is turned off or the server stops (a SendGrid that
+        hangs). Recorded with fault "silent"."""
+        if on:
+            self._silent.set()
+        else:
+            self._silent.clear()
 
     def fail_next(self, *faults: Fault) -> None:
         """Queue faults; each arriving mail-send request takes the next one."""
@@ -371,6 +381,13 @@ class _Handler(BaseHTTPRequestHandler):
         if stand_in.on_request is not None:
             stand_in.on_request(index)
         kind = fault.kind if fault else None
+        if stand_in._silent.is_set():
+            self._read_body()
+            stand_in._record(RecordedRequest(index, None, "silent"), ())
+            while stand_in._silent.is_set() and not stand_in._stopping.wait(0.05):
+                pass
+            self.close_connection = True
+            return
         if kind == "close_before_read":
             self.close_connection = True
             stand_in._record(RecordedRequest(index, None, kind), ())
@@ -419,9 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "hang_up":
             self.close_connection = True
 
-    def _check(
-        self, stand_in: SendGridServer, raw: bytes
-    ) -> tuple[int, list[dict[str, Any]], Any]:
+    def _check(self, stand_in: SendGridServer, raw: bytes) -> tuple[int, list[dict[str, Any]], Any]:
         """(0, [], body) when the request is acceptable, else (status, errors, None)."""
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
@@ -445,9 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _answer(
-        self, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    def _answer(self, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
         data = b"" if body is None else _dumps(body)
         self._leave()
         try:
@@ -483,21 +496,26 @@ def validate(body: Any) -> list[dict[str, Any]]:
     errors = _check_personalizations(body)
     sender = body.get("from")
     if not (isinstance(sender, dict) and _EMAIL.match(str(sender.get("email", "")))):
-        errors.append(_error(
-            "The from object must be provided for every email send. It is an object that "
-            "requires the email parameter, but may also contain a name parameter.",
-            "from.email", "message.from",
-        ))
+        errors.append(
+            _error(
+                "The from object must be provided for every email send. It is an object that "
+                "requires the email parameter, but may also contain a name parameter.",
+                "from.email",
+                "message.from",
+            )
+        )
     personalizations = body.get("personalizations") or []
     if not body.get("subject") and not (
-        personalizations
-        and all(isinstance(p, dict) and p.get("subject") for p in personalizations)
+        personalizations and all(isinstance(p, dict) and p.get("subject") for p in personalizations)
     ):
-        errors.append(_error(
-            "The subject is required. You can get around this requirement if you use a template "
-            "with a subject defined or if every personalization has a subject defined.",
-            "subject", "message.subject",
-        ))
+        errors.append(
+            _error(
+                "The subject is required. You can get around this requirement if you use a template "
+                "with a subject defined or if every personalization has a subject defined.",
+                "subject",
+                "message.subject",
+            )
+        )
     errors.extend(_check_content(body.get("content")))
     errors.extend(_check_extras(body))
     return errors
@@ -506,17 +524,23 @@ def validate(body: Any) -> list[dict[str, Any]]:
 def _check_personalizations(body: dict[str, Any]) -> list[dict[str, Any]]:
     personalizations = body.get("personalizations")
     if not isinstance(personalizations, list) or not personalizations:
-        return [_error(
-            "The personalizations field is required and must have at least one personalization.",
-            "personalizations", "message.personalizations",
-        )]
+        return [
+            _error(
+                "The personalizations field is required and must have at least one personalization.",
+                "personalizations",
+                "message.personalizations",
+            )
+        ]
     if len(personalizations) > MAX_PERSONALIZATIONS:
-        return [_error(
-            "The personalization block is limited to 1000 personalizations per API request. You "
-            f"have provided {len(personalizations)} personalizations. Please consider splitting "
-            "this into multiple requests and resending your request.",
-            "personalizations", "message.personalizations",
-        )]
+        return [
+            _error(
+                "The personalization block is limited to 1000 personalizations per API request. You "
+                f"have provided {len(personalizations)} personalizations. Please consider splitting "
+                "this into multiple requests and resending your request.",
+                "personalizations",
+                "message.personalizations",
+            )
+        ]
     top_args = body.get("custom_args") or {}
     if _plain_personalizations(personalizations, top_args):
         return []
@@ -525,11 +549,14 @@ def _check_personalizations(body: dict[str, Any]) -> list[dict[str, Any]]:
     total = 0
     for i, p in enumerate(personalizations):
         if not isinstance(p, dict) or not p.get("to"):
-            errors.append(_error(
-                "The to array is required for all personalization objects, and must have at "
-                "least one email object with a valid email address.",
-                f"personalizations.{i}.to", "message.personalizations.to",
-            ))
+            errors.append(
+                _error(
+                    "The to array is required for all personalization objects, and must have at "
+                    "least one email object with a valid email address.",
+                    f"personalizations.{i}.to",
+                    "message.personalizations.to",
+                )
+            )
             continue
         seen: set[str] = set()
         for kind in ("to", "cc", "bcc"):
@@ -537,28 +564,36 @@ def _check_personalizations(body: dict[str, Any]) -> list[dict[str, Any]]:
                 total += 1
                 address = str(r.get("email", "")) if isinstance(r, dict) else ""
                 if not _EMAIL.match(address):
-                    errors.append(_error(
-                        "Does not contain a valid address.",
-                        f"personalizations.{i}.{kind}.{j}.email",
-                        "message.personalizations.to",
-                    ))
+                    errors.append(
+                        _error(
+                            "Does not contain a valid address.",
+                            f"personalizations.{i}.{kind}.{j}.email",
+                            "message.personalizations.to",
+                        )
+                    )
                 elif address.lower() in seen:
                     # SendGrid really does echo the address here; clients must scrub it.
-                    errors.append(_error(
-                        "Each email address in the personalization block should be unique "
-                        "between to, cc, and bcc. We found the first duplicate instance of "
-                        f"[{address}] in the personalizations.{i}.{kind} field.",
-                        f"personalizations.{i}", "message.personalizations",
-                    ))
+                    errors.append(
+                        _error(
+                            "Each email address in the personalization block should be unique "
+                            "between to, cc, and bcc. We found the first duplicate instance of "
+                            f"[{address}] in the personalizations.{i}.{kind} field.",
+                            f"personalizations.{i}",
+                            "message.personalizations",
+                        )
+                    )
                 seen.add(address.lower())
         args = p.get("custom_args") or {}
         errors.extend(_check_custom_args({**top_args, **args}, f"personalizations.{i}"))
     if total > MAX_RECIPIENTS:
-        errors.append(_error(
-            f"There is a limit of 1000 total recipients (to + cc + bcc) per request; "
-            f"you have provided {total}.",
-            "personalizations", "message.personalizations",
-        ))
+        errors.append(
+            _error(
+                f"There is a limit of 1000 total recipients (to + cc + bcc) per request; "
+                f"you have provided {total}.",
+                "personalizations",
+                "message.personalizations",
+            )
+        )
     return errors
 
 
@@ -597,41 +632,56 @@ def _check_custom_args(args: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(args, dict):
         return [_error("custom_args must be an object.", f"{where}.custom_args", "custom_args")]
     if any(not isinstance(v, str) for v in args.values()):
-        return [_error(
-            "Invalid type. Expected: string, given: non-string.",
-            f"{where}.custom_args", "message.custom_args",
-        )]
+        return [
+            _error(
+                "Invalid type. Expected: string, given: non-string.",
+                f"{where}.custom_args",
+                "message.custom_args",
+            )
+        ]
     if len(_dumps(args)) >= MAX_CUSTOM_ARGS_BYTES:
-        return [_error(
-            "The custom_args exceed the maximum size of 10,000 bytes.",
-            f"{where}.custom_args", "message.custom_args",
-        )]
+        return [
+            _error(
+                "The custom_args exceed the maximum size of 10,000 bytes.",
+                f"{where}.custom_args",
+                "message.custom_args",
+            )
+        ]
     return []
 
 
 def _check_content(content: Any) -> list[dict[str, Any]]:
     if not isinstance(content, list) or not content:
-        return [_error(
-            "Unless a valid template_id is provided, the content parameter is required. There "
-            "must be at least one defined content block.",
-            "content", "message.content",
-        )]
+        return [
+            _error(
+                "Unless a valid template_id is provided, the content parameter is required. There "
+                "must be at least one defined content block.",
+                "content",
+                "message.content",
+            )
+        ]
     errors = []
     for i, block in enumerate(content):
         if not (isinstance(block, dict) and block.get("type") and block.get("value")):
-            errors.append(_error(
-                "The content value must be a string at least one character in length.",
-                f"content.{i}.value", "message.content.value",
-            ))
+            errors.append(
+                _error(
+                    "The content value must be a string at least one character in length.",
+                    f"content.{i}.value",
+                    "message.content.value",
+                )
+            )
     types = [b.get("type") for b in content if isinstance(b, dict)]
     plain_first = "text/plain" not in types or types[0] == "text/plain"
     html_next = "text/html" not in types or types.index("text/html") <= 1
     if not (plain_first and html_next):
-        errors.append(_error(
-            "If present, text/plain content must be first, followed by text/html, followed by "
-            "any other content.",
-            "content", "message.content.type",
-        ))
+        errors.append(
+            _error(
+                "If present, text/plain content must be first, followed by text/html, followed by "
+                "any other content.",
+                "content",
+                "message.content.type",
+            )
+        )
     return errors
 
 
@@ -639,22 +689,31 @@ def _check_extras(body: dict[str, Any]) -> list[dict[str, Any]]:
     errors = []
     categories = body.get("categories") or []
     if len(categories) > MAX_CATEGORIES:
-        errors.append(_error(
-            "You may not have more than 10 categories per request.",
-            "categories", "message.categories",
-        ))
+        errors.append(
+            _error(
+                "You may not have more than 10 categories per request.",
+                "categories",
+                "message.categories",
+            )
+        )
     if any(not isinstance(c, str) or len(c) > 255 for c in categories):
-        errors.append(_error(
-            "A category cannot be longer than 255 characters.",
-            "categories", "message.categories",
-        ))
+        errors.append(
+            _error(
+                "A category cannot be longer than 255 characters.",
+                "categories",
+                "message.categories",
+            )
+        )
     errors.extend(_check_custom_args(body.get("custom_args") or {}, "message"))
     sandbox = (body.get("mail_settings") or {}).get("sandbox_mode") or {}
     if "enable" in sandbox and not isinstance(sandbox["enable"], bool):
-        errors.append(_error(
-            "The sandbox_mode enable parameter must be a boolean.",
-            "mail_settings.sandbox_mode.enable", "message.mail_settings",
-        ))
+        errors.append(
+            _error(
+                "The sandbox_mode enable parameter must be a boolean.",
+                "mail_settings.sandbox_mode.enable",
+                "message.mail_settings",
+            )
+        )
     asm = body.get("asm")
     if asm is not None and not isinstance((asm or {}).get("group_id"), int):
         errors.append(_error("The asm group_id must be an integer.", "asm.group_id", "message.asm"))
@@ -665,10 +724,13 @@ def _check_extras(body: dict[str, Any]) -> list[dict[str, Any]]:
         except (binascii.Error, AttributeError):
             ok = False
         if not ok:
-            errors.append(_error(
-                "Attachments need base64 content and a filename.",
-                f"attachments.{i}", "message.attachments",
-            ))
+            errors.append(
+                _error(
+                    "Attachments need base64 content and a filename.",
+                    f"attachments.{i}",
+                    "message.attachments",
+                )
+            )
     return errors
 
 
@@ -687,9 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(*args.tls)
-    server = SendGridServer(
-        args.api_key, port=args.port, keep_bodies=args.keep_bodies, tls=tls
-    )
+    server = SendGridServer(args.api_key, port=args.port, keep_bodies=args.keep_bodies, tls=tls)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
