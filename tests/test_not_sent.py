@@ -25,6 +25,7 @@ from tasks.delivery import RetryPolicy, deliver_chunk
 from tasks.errors import ConfigError, FbsflowError, TransientError
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, SmsSettings
+from tasks.output import PrivateFiles
 from tasks.providers import gatewayapi
 from tasks.providers.base import Message, Provider, Recipient
 from tasks.providers.gatewayapi import GatewayApiProvider
@@ -129,7 +130,7 @@ def unwritable_outbox(s: StandIns) -> OutboxProvider:
     def shape(message: Message, recipients: Any, batch_id: str) -> dict[str, Any]:
         return build_payload(message, recipients, campaign=CAMPAIGN, batch_id=batch_id, **SENDER)
 
-    return OutboxProvider(blocker / "newsletter", shape=shape)
+    return OutboxProvider(PrivateFiles(blocker / "private"), "newsletter", shape=shape)
 
 
 @dataclass(frozen=True)
