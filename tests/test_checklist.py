@@ -15,7 +15,6 @@ from tasks.checklist import (
     COMPLETE_STEP,
     Checklist,
     StepState,
-    branch_slug,
     checklist_definitions,
     render_table,
     table_rows,
@@ -167,28 +166,6 @@ def test_definitions_leave_out_disabled_channels() -> None:
     ]
     text = checklist_definitions(_card(), config)[-2].text
     assert text == "Opdatér selvbetjeningssiderne i DPL CMS"
-
-
-@pytest.mark.parametrize(
-    ("name", "slug"),
-    [
-        ("Søby Bibliotek", "soeby-bibliotek"),
-        ("Æblerød Filial", "aebleroed-filial"),
-        ("Ågade Bibliotek", "aagade-bibliotek"),
-        ("Hovedbiblioteket", "hovedbiblioteket"),
-        ("Café-biblioteket, Nørrebro (2. sal)", "cafe-biblioteket-noerrebro-2-sal"),
-    ],
-)
-def test_branch_slug_is_ascii(name: str, slug: str) -> None:
-    assert branch_slug(name) == slug
-
-
-def test_branches_whose_names_slug_alike_get_distinct_ids() -> None:
-    data = _config_data()
-    data["library"]["branches"] = [{"name": "Søby Bibliotek"}, {"name": "Søby bibliotek"}]
-    config = MunicipalityConfig.model_validate(data)
-    posters = [s.id for s in checklist_definitions(_card(), config) if s.channel == "poster"]
-    assert posters == ["inform.poster.soeby-bibliotek", "inform.poster.soeby-bibliotek-2"]
 
 
 def test_another_card_keeps_its_own_steps(checklist: Checklist, config: MunicipalityConfig) -> None:

@@ -12,11 +12,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tasks.channels import render_channel
 from tasks.config import load_municipality
 from tasks.gallery import build_gallery, gallery_markdown, poster_preview_png
 from tasks.models import Channel, Language
 from tasks.providers.base import Message
-from tasks.render import ChannelContent, render_channel
+from tasks.render import ChannelContent
 
 from .conftest import EXAMPLE_CONFIG
 
