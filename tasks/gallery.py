@@ -49,6 +49,11 @@ _WORDS: dict[str, dict[Any, str]] = {
         "parts": "SMS parts",
         "lix": "LIX",
         "paper": "Paper",
+        "size": "Size",
+        "limit": "of at most",
+        "image": "Image",
+        "to_publish": "Text to publish with the image",
+        "on_image": "Text on the image",
         "preview_of": "Preview of page 1 of",
         "no_preview": "No preview (poppler-utils is not installed); open the PDF.",
         "files": "Files",
@@ -72,6 +77,11 @@ _WORDS: dict[str, dict[Any, str]] = {
         "parts": "SMS-dele",
         "lix": "LIX",
         "paper": "Papir",
+        "size": "Størrelse",
+        "limit": "af højst",
+        "image": "Billede",
+        "to_publish": "Tekst, der udgives med billedet",
+        "on_image": "Tekst på billedet",
         "preview_of": "Forhåndsvisning af side 1 af",
         "no_preview": "Ingen forhåndsvisning (poppler-utils er ikke installeret); åbn PDF-filen.",
         "files": "Filer",
@@ -92,7 +102,7 @@ _STYLE = """
   iframe { width: 100%; height: 36rem; border: 1px solid #767676; background: #fff; }
   pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f3f3f3; color: #1a1a1a;
         border: 1px solid #767676; padding: 0.75rem; font-size: 0.95rem; }
-  img.poster { max-width: 100%; border: 1px solid #767676; }
+  img.poster, img.image { max-width: 100%; border: 1px solid #767676; }
   table { border-collapse: collapse; }
   th, td { border: 1px solid #767676; padding: 0.3rem 0.8rem; text-align: left; }
   caption { text-align: left; font-weight: bold; margin-bottom: 0.3rem; }
@@ -282,6 +292,43 @@ def _print(page: _Page, content: ChannelContent, stem: str) -> None:
     page.add("</div>")
 
 
+def _image(page: _Page, content: ChannelContent, name: str) -> None:
+    """`<name>.<lang>.png` as it is published, the words on it, and any text published with it."""
+    labels, folder = page.labels, content.channel.value
+    page.add('<div class="langs">')
+    for lang in _languages(content):
+        _lang_heading(page, content.channel, lang)
+        m = content.metrics.get(lang, {})
+        figures = [(labels["size"], f"{m['size']} px")] if "size" in m else []
+        if "characters" in m:
+            limit = f" {labels['limit']} {m['limit']}" if "limit" in m else ""
+            figures.append((labels["characters"], f"{m['characters']}{limit}"))
+        page.figures([*figures, (labels["lix"], _format_lix(m.get("lix"), labels))])
+        words, png = f"{name}.{lang.value}.txt", f"{name}.{lang.value}.png"
+        published = sorted(
+            f for f in content.files if f.endswith(f".{lang.value}.txt") and f != words
+        )
+        for relative in published:
+            page.add(f"<h4>{escape(labels['to_publish'])}</h4>")
+            page.add(f"<p>{page.link(f'{folder}/{relative}')}</p>")
+            page.pre(_text(content.files[relative]), lang)
+        if isinstance(data := content.files.get(png), bytes):
+            # Shown whole, as it will be published. Its alt only says what it is: the words on
+            # it are listed just below, for reading and for screen readers.
+            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            alt = f"{labels['image']} {png}"
+            page.add(f"<h4>{escape(labels['image'])}</h4><p>{page.link(f'{folder}/{png}')}</p>")
+            page.add(f'<p><img class="image" src="{uri}" alt="{escape(alt)}"></p>')
+        if words in content.files:
+            lines = _text(content.files[words]).splitlines()
+            items = "".join(f"<li>{escape(line)}</li>" for line in lines if line)
+            page.add(f"<h4>{escape(labels['on_image'])}</h4>")
+            page.add(f"<p>{page.link(f'{folder}/{words}')}</p>")
+            page.add(f'<ul lang="{lang.value}">{items}</ul>')
+        page.add("</section>")
+    page.add("</div>")
+
+
 def _files(page: _Page, content: ChannelContent, name: str) -> None:
     """Config files and anything else: each file's path as a heading and its text."""
     channel = content.channel
@@ -299,6 +346,7 @@ _SHOW: dict[View, Callable[[_Page, ChannelContent, str], None]] = {
     View.EMAIL: _email,
     View.TEXT_MESSAGE: _text_message,
     View.PRINT: _print,
+    View.IMAGE: _image,
     View.FILES: _files,
 }
 

@@ -124,3 +124,48 @@ def lix_of_html(html: str) -> float:
     from tasks.textmetrics import html_to_text, lix
 
     return round(lix(html_to_text(html)), 1)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image for a screen or a feed, and the words drawn on it."""
+
+    png: bytes
+    pdf: bytes  # the page it was drawn from, to read its text back
+    lines: list[str]  # the key message first
+    lix: float  # of the text as drawn
+
+
+def picture(
+    config: MunicipalityConfig,
+    spec: ChannelSpec,
+    language: Language,
+    name: str,
+    size: tuple[int, int],
+    *,
+    qr_url: str | None = None,
+) -> Picture:
+    """templates/<channel>/<lang>/<name>.html.j2 with the channel's short points, as a PNG of
+    exactly `size` pixels; with `qr_url`, a QR code to it beside the text."""
+    from markupsafe import Markup
+
+    from tasks.pdf import pdf_text, qr_svg, render_png
+    from tasks.textmetrics import lix
+
+    ctx = spec.context(config, language)
+    lines = short_points(ctx)
+    width, height = size
+    html = render_template(
+        f"{spec.channel.value}/{language.value}/{name}.html.j2",
+        {
+            **ctx,
+            "width": width,
+            "height": height,
+            "lead": lines[0],
+            "lines": lines[1:],
+            "qr": Markup(qr_svg(qr_url)) if qr_url else None,
+            "qr_url": qr_url,
+        },
+    )
+    png, pdf = render_png(html, width, height, base_url=str(TEMPLATES_DIR))
+    return Picture(png, pdf, lines, round(lix(pdf_text(pdf)), 1))
