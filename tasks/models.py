@@ -107,6 +107,7 @@ class Channel(StrEnum):
     POSTER = "poster"
     SMS = "sms"
     SELF_SERVICE = "self_service"
+    INFO_SCREEN = "info_screen"
 
 
 class Language(StrEnum):
@@ -253,6 +254,10 @@ class SelfServiceSettings(ChannelSettings):
     cms: Literal["dpl", "ddb", "both"] = "dpl"
 
 
+class InfoScreenSettings(ChannelSettings):
+    """The branches' info screens: a 1920x1080 slide per language, put on the screens by a person."""
+
+
 class Channels(Strict):
     """One entry per channel; a channel left out is not used."""
 
@@ -262,6 +267,7 @@ class Channels(Strict):
     poster: PosterSettings | None = None
     sms: SmsSettings | None = None
     self_service: SelfServiceSettings | None = None
+    info_screen: InfoScreenSettings | None = None
 
     def enabled(self) -> list[Channel]:
         """Enabled channels in plan order."""

@@ -137,6 +137,7 @@ def test_every_relative_link_leads_to_a_file_of_the_outbox(tmp_path: Path) -> No
         "newsletter/en/body.txt",
         "self_service/dpl/dpl_fees.settings.yml",
         "self_service/ddb/ding_debt.json",
+        "info_screen/slide.da.png",
     ):
         assert expected in relative, expected  # fmt: skip
     for href in relative:
@@ -148,7 +149,7 @@ def test_every_relative_link_leads_to_a_file_of_the_outbox(tmp_path: Path) -> No
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="needs poppler-utils (pdftoppm)")
 def test_posters_are_previewed_as_png_with_alt_text() -> None:
-    images = _all(parse(gallery()), "img")
+    images = [img for img in _all(parse(gallery()), "img") if img["class"] == "poster"]
     assert len(images) == 2
     for img in images:
         assert img["alt"].startswith("Preview of page 1 of poster.")
@@ -157,6 +158,25 @@ def test_posters_are_previewed_as_png_with_alt_text() -> None:
     # The poster's lines are shown as text too, for reading and for screen readers.
     lines = contents()[Channel.POSTER].messages[Language.DA].text.splitlines()
     assert all(line in parse(gallery()).texts["li"] for line in lines)
+
+
+def test_images_are_shown_whole_with_the_words_on_them() -> None:
+    page = parse(gallery())
+    images = [img for img in _all(page, "img") if img["class"] == "image"]
+    shown = {base64.b64decode(img["src"].removeprefix("data:image/png;base64,")) for img in images}
+    expected = {
+        data
+        for channel in (Channel.INFO_SCREEN,)
+        for name, data in contents()[channel].files.items()
+        if name.endswith(".png")
+    }
+    assert len(images) == 2 and shown == expected  # the published files, not previews
+    assert all(img["alt"].startswith("Image ") for img in images)
+    for lang in Language:
+        words = str(contents()[Channel.INFO_SCREEN].files[f"slide.{lang.value}.txt"])
+        assert all(line in page.texts["li"] for line in words.splitlines())
+    dd = page.texts["dd"]
+    assert "1920x1080 px" in dd
 
 
 def test_without_pdftoppm_the_poster_is_linked_not_previewed(
@@ -205,7 +225,7 @@ def test_markdown_summary_per_channel() -> None:
     md = gallery_markdown(contents())
     headings = re.findall(r"^## (.+)$", md, re.M)
     assert headings == ["Website article", "FAQ", "Newsletter", "Poster", "SMS",
-                        "Self-service pages (DPL CMS / DDB CMS)"]  # fmt: skip
+                        "Self-service pages (DPL CMS / DDB CMS)", "Info screen"]  # fmt: skip
     assert "**Key message:** Sådan betaler du gebyrer til biblioteket fra 14. december 2026" in md
     sms = contents()[Channel.SMS]
     for lang in Language:
