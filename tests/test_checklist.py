@@ -31,6 +31,7 @@ LEAVES = [
     "inform.website",
     "inform.faq",
     "inform.newsletter",
+    "inform.social_post",
     "inform.sms",
     "inform.poster.hovedbiblioteket",
     "inform.poster.soeby-bibliotek",
@@ -143,12 +144,14 @@ def test_definitions_expand_inform_per_enabled_channel_and_branch(card: TaskCard
     assert by_id["inform.sms"].text == "Send sms til lånere i sms-ordningen"
     assert by_id["inform.poster.soeby-bibliotek"].text == "Hæng plakater op på Søby Bibliotek"
     assert by_id["inform.info_screen"].text == "Vis billedet på infoskærmene i filialerne"
+    assert by_id["inform.social_post"].text == "Publicér opslaget på Facebook og Instagram"
     # The example config says cms: both.
     assert by_id["inform.self_service"].text == "Opdatér selvbetjeningssiderne i DPL CMS/DDB CMS"
     manual = {s.id for s in steps if s.kind is StepKind.MANUAL}
     assert manual == {
         "inform.website", "inform.faq", "inform.poster.hovedbiblioteket",
         "inform.poster.soeby-bibliotek", "inform.self_service", "inform.info_screen",
+        "inform.social_post",
     }
     assert {s.parent for s in steps if s.id.startswith("inform.")} == {"inform"}
     assert by_id["inform.poster.hovedbiblioteket"].channel == "poster"
@@ -164,7 +167,7 @@ def test_definitions_leave_out_disabled_channels() -> None:
     ids = [s.id for s in checklist_definitions(_card(), config)]
     assert ids == [
         "plan", "inform", "inform.website", "inform.faq", "inform.newsletter",
-        "inform.info_screen", "inform.self_service", "mark-complete",
+        "inform.social_post", "inform.info_screen", "inform.self_service", "mark-complete",
     ]
     text = checklist_definitions(_card(), config)[-2].text
     assert text == "Opdatér selvbetjeningssiderne i DPL CMS"
@@ -299,7 +302,7 @@ def test_parent_rolls_up_from_its_children(
     assert inform().state is StepState.OPEN
     checklist.set_state(config, card, "inform.website", "done", by="Webredaktør", how="cli")
     assert inform().state is StepState.IN_PROGRESS
-    assert inform().note == "1 of 8 sub-steps done or skipped"
+    assert inform().note == "1 of 9 sub-steps done or skipped"
     _done(checklist, config, card, *[i for i in LEAVES[1:] if i != "inform.faq"])
     checklist.set_state(config, card, "inform.faq", "skipped", by="PL", how="cli",
                         note="Spørgsmål og svar står i nyheden")

@@ -209,6 +209,8 @@ def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
         assert lix(text) <= 35, (lang, text)
         poster, _ = poster_html(config, lang)
         assert lix(html_to_text(poster)) <= 35
+        post = spec(Channel.SOCIAL_POST).text(config, lang)  # its image shows the poster's lines
+        assert lix(post) <= 35 and len(post) <= 500 and not re.search(r"\d+ ?kr\.|DKK", post)
         assert website.metrics[lang]["lix"] <= 35
     selfservice = spec(Channel.SELF_SERVICE).render(config)
     assert selfservice.files  # DPL and DDB files for every combination

@@ -36,6 +36,7 @@ MANUAL = [
     "inform.poster.soeby-bibliotek",
     "inform.self_service",
     "inform.info_screen",
+    "inform.social_post",
 ]
 
 
@@ -94,7 +95,7 @@ def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: P
     assert completion["steps"]["mark-complete"]["state"] == "done"
     assert completion["approval"]["approved"] is True
     # The channels published by hand: their files in the record, their steps confirmed.
-    for channel, files in (("info_screen", "slide"),):
+    for channel, files in (("info_screen", "slide"), ("social_post", "image")):
         outcome = completion["channels"][channel]
         assert outcome["status"] == "done" and outcome["provider"] == "files"
         assert {f"{channel}/{files}.{lang}.png" for lang in ("da", "en")} <= set(outcome["files"])

@@ -138,6 +138,8 @@ def test_every_relative_link_leads_to_a_file_of_the_outbox(tmp_path: Path) -> No
         "self_service/dpl/dpl_fees.settings.yml",
         "self_service/ddb/ding_debt.json",
         "info_screen/slide.da.png",
+        "social_post/image.en.png",
+        "social_post/post.da.txt",
     ):
         assert expected in relative, expected  # fmt: skip
     for href in relative:
@@ -160,23 +162,27 @@ def test_posters_are_previewed_as_png_with_alt_text() -> None:
     assert all(line in parse(gallery()).texts["li"] for line in lines)
 
 
-def test_images_are_shown_whole_with_the_words_on_them() -> None:
+def test_images_are_shown_whole_with_the_words_on_them_and_the_post_text() -> None:
     page = parse(gallery())
     images = [img for img in _all(page, "img") if img["class"] == "image"]
     shown = {base64.b64decode(img["src"].removeprefix("data:image/png;base64,")) for img in images}
     expected = {
         data
-        for channel in (Channel.INFO_SCREEN,)
+        for channel in (Channel.INFO_SCREEN, Channel.SOCIAL_POST)
         for name, data in contents()[channel].files.items()
         if name.endswith(".png")
     }
-    assert len(images) == 2 and shown == expected  # the published files, not previews
+    assert len(images) == 4 and shown == expected  # the published files, not previews
     assert all(img["alt"].startswith("Image ") for img in images)
     for lang in Language:
         words = str(contents()[Channel.INFO_SCREEN].files[f"slide.{lang.value}.txt"])
         assert all(line in page.texts["li"] for line in words.splitlines())
+        post = str(contents()[Channel.SOCIAL_POST].files[f"post.{lang.value}.txt"])
+        assert post.rstrip() in page.texts["pre"]
     dd = page.texts["dd"]
-    assert "1920x1080 px" in dd
+    assert "1920x1080 px" in dd and "1080x1080 px" in dd
+    characters = contents()[Channel.SOCIAL_POST].metrics[Language.DA]["characters"]
+    assert f"{characters} of at most 500" in dd
 
 
 def test_without_pdftoppm_the_poster_is_linked_not_previewed(
@@ -225,7 +231,8 @@ def test_markdown_summary_per_channel() -> None:
     md = gallery_markdown(contents())
     headings = re.findall(r"^## (.+)$", md, re.M)
     assert headings == ["Website article", "FAQ", "Newsletter", "Poster", "SMS",
-                        "Self-service pages (DPL CMS / DDB CMS)", "Info screen"]  # fmt: skip
+                        "Self-service pages (DPL CMS / DDB CMS)", "Info screen",
+                        "Social media post"]  # fmt: skip
     assert "**Key message:** Sådan betaler du gebyrer til biblioteket fra 14. december 2026" in md
     sms = contents()[Channel.SMS]
     for lang in Language:
