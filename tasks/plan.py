@@ -63,7 +63,7 @@ class Plan:
             "",
             "## Readability and SMS cost",
             "",
-            "| Channel | Language | LIX | SMS characters | SMS parts | Billed parts |",
+            "| Channel | Language | LIX | Characters | SMS parts | Billed parts |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for p in self.channels:
