@@ -6,7 +6,7 @@ PYTHON ?= python3
 EXAMPLE := config/municipalities/eksempel-kommune.yaml
 # The demo approves sending and confirms the manual steps up front, so it ends complete.
 DEMO_CONFIRM := inform.website inform.faq inform.poster.hovedbiblioteket \
-	inform.poster.soeby-bibliotek inform.self_service
+	inform.poster.soeby-bibliotek inform.self_service inform.info_screen inform.social_post
 # Keep Prefect's local database inside the project, not in the user's home.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 # Tools the project calls outside Python: WeasyPrint's Pango, poppler (PDF text, PDF to PNG),

@@ -276,9 +276,9 @@ def write_config(directory: Path, channel: str) -> Path:
 
 def messages_for(config_path: Path, channel: str) -> dict[Any, Any]:
     """The rendered messages per language, exactly as the flow renders them."""
+    from tasks.channels import render_channel
     from tasks.config import load_municipality
     from tasks.models import Channel
-    from tasks.render import render_channel
 
     config = load_municipality(config_path)
     return render_channel(Channel(channel), config).messages

@@ -58,8 +58,8 @@ def _audience_path(args: argparse.Namespace, config_path: Path) -> Path | None:
 
 def _plan(args: argparse.Namespace) -> int:
     from tasks.audience import import_audience
+    from tasks.channels import render_channel
     from tasks.config import load_card, load_municipality
-    from tasks.render import render_channel
     from tasks.steps import build_plan
 
     config_path = Path(args.config)
@@ -222,6 +222,7 @@ def _boot_temporary_server() -> Future[None] | None:
 
 
 def _ledger(args: argparse.Namespace) -> int:
+    from tasks.channels import borrower_channels
     from tasks.config import load_municipality
     from tasks.ledger import Ledger
     from tasks.plan import campaign_id
@@ -254,7 +255,7 @@ def _ledger(args: argparse.Namespace) -> int:
         if args.audience:
             _check_rows(args, config, campaign, ledger)
         print(f"Campaign {campaign}")
-        for channel in ("newsletter", "sms"):
+        for channel in (c.value for c in borrower_channels()):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     return 0

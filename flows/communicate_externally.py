@@ -26,6 +26,7 @@ from prefect.utilities.annotations import quote
 
 from tasks.audience import Audience
 from tasks.breaker import Breaker
+from tasks.channels import spec
 from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import CircuitOpenError, ConfigError, DeliveryError, TransientError
 from tasks.flowruns import record_owner
@@ -48,7 +49,6 @@ from tasks.steps import (
     make_plan,
     mark_complete,
     obtain_approval,
-    poster_mail,
     publish_files,
     record_checklist,
     render_content,
@@ -165,10 +165,9 @@ def _keyed_parts(
     channel: Channel, audience: Audience, ledger: Ledger, languages: Sequence[Language]
 ) -> Iterator[tuple[Language, list[str], list[str]]]:
     """(language, keys, addresses) parts, both sorted by key: see borrower_recipients."""
-    if channel is Channel.NEWSLETTER:
-        chosen, attr = audience.newsletter_recipients(), "email"
-    else:
-        chosen, attr = audience.sms_recipients(), "mobile"
+    delivery = spec(channel).delivers
+    assert delivery is not None and delivery.address is not None  # a channel in DELIVERED
+    chosen, attr = audience.recipients(channel.value), delivery.address
     offered = set(languages)
     groups: dict[Language, list[str]] = {}
     for borrower in chosen:
@@ -530,11 +529,11 @@ def communicate_externally(
         for channel in selected:
             content = contents[channel]
             published = publish_files(content, out)
-            if channel is Channel.POSTER:
+            if spec(channel).reaches_branches:
                 outcome = deliver(
                     channel,
                     config,
-                    {Language.DA: poster_mail(config, content)},
+                    spec(channel).branch_messages(config, content),
                     None,
                     out,
                     data=data,

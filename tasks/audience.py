@@ -37,7 +37,6 @@ FIELDS = ("email", "mobile", "sms_consent", "newsletter_consent", "language", "n
 # column is not a surprise) but not kept: nothing sends by them, and data not held cannot leak
 # (on a million rows it is also ~130 MB less).
 KEPT = FIELDS[:5]
-CHANNELS = ("newsletter", "sms")
 
 # Header names seen in Danish and English exports, compared after _header_key().
 _ALIASES: dict[str, str] = {
@@ -240,32 +239,41 @@ class Audience:
     def __repr__(self) -> str:
         return f"Audience(source={self.report.source!r}, borrowers={len(self.borrowers)})"
 
+    def recipients(self, channel: str) -> list[Borrower]:
+        """The borrowers `channel` reaches: its consent given, its address valid, one per address,
+        not suppressed (the channel's `delivers` names the consent column and the address)."""
+        return list(self._select(channel)[0])
+
     def newsletter_recipients(self) -> list[Borrower]:
         """Borrowers with newsletter consent and a valid e-mail, one per address, not suppressed."""
-        return list(self._select("newsletter")[0])
+        return self.recipients("newsletter")
 
     def sms_recipients(self) -> list[Borrower]:
         """Borrowers in the SMS scheme with a valid mobile, one per number, not suppressed."""
-        return list(self._select("sms")[0])
+        return self.recipients("sms")
 
     def exclusions(self, channel: str) -> dict[str, int]:
-        """Who was left out of `channel` ("newsletter" or "sms") and why, as counts.
+        """Who was left out of a channel that reaches borrowers ("newsletter", "sms") and why, as counts.
 
         Keys: no_consent, no_valid_address, suppressed, duplicate (checked in that order).
         """
         return dict(self._select(channel)[1])
 
     def _select(self, channel: str) -> tuple[list[Borrower], dict[str, int]]:
+        # Imported here, not at the top: the channels' renderers are slow to import, and this
+        # module is imported first thing to start reading the borrower file (tasks/prefetch.py).
+        from tasks.channels import borrower_channels, spec
+
         channel = str(channel)
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}; use one of {CHANNELS}")
+        names = tuple(c.value for c in borrower_channels())
+        if channel not in names:
+            raise ValueError(f"unknown channel {channel!r}; use one of {names}")
         cached = self._selected.get(channel)
         if cached is not None:
             return cached
-        if channel == "newsletter":
-            consent, address = "newsletter_consent", "email"
-        else:
-            consent, address = "sms_consent", "mobile"
+        delivery = spec(channel).delivers
+        assert delivery is not None and delivery.consent and delivery.address
+        consent, address = delivery.consent, delivery.address
         has_consent, address_of = attrgetter(consent), attrgetter(address)
         consenting = [b for b in self.borrowers if has_consent(b)]
         reachable = [b for b in consenting if address_of(b) is not None]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -30,14 +28,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from tasks.channels import all_channels
+from tasks.channels.base import INFORM_STEP
 from tasks.errors import ConfigError
-from tasks.models import Channel, MunicipalityConfig, StepKind, TaskCard
+from tasks.models import MunicipalityConfig, StepKind, TaskCard
 
 DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
 DB_FILE_NAME = "fbsflow.db"
 
 PLAN_STEP = "plan"
-INFORM_STEP = "inform"
 COMPLETE_STEP = "mark-complete"
 # Who or what changed a step: the flow itself, the command line, a Prefect pause form, or a flow
 # parameter such as `approve=True`.
@@ -81,62 +80,16 @@ class ChecklistStep:
 
 # --- Definitions -------------------------------------------------------------------------------
 
-_TRANSLITERATE = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "Æ": "ae", "Ø": "oe", "Å": "aa"})
-_NON_SLUG = re.compile(r"[^a-z0-9]+")
-_CMS_NAMES = {"dpl": "DPL CMS", "ddb": "DDB CMS", "both": "DPL CMS/DDB CMS"}
-# Sub-steps of `inform` with one fixed text; posters (per branch) and self-service (per CMS) vary.
-_CHANNEL_STEPS: dict[Channel, tuple[StepKind, str]] = {
-    Channel.WEBSITE: (StepKind.MANUAL, "Publicér nyheden på bibliotekets hjemmeside"),
-    Channel.FAQ: (StepKind.MANUAL, "Publicér spørgsmål og svar på hjemmesiden"),
-    Channel.NEWSLETTER: (StepKind.AUTOMATED, "Send nyhedsbrev til lånerne"),
-    Channel.SMS: (StepKind.AUTOMATED, "Send sms til lånere i sms-ordningen"),
-}
-# The order the leader works through them (website before newsletter, SMS just before go-live,
-# self-service pages on the day); posters follow the newsletter.
-_INFORM_ORDER = (
-    Channel.WEBSITE, Channel.FAQ, Channel.NEWSLETTER, Channel.SMS, Channel.POSTER,
-    Channel.SELF_SERVICE,
-)
-
-
-def branch_slug(name: str) -> str:
-    """ASCII slug of a branch name for step ids: "Søby Bibliotek" -> "soeby-bibliotek"."""
-    text = unicodedata.normalize("NFKD", name.translate(_TRANSLITERATE))
-    text = text.encode("ascii", "ignore").decode("ascii").lower()
-    return _NON_SLUG.sub("-", text).strip("-") or "filial"
-
 
 def _inform_steps(config: MunicipalityConfig) -> list[StepDefinition]:
+    """One sub-step or more per enabled channel, as each channel declares them (tasks/channels/)."""
     enabled = set(config.channels.enabled())
-    steps: list[StepDefinition] = []
-    for channel in _INFORM_ORDER:
-        if channel not in enabled:
-            continue
-        if channel is Channel.POSTER:
-            seen: dict[str, int] = {}
-            for branch in config.library.branches:
-                slug = branch_slug(branch.name)
-                # Two branches whose names slug alike still need distinct step ids.
-                seen[slug] = seen.get(slug, 0) + 1
-                if seen[slug] > 1:
-                    slug = f"{slug}-{seen[slug]}"
-                steps.append(StepDefinition(
-                    f"{INFORM_STEP}.poster.{slug}", f"Hæng plakater op på {branch.name}",
-                    StepKind.MANUAL, channel.value, INFORM_STEP,
-                ))
-        elif channel is Channel.SELF_SERVICE:
-            settings = config.channels.self_service
-            cms = _CMS_NAMES[settings.cms] if settings is not None else _CMS_NAMES["both"]
-            steps.append(StepDefinition(
-                f"{INFORM_STEP}.self_service", f"Opdatér selvbetjeningssiderne i {cms}",
-                StepKind.MANUAL, channel.value, INFORM_STEP,
-            ))
-        else:
-            kind, text = _CHANNEL_STEPS[channel]
-            steps.append(StepDefinition(
-                f"{INFORM_STEP}.{channel.value}", text, kind, channel.value, INFORM_STEP
-            ))
-    return steps
+    return [
+        StepDefinition(step.id, step.text, step.kind, spec.channel.value, INFORM_STEP)
+        for spec in sorted(all_channels(), key=lambda s: s.step_order)
+        if spec.channel in enabled
+        for step in spec.checklist_steps(config)
+    ]
 
 
 def checklist_definitions(card: TaskCard, config: MunicipalityConfig) -> list[StepDefinition]:

@@ -1,8 +1,8 @@
-"""What each channel must tell citizens: the content points, when they apply, and the facts they state.
+"""What citizens must be told: the content points, when they apply, and the facts they state.
 
-The table `CHANNEL_POINTS` is the contract between the municipality's choices and the texts:
-a point is rendered on a channel when the channel carries it and the municipality's choices make
-it apply. The wording lives in templates/_points/<lang>.md.j2, one macro per point.
+Each channel declares which points it carries (`points` in tasks/channels/<channel>.py); a point
+is rendered on a channel when the channel carries it and the municipality's choices make it apply.
+The wording lives in templates/_points/<lang>.md.j2, one macro per point.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from babel.dates import format_date
 from babel.numbers import format_decimal
 
-from tasks.models import Channel, Language, MunicipalityConfig
+from tasks.models import Language, MunicipalityConfig
 
 _LOCALES = {Language.DA: "da_DK", Language.EN: "en_GB"}
 
@@ -35,34 +35,6 @@ class Point(StrEnum):
     WHO_TO_ASK = "who_to_ask"  # library: why a fee; billing office: paying
 
 
-# Which points each channel must carry (when they apply). Short channels carry the essentials
-# and point to the website article for the rest.
-CHANNEL_POINTS: dict[Channel, tuple[Point, ...]] = {
-    Channel.WEBSITE: tuple(Point),
-    Channel.FAQ: tuple(Point),
-    Channel.NEWSLETTER: (
-        Point.WHAT_CHANGES,
-        Point.HOW_TO_PAY,
-        Point.LOGIN,
-        Point.WHERE_TO_SEE,
-        Point.OLD_DEBTS,
-        Point.FEES_UNCHANGED,
-        Point.NO_MITID,
-        Point.WHO_TO_ASK,
-    ),
-    # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
-    Channel.POSTER: (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS),
-    Channel.SMS: (Point.WHAT_CHANGES, Point.HOW_TO_PAY),
-    Channel.SELF_SERVICE: (
-        Point.WHERE_TO_SEE,
-        Point.HOW_TO_PAY,
-        Point.OLD_DEBTS,
-        Point.REGISTRATION_TIME,
-        Point.WHO_TO_ASK,
-    ),
-}
-
-
 def applies(point: Point, config: MunicipalityConfig) -> bool:
     """Whether a point is true and useful for this municipality at all."""
     pay = config.payment
@@ -72,11 +44,6 @@ def applies(point: Point, config: MunicipalityConfig) -> bool:
         needs_mitid = pay.self_service is not None and pay.self_service.requires_mitid
         return needs_mitid or pay.invoices.digital_post
     return True
-
-
-def points_for(channel: Channel, config: MunicipalityConfig) -> list[Point]:
-    """The points `channel` carries for this municipality, in reading order."""
-    return [p for p in CHANNEL_POINTS[channel] if applies(p, config)]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 from markupsafe import escape
 
+from tasks.channels import all_channels, spec
+from tasks.channels.base import GalleryView, View
 from tasks.models import Channel, Language
 from tasks.render import ChannelContent
 from tasks.textmetrics import lix_band
@@ -29,7 +31,8 @@ from tasks.textmetrics import lix_band
 _PREVIEW_DPI = 40
 _TOOL_TIMEOUT_S = 60
 
-_LABELS: dict[str, dict[str, str]] = {
+# The gallery's own words; each channel's name comes from its declaration (`labels`).
+_WORDS: dict[str, dict[Any, str]] = {
     "en": {
         "intro": "Everything below is what citizens will see. Check it, then approve the run.",
         "contents": "Channels",
@@ -46,16 +49,15 @@ _LABELS: dict[str, dict[str, str]] = {
         "parts": "SMS parts",
         "lix": "LIX",
         "paper": "Paper",
+        "size": "Size",
+        "limit": "of at most",
+        "image": "Image",
+        "to_publish": "Text to publish with the image",
+        "on_image": "Text on the image",
         "preview_of": "Preview of page 1 of",
         "no_preview": "No preview (poppler-utils is not installed); open the PDF.",
         "files": "Files",
         "not_measured": "not measured",
-        Channel.WEBSITE: "Website article",
-        Channel.FAQ: "FAQ",
-        Channel.NEWSLETTER: "Newsletter",
-        Channel.POSTER: "Poster",
-        Channel.SMS: "SMS",
-        Channel.SELF_SERVICE: "Self-service pages (DPL CMS / DDB CMS)",
         Language.DA: "Danish",
         Language.EN: "English",
     },
@@ -75,16 +77,15 @@ _LABELS: dict[str, dict[str, str]] = {
         "parts": "SMS-dele",
         "lix": "LIX",
         "paper": "Papir",
+        "size": "Størrelse",
+        "limit": "af højst",
+        "image": "Billede",
+        "to_publish": "Tekst, der udgives med billedet",
+        "on_image": "Tekst på billedet",
         "preview_of": "Forhåndsvisning af side 1 af",
         "no_preview": "Ingen forhåndsvisning (poppler-utils er ikke installeret); åbn PDF-filen.",
         "files": "Filer",
         "not_measured": "ikke målt",
-        Channel.WEBSITE: "Artikel på hjemmesiden",
-        Channel.FAQ: "Spørgsmål og svar",
-        Channel.NEWSLETTER: "Nyhedsbrev",
-        Channel.POSTER: "Plakat",
-        Channel.SMS: "SMS",
-        Channel.SELF_SERVICE: "Selvbetjeningssider (DPL CMS / DDB CMS)",
         Language.DA: "dansk",
         Language.EN: "engelsk",
     },
@@ -101,7 +102,7 @@ _STYLE = """
   iframe { width: 100%; height: 36rem; border: 1px solid #767676; background: #fff; }
   pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f3f3f3; color: #1a1a1a;
         border: 1px solid #767676; padding: 0.75rem; font-size: 0.95rem; }
-  img.poster { max-width: 100%; border: 1px solid #767676; }
+  img.poster, img.image { max-width: 100%; border: 1px solid #767676; }
   table { border-collapse: collapse; }
   th, td { border: 1px solid #767676; padding: 0.3rem 0.8rem; text-align: left; }
   caption { text-align: left; font-weight: bold; margin-bottom: 0.3rem; }
@@ -109,6 +110,13 @@ _STYLE = """
   dl.figures dt { font-weight: bold; }
   dl.figures dd { margin: 0; }
 """
+
+
+def _labels(lang: str) -> dict[Any, str]:
+    """The gallery's words in `lang` ("en" or "da", else English), with every channel's name."""
+    words = _WORDS.get(lang, _WORDS["en"])
+    lang = lang if lang in _WORDS else "en"
+    return {**words, **{s.channel: s.labels[lang] for s in all_channels()}}
 
 
 def _languages(content: ChannelContent) -> list[Language]:
@@ -189,27 +197,24 @@ def _lang_heading(page: _Page, channel: Channel, lang: Language) -> None:
     )
 
 
-def _web_page(name: str) -> Callable[[_Page, ChannelContent], None]:
-    def show(page: _Page, content: ChannelContent) -> None:
-        channel = content.channel
-        page.add('<div class="langs">')
-        for lang in _languages(content):
-            html_file, md_file = f"{name}.{lang.value}.html", f"{name}.{lang.value}.md"
-            _lang_heading(page, channel, lang)
-            links = [page.link(f"{channel.value}/{f}") for f in (html_file, md_file)
-                     if f in content.files]  # fmt: skip
-            page.add(f"<p>{' · '.join(links)}</p>")
-            if html_file in content.files:
-                title = f"{page.labels[channel]}, {page.labels[lang]}"
-                page.iframe(_text(content.files[html_file]), title)
-            page.add("</section>")
-        page.add("</div>")
-
-    return show
+def _web_page(page: _Page, content: ChannelContent, name: str) -> None:
+    channel = content.channel
+    page.add('<div class="langs">')
+    for lang in _languages(content):
+        html_file, md_file = f"{name}.{lang.value}.html", f"{name}.{lang.value}.md"
+        _lang_heading(page, channel, lang)
+        links = [page.link(f"{channel.value}/{f}") for f in (html_file, md_file)
+                 if f in content.files]  # fmt: skip
+        page.add(f"<p>{' · '.join(links)}</p>")
+        if html_file in content.files:
+            title = f"{page.labels[channel]}, {page.labels[lang]}"
+            page.iframe(_text(content.files[html_file]), title)
+        page.add("</section>")
+    page.add("</div>")
 
 
-def _newsletter(page: _Page, content: ChannelContent) -> None:
-    labels = page.labels
+def _email(page: _Page, content: ChannelContent, name: str) -> None:
+    labels, folder = page.labels, content.channel.value
     page.add('<div class="langs">')
     for lang in _languages(content):
         _lang_heading(page, content.channel, lang)
@@ -226,24 +231,24 @@ def _newsletter(page: _Page, content: ChannelContent) -> None:
         )
         if html:
             page.add(f"<h4>{escape(labels['html_part'])}</h4>")
-            page.add(f"<p>{page.link(f'newsletter/{lang.value}/body.html')}</p>")
-            page.iframe(_text(html), f"{labels[Channel.NEWSLETTER]}, {labels[lang]}, HTML")
+            page.add(f"<p>{page.link(f'{folder}/{lang.value}/body.html')}</p>")
+            page.iframe(_text(html), f"{labels[content.channel]}, {labels[lang]}, HTML")
         text = message.text if message else content.files.get(f"{lang.value}/body.txt")
         if text:
             page.add(f"<h4>{escape(labels['text_part'])}</h4>")
-            page.add(f"<p>{page.link(f'newsletter/{lang.value}/body.txt')}</p>")
+            page.add(f"<p>{page.link(f'{folder}/{lang.value}/body.txt')}</p>")
             page.pre(_text(text), lang)
         page.add("</section>")
     page.add("</div>")
 
 
-def _sms(page: _Page, content: ChannelContent) -> None:
+def _text_message(page: _Page, content: ChannelContent, name: str) -> None:
     labels = page.labels
     page.add('<div class="langs">')
     for lang in _languages(content):
         _lang_heading(page, content.channel, lang)
         message = content.messages.get(lang)
-        text = message.text if message else _text(content.files.get(f"sms.{lang.value}.txt", ""))
+        text = message.text if message else _text(content.files.get(f"{name}.{lang.value}.txt", ""))
         page.pre(text, lang)
         m = content.metrics.get(lang, {})
         page.figures([
@@ -252,18 +257,18 @@ def _sms(page: _Page, content: ChannelContent) -> None:
             (labels["parts"], m.get("parts", "")),
             (labels["lix"], _format_lix(m.get("lix"), labels)),
         ])  # fmt: skip
-        page.add(f"<p>{page.link(f'sms/sms.{lang.value}.txt')}</p>")
+        page.add(f"<p>{page.link(f'{content.channel.value}/{name}.{lang.value}.txt')}</p>")
         page.add("</section>")
     page.add("</div>")
 
 
-def _poster(page: _Page, content: ChannelContent) -> None:
+def _print(page: _Page, content: ChannelContent, stem: str) -> None:
     labels = page.labels
     page.add('<div class="langs">')
     for lang in _languages(content):
         _lang_heading(page, content.channel, lang)
-        name = f"poster.{lang.value}.pdf"
-        href = f"poster/{name}"
+        name = f"{stem}.{lang.value}.pdf"
+        href = f"{content.channel.value}/{name}"
         m = content.metrics.get(lang, {})
         page.figures([(labels["paper"], m.get("paper", "")),
                       (labels["lix"], _format_lix(m.get("lix"), labels))])  # fmt: skip
@@ -287,7 +292,44 @@ def _poster(page: _Page, content: ChannelContent) -> None:
     page.add("</div>")
 
 
-def _files(page: _Page, content: ChannelContent) -> None:
+def _image(page: _Page, content: ChannelContent, name: str) -> None:
+    """`<name>.<lang>.png` as it is published, the words on it, and any text published with it."""
+    labels, folder = page.labels, content.channel.value
+    page.add('<div class="langs">')
+    for lang in _languages(content):
+        _lang_heading(page, content.channel, lang)
+        m = content.metrics.get(lang, {})
+        figures = [(labels["size"], f"{m['size']} px")] if "size" in m else []
+        if "characters" in m:
+            limit = f" {labels['limit']} {m['limit']}" if "limit" in m else ""
+            figures.append((labels["characters"], f"{m['characters']}{limit}"))
+        page.figures([*figures, (labels["lix"], _format_lix(m.get("lix"), labels))])
+        words, png = f"{name}.{lang.value}.txt", f"{name}.{lang.value}.png"
+        published = sorted(
+            f for f in content.files if f.endswith(f".{lang.value}.txt") and f != words
+        )
+        for relative in published:
+            page.add(f"<h4>{escape(labels['to_publish'])}</h4>")
+            page.add(f"<p>{page.link(f'{folder}/{relative}')}</p>")
+            page.pre(_text(content.files[relative]), lang)
+        if isinstance(data := content.files.get(png), bytes):
+            # Shown whole, as it will be published. Its alt only says what it is: the words on
+            # it are listed just below, for reading and for screen readers.
+            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            alt = f"{labels['image']} {png}"
+            page.add(f"<h4>{escape(labels['image'])}</h4><p>{page.link(f'{folder}/{png}')}</p>")
+            page.add(f'<p><img class="image" src="{uri}" alt="{escape(alt)}"></p>')
+        if words in content.files:
+            lines = _text(content.files[words]).splitlines()
+            items = "".join(f"<li>{escape(line)}</li>" for line in lines if line)
+            page.add(f"<h4>{escape(labels['on_image'])}</h4>")
+            page.add(f"<p>{page.link(f'{folder}/{words}')}</p>")
+            page.add(f'<ul lang="{lang.value}">{items}</ul>')
+        page.add("</section>")
+    page.add("</div>")
+
+
+def _files(page: _Page, content: ChannelContent, name: str) -> None:
     """Config files and anything else: each file's path as a heading and its text."""
     channel = content.channel
     for relative, data in sorted(content.files.items()):
@@ -298,14 +340,19 @@ def _files(page: _Page, content: ChannelContent) -> None:
         page.pre(data)
 
 
-_SHOW: dict[Channel, Callable[[_Page, ChannelContent], None]] = {
-    Channel.WEBSITE: _web_page("article"),
-    Channel.FAQ: _web_page("faq"),
-    Channel.NEWSLETTER: _newsletter,
-    Channel.SMS: _sms,
-    Channel.POSTER: _poster,
-    Channel.SELF_SERVICE: _files,
+# Each view draws one channel's output; `name` is the file stem the channel declares.
+_SHOW: dict[View, Callable[[_Page, ChannelContent, str], None]] = {
+    View.PAGE: _web_page,
+    View.EMAIL: _email,
+    View.TEXT_MESSAGE: _text_message,
+    View.PRINT: _print,
+    View.IMAGE: _image,
+    View.FILES: _files,
 }
+
+
+def _view(channel: Channel) -> GalleryView:
+    return spec(channel).gallery
 
 
 def _metrics_table(page: _Page, contents: Mapping[Channel, ChannelContent]) -> None:
@@ -340,7 +387,7 @@ def build_gallery(
     `lang` is the language of the gallery's own labels ("en" or "da"); each embedded output
     keeps its own language. Links are relative to `outbox/<slug>/`, where the gallery is written.
     """
-    labels = _LABELS.get(lang, _LABELS["en"])
+    labels = _labels(lang)
     page = _Page(labels)
     ordered = [contents[c] for c in Channel if c in contents]
     nav = "".join(f'<li><a href="#{c.channel.value}">{escape(labels[c.channel])}</a></li>'
@@ -359,12 +406,14 @@ def build_gallery(
             f'<section class="channel" id="{channel.value}" aria-labelledby="{channel.value}-h">'
             f'<h2 id="{channel.value}-h">{escape(labels[channel])}</h2>'
         )
-        if content.key_message and channel is not Channel.SMS:  # the SMS text is shown whole
+        view = _view(channel)
+        # A text message is shown whole, so its key message (the text itself) is not repeated.
+        if content.key_message and view.kind is not View.TEXT_MESSAGE:
             page.add(
                 f"<p><strong>{escape(labels['key_message'])}:</strong> "
                 f'<span lang="da">{escape(content.key_message)}</span></p>'
             )
-        _SHOW.get(channel, _files)(page, content)
+        _SHOW[view.kind](page, content, view.name)
         page.add("</section>")
     page.add("</main>\n</body>\n</html>\n")
     return "\n".join(page.parts)
@@ -388,7 +437,7 @@ def _md_lix(value: Any) -> str:
 
 def gallery_markdown(contents: Mapping[Channel, ChannelContent]) -> str:
     """A short review per channel for a Prefect markdown artifact: key message, LIX, SMS text and parts."""
-    labels = _LABELS["en"]
+    labels = _labels("en")
     out: list[str] = []
     for channel in Channel:
         content = contents.get(channel)
@@ -396,7 +445,7 @@ def gallery_markdown(contents: Mapping[Channel, ChannelContent]) -> str:
             continue
         out.append(f"## {labels[channel]}\n")
         langs = _languages(content)
-        if channel is Channel.SMS:
+        if _view(channel).kind is View.TEXT_MESSAGE:
             for lang in langs:
                 m = content.metrics.get(lang, {})
                 message = content.messages.get(lang)

@@ -139,6 +139,8 @@ class Channel(StrEnum):
     POSTER = "poster"
     SMS = "sms"
     SELF_SERVICE = "self_service"
+    INFO_SCREEN = "info_screen"
+    SOCIAL_POST = "social_post"
 
 
 class Language(StrEnum):
@@ -285,6 +287,35 @@ class SelfServiceSettings(ChannelSettings):
     cms: Literal["dpl", "ddb", "both"] = "dpl"
 
 
+class InfoScreenSettings(ChannelSettings):
+    """The branches' info screens: a 1920x1080 slide per language, put on the screens by a person."""
+
+
+_HASHTAG = re.compile(r"#\w{1,100}")
+
+
+def _hashtag(value: str) -> str:
+    # As the platforms read one: "#" and letters, digits or "_" (æøå included), no spaces.
+    if not _HASHTAG.fullmatch(value):
+        raise ValueError(
+            "a hashtag is # followed by letters, digits or _ without spaces, e.g. #bibliotek"
+        )
+    return value
+
+
+Hashtag = Annotated[str, AfterValidator(_hashtag)]
+
+
+class SocialPostSettings(ChannelSettings):
+    """A post on the library's own Facebook and Instagram pages: text and a 1080x1080 image."""
+
+    platforms: list[Literal["facebook", "instagram"]] = Field(
+        default=["facebook", "instagram"], min_length=1
+    )
+    # Only what the library decides to use; none by default. Instagram allows at most 30.
+    hashtags: list[Hashtag] = Field(default=[], max_length=30)
+
+
 class Channels(Strict):
     """One entry per channel; a channel left out is not used."""
 
@@ -294,6 +325,8 @@ class Channels(Strict):
     poster: PosterSettings | None = None
     sms: SmsSettings | None = None
     self_service: SelfServiceSettings | None = None
+    info_screen: InfoScreenSettings | None = None
+    social_post: SocialPostSettings | None = None
 
     def enabled(self) -> list[Channel]:
         """Enabled channels in plan order."""

@@ -1,7 +1,9 @@
-"""Poster PDFs: QR codes for the HTML, HTML to PDF with WeasyPrint, and reading a PDF back.
+"""Posters and images: QR codes for the HTML, HTML to PDF with WeasyPrint, PDF to PNG, reading back.
 
-Reading back (text, page size, QR codes) uses poppler-utils (`pdftotext`, `pdfinfo`,
-`pdftoppm`) and zbar-tools (`zbarimg`), so a poster is checked as a printer and a phone see it.
+Images for screens and social media are laid out as a one-page PDF at their size in CSS px and
+turned into a PNG of exactly that many pixels by poppler's `pdftoppm`. Reading back (text, page
+size, QR codes) uses poppler-utils (`pdftotext`, `pdfinfo`, `pdftoppm`) and zbar-tools
+(`zbarimg`), so a poster or a slide is checked as a printer, a screen and a phone see it.
 """
 
 from __future__ import annotations
@@ -174,6 +176,42 @@ def pdf_info(pdf: bytes) -> PdfInfo:
     return PdfInfo(int(pages[1]), float(size[1]), float(size[2]))
 
 
+def render_png(
+    html: str, width: int, height: int, *, base_url: str | None = None
+) -> tuple[bytes, bytes]:
+    """A page laid out at `width` x `height` CSS px (`@page { size: ...px ...px }`) as a PNG of
+    exactly that many pixels, and the PDF it was drawn from (to read its text back).
+
+    Raises MissingToolError if poppler-utils is not installed: the PNG is the output itself.
+    """
+    pdf = render_pdf(html, base_url=base_url)
+    exe = _tool("pdftoppm", "poppler-utils")
+    with tempfile.TemporaryDirectory(prefix="fbsflow-pdf-") as tmp:
+        work = Path(tmp)
+        src = _with_pdf_file(pdf, work)
+        _run([exe, "-png", "-f", "1", "-l", "1", "-singlefile", "-scale-to-x", str(width),
+              "-scale-to-y", str(height), str(src), str(work / "page")])  # fmt: skip
+        png = (work / "page.png").read_bytes()
+    if png_size(png) != (width, height):
+        raise PdfToolError(f"pdftoppm drew {png_size(png)} pixels, not {(width, height)}")
+    return png, pdf
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height of a PNG in pixels, from its header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def png_qr_codes(png: bytes) -> list[str]:
+    """The contents of every QR code in a PNG image, as a phone would read them from a screen."""
+    with tempfile.TemporaryDirectory(prefix="fbsflow-pdf-") as tmp:
+        image = Path(tmp) / "image.png"
+        image.write_bytes(png)
+        return _qr_codes(image)
+
+
 def pdf_qr_codes(pdf: bytes) -> list[str]:
     """The contents of every QR code on page 1, as a phone would read them from a print.
 
@@ -182,18 +220,22 @@ def pdf_qr_codes(pdf: bytes) -> list[str]:
     not installed.
     """
     pdftoppm = _tool("pdftoppm", "poppler-utils")
-    zbarimg = _tool("zbarimg", "zbar-tools")
     with tempfile.TemporaryDirectory(prefix="fbsflow-pdf-") as tmp:
         work = Path(tmp)
         src = _with_pdf_file(pdf, work)
         _run([pdftoppm, "-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile", str(src),
               str(work / "page")])  # fmt: skip
-        result = subprocess.run(
-            [zbarimg, "--raw", "-q", "-Sdisable", "-Sqrcode.enable", str(work / "page.png")],
-            capture_output=True,
-            timeout=_TOOL_TIMEOUT_S,
-            check=False,
-        )
+        return _qr_codes(work / "page.png")
+
+
+def _qr_codes(image: Path) -> list[str]:
+    zbarimg = _tool("zbarimg", "zbar-tools")
+    result = subprocess.run(
+        [zbarimg, "--raw", "-q", "-Sdisable", "-Sqrcode.enable", str(image)],
+        capture_output=True,
+        timeout=_TOOL_TIMEOUT_S,
+        check=False,
+    )
     # zbarimg exits 4 when it decoded nothing: for us that is an answer, not a failure.
     if result.returncode == 4:
         return []

@@ -6,16 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from tasks.channels import spec
 from tasks.models import Channel, MunicipalityConfig, TaskCard
-
-AUDIENCE_LABELS = {
-    Channel.WEBSITE: "Everyone visiting the library website",
-    Channel.FAQ: "Everyone visiting the library website",
-    Channel.NEWSLETTER: "Borrowers who receive the newsletter",
-    Channel.POSTER: "Visitors at the branches",
-    Channel.SMS: "Borrowers in the library's SMS scheme",
-    Channel.SELF_SERVICE: "Borrowers on the self-service pages (DDB/DPL CMS)",
-}
 
 
 @dataclass
@@ -32,7 +24,7 @@ class PlannedChannel:
     @property
     def billed_parts(self) -> int | None:
         """SMS are billed per part: parts of the Danish text x recipients (an upper bound)."""
-        if self.channel is not Channel.SMS or self.recipients is None:
+        if not spec(self.channel).billed_per_part or self.recipients is None:
             return None
         parts = max((m.get("parts", 1) for m in self.metrics.values()), default=1)
         return parts * self.recipients
@@ -71,12 +63,12 @@ class Plan:
             "",
             "## Readability and SMS cost",
             "",
-            "| Channel | Language | LIX | SMS characters | SMS parts | Billed parts |",
+            "| Channel | Language | LIX | Characters | SMS parts | Billed parts |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for p in self.channels:
             for lang, m in p.metrics.items():
-                billed = p.billed_parts if p.channel is Channel.SMS and lang == "da" else None
+                billed = p.billed_parts if lang == "da" else None
                 lines.append(
                     f"| {p.channel.value} | {lang} | {m.get('lix', '')} | {m.get('characters', '')} "
                     f"| {m.get('parts', '')} | {'' if billed is None else f'{billed:,}'} |"

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.approval import request_approval, request_confirmation
 from tasks.audience import Audience, import_audience
+from tasks.channels import borrower_channels, render_channel, spec
 from tasks.checklist import (
     COMPLETE_STEP,
     PLAN_STEP,
@@ -32,20 +33,18 @@ from tasks.checklist import (
 )
 from tasks.checklist import DB_FILE_NAME as CHECKLIST_FILE
 from tasks.config import load_card, load_municipality
-from tasks.content import facts
 from tasks.errors import ConfigError
 from tasks.gallery import build_gallery, gallery_markdown
 from tasks.ledger import DB_FILE_NAME as LEDGER_FILE
 from tasks.ledger import KEY_FILE_NAME
-from tasks.models import Channel, Language, MunicipalityConfig, StepKind, TaskCard
+from tasks.models import Channel, MunicipalityConfig, StepKind, TaskCard
 from tasks.output import OutputFolder
-from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
+from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
 from tasks.prefetch import audience_source, take_prefetched
-from tasks.providers.base import Message
-from tasks.render import ChannelContent, render_channel, render_template
+from tasks.render import ChannelContent
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
-DELIVERED = (Channel.NEWSLETTER, Channel.SMS)
+DELIVERED = borrower_channels()
 
 
 @dataclass
@@ -123,12 +122,7 @@ def recipient_count(
 ) -> tuple[int | None, dict[str, int]]:
     if audience is None or channel not in DELIVERED:
         return None, {}
-    chosen = (
-        audience.newsletter_recipients()
-        if channel is Channel.NEWSLETTER
-        else audience.sms_recipients()
-    )
-    return len(chosen), audience.exclusions(channel.value)
+    return len(audience.recipients(channel.value)), audience.exclusions(channel.value)
 
 
 def build_plan(
@@ -141,15 +135,12 @@ def build_plan(
     planned = []
     for channel, content in contents.items():
         recipients, excluded = recipient_count(audience, channel)
-        audience_label = AUDIENCE_LABELS[channel]
-        if channel is Channel.POSTER:
-            audience_label += f" ({len(config.library.branches)} branches)"
         planned.append(
             PlannedChannel(
                 channel=channel,
                 day=channel_day(config, channel),
                 responsible=config.channels.settings(channel).responsible,
-                audience=audience_label,
+                audience=spec(channel).audience_label(config),
                 key_message=content.key_message,
                 recipients=recipients,
                 excluded=excluded,
@@ -183,7 +174,7 @@ def make_plan(
             "billed_parts": p.billed_parts if lang == "da" else None,
         }
         for p in plan.channels
-        if p.channel is Channel.SMS
+        if spec(p.channel).billed_per_part
         for lang, m in p.metrics.items()
     ]
     if sms:
@@ -290,31 +281,6 @@ def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> dict[str, 
         decision["decision"] = "approve" if decision["approved"] else "reject"
         return decision
     return {"approved": False, "by": None, "how": "not given", "at": now}
-
-
-def poster_mail(config: MunicipalityConfig, content: ChannelContent) -> Message:
-    """The e-mail to each branch with the poster PDFs attached, for printing."""
-    from tasks.checklist import checklist_definitions
-
-    card = load_card(config.card)
-    steps = [d.id for d in checklist_definitions(card, config) if d.channel == Channel.POSTER]
-    settings = config.channels.poster
-    context = {
-        "c": config,
-        "f": facts(config, Language.DA),
-        "paper": settings.paper if settings else "A4",
-        "step_ids": ", ".join(steps),
-        "responsible": settings.responsible if settings else config.library.name,
-    }
-    text = render_template("poster/da/branch_mail.txt.j2", {**context, "lang": "da"})
-    attachments = tuple(a for m in content.messages.values() for a in m.attachments)
-    return Message(
-        Channel.POSTER,
-        Language.DA,
-        text=text,
-        subject="Plakater om ny betaling af gebyrer til ophængning",
-        attachments=attachments,
-    )
 
 
 def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
+from tasks.channels import render_channel
 from tasks.config import load_municipality
 from tasks.gallery import build_gallery
 from tasks.models import Channel, Language, MunicipalityConfig
-from tasks.render import render_channel, render_faq, render_newsletter, render_website
 from tests.support.axe import Browser, axe_path, chromium_path, format_violations
 
+from .channels.helpers import DROP, variant
 from .conftest import EXAMPLE_CONFIG
-from .test_channels import DROP, variant
 
 pytestmark = [
     pytest.mark.integration,
@@ -83,8 +83,9 @@ def _pages(config: MunicipalityConfig, *, every_language: bool) -> dict[str, str
     `every_language`: the English templates mirror the Danish ones block for block, so a second
     language adds little but a second of browser time per page.
     """
-    website, newsletter = render_website(config), render_newsletter(config)
-    faq = render_faq(config) if config.channels.faq is not None else None
+    website = render_channel(Channel.WEBSITE, config)
+    newsletter = render_channel(Channel.NEWSLETTER, config)
+    faq = render_channel(Channel.FAQ, config) if config.channels.faq is not None else None
     pages: dict[str, str] = {}
     for lang in config.languages:
         if faq is not None:

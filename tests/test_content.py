@@ -14,17 +14,11 @@ from typing import Any
 
 import pytest
 
+from tasks.channels import all_channels, spec
+from tasks.channels.poster import poster_html
 from tasks.config import load_municipality
-from tasks.content import CHANNEL_POINTS, Point, applies, points_for
+from tasks.content import Point, applies
 from tasks.models import Channel, Language, MunicipalityConfig
-from tasks.render import (
-    poster_html,
-    render_faq,
-    render_newsletter,
-    render_self_service,
-    render_sms,
-    render_website,
-)
 from tasks.textmetrics import html_to_text, is_gsm7, lix
 
 from .conftest import EXAMPLE_CONFIG
@@ -160,15 +154,12 @@ def truth(combo: dict[str, Any], key: str) -> bool:
 def full_texts(config: MunicipalityConfig) -> dict[Channel, dict[Language, str]]:
     """Every full-form channel's visible text per language."""
     texts: dict[Channel, dict[Language, str]] = {}
-    for channel, render, name in (
-        (Channel.WEBSITE, render_website, "article"),
-        (Channel.FAQ, render_faq, "faq"),
-    ):
-        out = render(config)
+    for channel, name in ((Channel.WEBSITE, "article"), (Channel.FAQ, "faq")):
+        out = spec(channel).render(config)
         texts[channel] = {
             lang: html_to_text(out.files[f"{name}.{lang.value}.html"]) for lang in config.languages
         }
-    news = render_newsletter(config)
+    news = spec(Channel.NEWSLETTER).render(config)
     texts[Channel.NEWSLETTER] = {lang: m.text for lang, m in news.messages.items()}
     return texts
 
@@ -183,7 +174,7 @@ def test_every_channel_says_what_is_true_and_nothing_else(combo: dict[str, Any])
     config = make_config(combo)
     texts = full_texts(config)
     for channel, per_lang in texts.items():
-        carried = set(points_for(channel, config))
+        carried = set(spec(channel).points_for(config))
         for lang, text in per_lang.items():
             for key, point, phrase in PHRASES:
                 present = phrase[lang] in text
@@ -208,8 +199,8 @@ def test_every_channel_says_what_is_true_and_nothing_else(combo: dict[str, Any])
 )
 def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
     config = make_config(combo)
-    sms = render_sms(config)
-    website = render_website(config)
+    sms = spec(Channel.SMS).render(config)
+    website = spec(Channel.WEBSITE).render(config)
     for lang in config.languages:
         text = sms.messages[lang].text
         assert is_gsm7(text) and len(text) <= 306
@@ -218,14 +209,17 @@ def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
         assert lix(text) <= 35, (lang, text)
         poster, _ = poster_html(config, lang)
         assert lix(html_to_text(poster)) <= 35
+        post = spec(Channel.SOCIAL_POST).text(config, lang)  # its image shows the poster's lines
+        assert lix(post) <= 35 and len(post) <= 500 and not re.search(r"\d+ ?kr\.|DKK", post)
         assert website.metrics[lang]["lix"] <= 35
-    selfservice = render_self_service(config)
+    selfservice = spec(Channel.SELF_SERVICE).render(config)
     assert selfservice.files  # DPL and DDB files for every combination
 
 
 def test_points_table_covers_every_point_and_channel() -> None:
-    assert set(CHANNEL_POINTS) == set(Channel)
-    assert set(CHANNEL_POINTS[Channel.FAQ]) == set(Point)
+    assert {s.channel for s in all_channels()} == set(Channel)
+    assert all(s.points for s in all_channels())
+    assert set(spec(Channel.FAQ).points) == set(Point)
     config = make_config(COMBOS[0])
     assert all(applies(p, config) for p in (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.CHILDREN))
 

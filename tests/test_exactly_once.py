@@ -95,10 +95,12 @@ class Truth:
 
 
 def write_config(folder: Path, slug: str | None = None) -> Path:
-    """The example municipality without posters: their PDF costs each run ~7 s of CPU, and they
-    are not what these tests prove. `slug` gives the campaign an id of its own."""
+    """The example municipality without posters, info-screen slides and social media images:
+    drawing them costs each run seconds of CPU, and they are not what these tests prove.
+    `slug` gives the campaign an id of its own."""
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    data["channels"]["poster"]["enabled"] = False
+    for drawn in ("poster", "info_screen", "social_post"):
+        data["channels"][drawn]["enabled"] = False
     if slug is not None:
         data["municipality"]["slug"] = slug
     path = folder / f"{data['municipality']['slug']}.yaml"

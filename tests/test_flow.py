@@ -43,6 +43,8 @@ MANUAL = [
     "inform.poster.hovedbiblioteket",
     "inform.poster.soeby-bibliotek",
     "inform.self_service",
+    "inform.info_screen",
+    "inform.social_post",
 ]
 
 
@@ -108,6 +110,13 @@ def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: P
     assert [p.name for p in (isolated / "outbox").iterdir()] == ["eksempel-kommune"]
     assert completion["steps"]["mark-complete"]["state"] == "done"
     assert completion["approval"]["approved"] is True
+    # The channels published by hand: their files in the record, their steps confirmed.
+    for channel, files in (("info_screen", "slide"), ("social_post", "image")):
+        outcome = completion["channels"][channel]
+        assert outcome["status"] == "done" and outcome["provider"] == "files"
+        assert {f"{channel}/{files}.{lang}.png" for lang in ("da", "en")} <= set(outcome["files"])
+        step = completion["steps"][f"inform.{channel}"]
+        assert (step["state"], step["by"]) == ("done", "Test Leder")
 
 
 def test_without_approval_nothing_is_sent_and_the_card_stays_open(

@@ -12,11 +12,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tasks.channels import render_channel
 from tasks.config import load_municipality
 from tasks.gallery import build_gallery, gallery_markdown, poster_preview_png
 from tasks.models import Channel, Language
 from tasks.providers.base import Message
-from tasks.render import ChannelContent, render_channel
+from tasks.render import ChannelContent
 
 from .conftest import EXAMPLE_CONFIG
 
@@ -136,6 +137,9 @@ def test_every_relative_link_leads_to_a_file_of_the_outbox(tmp_path: Path) -> No
         "newsletter/en/body.txt",
         "self_service/dpl/dpl_fees.settings.yml",
         "self_service/ddb/ding_debt.json",
+        "info_screen/slide.da.png",
+        "social_post/image.en.png",
+        "social_post/post.da.txt",
     ):
         assert expected in relative, expected  # fmt: skip
     for href in relative:
@@ -147,7 +151,7 @@ def test_every_relative_link_leads_to_a_file_of_the_outbox(tmp_path: Path) -> No
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="needs poppler-utils (pdftoppm)")
 def test_posters_are_previewed_as_png_with_alt_text() -> None:
-    images = _all(parse(gallery()), "img")
+    images = [img for img in _all(parse(gallery()), "img") if img["class"] == "poster"]
     assert len(images) == 2
     for img in images:
         assert img["alt"].startswith("Preview of page 1 of poster.")
@@ -156,6 +160,29 @@ def test_posters_are_previewed_as_png_with_alt_text() -> None:
     # The poster's lines are shown as text too, for reading and for screen readers.
     lines = contents()[Channel.POSTER].messages[Language.DA].text.splitlines()
     assert all(line in parse(gallery()).texts["li"] for line in lines)
+
+
+def test_images_are_shown_whole_with_the_words_on_them_and_the_post_text() -> None:
+    page = parse(gallery())
+    images = [img for img in _all(page, "img") if img["class"] == "image"]
+    shown = {base64.b64decode(img["src"].removeprefix("data:image/png;base64,")) for img in images}
+    expected = {
+        data
+        for channel in (Channel.INFO_SCREEN, Channel.SOCIAL_POST)
+        for name, data in contents()[channel].files.items()
+        if name.endswith(".png")
+    }
+    assert len(images) == 4 and shown == expected  # the published files, not previews
+    assert all(img["alt"].startswith("Image ") for img in images)
+    for lang in Language:
+        words = str(contents()[Channel.INFO_SCREEN].files[f"slide.{lang.value}.txt"])
+        assert all(line in page.texts["li"] for line in words.splitlines())
+        post = str(contents()[Channel.SOCIAL_POST].files[f"post.{lang.value}.txt"])
+        assert post.rstrip() in page.texts["pre"]
+    dd = page.texts["dd"]
+    assert "1920x1080 px" in dd and "1080x1080 px" in dd
+    characters = contents()[Channel.SOCIAL_POST].metrics[Language.DA]["characters"]
+    assert f"{characters} of at most 500" in dd
 
 
 def test_without_pdftoppm_the_poster_is_linked_not_previewed(
@@ -204,7 +231,8 @@ def test_markdown_summary_per_channel() -> None:
     md = gallery_markdown(contents())
     headings = re.findall(r"^## (.+)$", md, re.M)
     assert headings == ["Website article", "FAQ", "Newsletter", "Poster", "SMS",
-                        "Self-service pages (DPL CMS / DDB CMS)"]  # fmt: skip
+                        "Self-service pages (DPL CMS / DDB CMS)", "Info screen",
+                        "Social media post"]  # fmt: skip
     assert "**Key message:** Sådan betaler du gebyrer til biblioteket fra 14. december 2026" in md
     sms = contents()[Channel.SMS]
     for lang in Language:

@@ -1,0 +1,72 @@
+"""The SMS to borrowers in the library's SMS scheme, and only to them: GSM-7, within max_parts."""
+
+from __future__ import annotations
+
+from tasks.channels.base import (
+    ChannelSpec,
+    Delivery,
+    GalleryView,
+    Labels,
+    Medium,
+    Reach,
+    Step,
+    View,
+)
+from tasks.content import Point
+from tasks.errors import ConfigError
+from tasks.models import Channel, Language, MunicipalityConfig, SmsSettings, StepKind
+from tasks.providers.base import Message
+from tasks.render import ChannelContent, render_template, squash
+
+NAME = "sms"
+
+
+class Sms(ChannelSpec):
+    channel = Channel.SMS
+    settings = SmsSettings
+    # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
+    points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY)
+    audience = "Borrowers in the library's SMS scheme"
+    labels = Labels(da="SMS", en="SMS")
+    gallery = GalleryView(View.TEXT_MESSAGE, NAME)
+    delivers = Delivery(Medium.SMS, Reach.BORROWERS, "mobile", "sms_consent")
+    step_order = 40
+
+    def render(self, config: MunicipalityConfig) -> ChannelContent:
+        from tasks.textmetrics import NotGsm7Error, lix, sms_info, to_gsm7
+
+        settings = config.channels.sms
+        assert settings is not None
+        out = ChannelContent(self.channel)
+        for lang in config.languages:
+            raw = squash(
+                render_template(f"sms/{lang.value}/sms.txt.j2", self.context(config, lang))
+            )
+            try:
+                text = to_gsm7(raw)
+            except NotGsm7Error as exc:
+                raise ConfigError(
+                    f"SMS text ({lang.value}) has characters SMS cannot carry: {exc} "
+                    "(fix: remove them from the names and texts in the municipality config)"
+                ) from None
+            info = sms_info(text)
+            if info.parts > settings.max_parts:
+                raise ConfigError(
+                    f"SMS text ({lang.value}) needs {info.parts} parts ({info.septets_or_chars} characters); "
+                    f"channels.sms.max_parts is {settings.max_parts} "
+                    "(fix: shorten the library or municipality name, or raise max_parts)"
+                )
+            out.messages[lang] = Message(self.channel, lang, text=text)
+            out.files[f"{NAME}.{lang.value}.txt"] = text + "\n"
+            out.metrics[lang] = {
+                "lix": round(lix(text), 1),
+                "characters": info.septets_or_chars,
+                "encoding": info.encoding,
+                "parts": info.parts,
+            }
+            if lang is Language.DA:
+                out.key_message = text
+        return out
+
+    def checklist_steps(self, config: MunicipalityConfig) -> list[Step]:
+        return [self.step(StepKind.AUTOMATED, "Send sms til lånere i sms-ordningen")]
