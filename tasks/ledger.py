@@ -298,9 +298,15 @@ class Ledger:
             try:
                 with engine.connect() as conn:
                     ledger_key.refuse_a_new_key(conn, deliveries.name, _where(url), data_dir)
+            except ConfigError:
+                # A run started at the same moment may have made the key file and used the
+                # ledger between our look for the file and this check: it links the file first.
+                key = ledger_key.find_key(data_dir)
+                if key is None:
+                    raise
             finally:
                 engine.dispose()
-            key = ledger_key.make_key_file(data_dir)
+            key = key or ledger_key.make_key_file(data_dir)
         return cls(url, key=key.secret, lease_seconds=lease_seconds, key_origin=key.origin)
 
     @classmethod
