@@ -38,7 +38,7 @@ from tests.servers import sendgrid_server
 from tests.servers.sendgrid_server import Fault, SendGridServer
 from tests.support.tls import self_signed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MESSAGE = Message(
     channel=Channel.NEWSLETTER,
     language=Language.DA,

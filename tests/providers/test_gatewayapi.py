@@ -563,7 +563,7 @@ def test_stand_in_runs_as_a_process_and_prints_counts_on_sigterm(http: httpx.Cli
         [sys.executable, "-m", "tests.servers.gatewayapi_server", "--port", "0", "--token", TOKEN],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert process.stdout is not None
