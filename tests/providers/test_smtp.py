@@ -8,15 +8,17 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tasks.errors import ConfigError, TransientError
+from tasks.errors import ConfigError, TransientError, UnsupportedFeatureError
 from tasks.models import Channel, Language, NewsletterSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
 from tasks.providers.smtp import SmtpProvider
+from tests.providers import outcomes
 from tests.servers.smtp_relays import ScriptedRelay as Relay
 from tests.servers.smtp_relays import SilentRelay, free_port
 from tests.support.tls import self_signed
@@ -305,6 +307,18 @@ def test_from_env_names_the_variable_to_fix(env: dict[str, str], complaint: str)
         SmtpProvider.from_env(settings, env)
 
 
+@pytest.mark.parametrize(
+    "setting", [{"sandbox_mode": True}, {"unsubscribe_group_id": 7}], ids=lambda s: next(iter(s))
+)
+def test_settings_only_sendgrid_carries_are_refused_not_dropped(setting: dict[str, Any]) -> None:
+    # Dropped, sandbox_mode would really send, and the unsubscribe group would be ignored.
+    settings = NewsletterSettings(
+        from_email="bibliotek@eksempel-kommune.dk", from_name="Bibliotek", **setting
+    )
+    with pytest.raises(UnsupportedFeatureError, match=f"channels.newsletter.{next(iter(setting))}"):
+        SmtpProvider.from_env(settings, {"FBSFLOW_SMTP_HOST": "relay.kommune.test"})
+
+
 # --- PIPELINING (RFC 2920) ---------------------------------------------------------------------
 
 
@@ -342,3 +356,60 @@ def test_without_pipelining_on_offer_commands_go_one_at_a_time(relay: tuple[Rela
     provider.close()
     assert set(result.statuses.values()) == {DeliveryStatus.SENT}
     assert handler.pipelined_mails == 0
+
+
+# --- The outcome table ------------------------------------------------------------------------
+
+ANNA, TARGET = recipients("anna", "target")  # the table's row is about TARGET; anna is accepted
+
+
+@contextmanager
+def staged(situation: str, certificate: tuple[Path, Path]) -> Iterator[SmtpProvider]:
+    """A provider that meets `situation` (a row of tests/providers/outcomes.py) on its next send."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(*certificate)
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    greeting = {"SMTP 421 greeting": "421 4.3.2 busy", "SMTP 554 greeting": "554 5.7.1 go away"}
+    if situation in greeting or situation == "greeting, then no answer":
+        with SilentRelay(greeting.get(situation, "220 silent.test ESMTP")) as silent:
+            yield make_provider(silent.port, timeout=0.3)
+        return
+    if situation == "connection refused":
+        yield make_provider(free_port())
+        return
+    if situation == "SMTP 535 on AUTH":
+        with Relay(tls=server_tls, login=(USER, PASSWORD)) as relay:
+            yield make_provider(
+                relay.port, starttls=True, username=USER, password="forkert", ssl_context=trusted
+            )
+        return
+    if situation == "untrusted certificate":
+        with Relay(tls=server_tls) as relay:
+            yield make_provider(relay.port, starttls=True)  # the system's CAs: not this one
+        return
+    with Relay() as relay:
+        if situation == "SMTP 550 on RCPT":
+            relay.rcpt_replies[TARGET.address] = "550 5.1.1 no such user"
+        elif situation == "SMTP 451 on RCPT":
+            relay.rcpt_replies[TARGET.address] = "451 4.7.1 try again later"
+        elif situation == "SMTP 452 on RCPT for everyone":
+            for r in (ANNA, TARGET):
+                relay.rcpt_replies[r.address] = "452 4.5.3 too many recipients today"
+        elif situation == "SMTP 550 on MAIL FROM":
+            relay.mail_reply = "550 5.7.1 sender not allowed"
+        elif situation == "connection dropped after the request":
+            relay.hang_up_after_data.add(TARGET.address)
+        else:
+            assert situation == "accepted", f"no way to stage {situation!r} on an SMTP relay"
+        yield make_provider(relay.port)
+
+
+@pytest.mark.parametrize(("situation", "expected"), outcomes.rows("smtp"))
+def test_every_outcome_is_classified_as_the_table_says(
+    situation: str, expected: outcomes.Outcome, certificate: tuple[Path, Path]
+) -> None:
+    with staged(situation, certificate) as provider:
+        try:
+            assert outcomes.observe(lambda: send(provider, [ANNA, TARGET]), TARGET) == expected
+        finally:
+            provider.close()
