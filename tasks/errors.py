@@ -2,6 +2,7 @@
 
     FbsflowError
     ├── ConfigError          the user's input is wrong: never retried, exit code 2
+    │   └── UnsupportedFeatureError  a message part the provider cannot carry
     ├── StorageError         the database or a disk cannot be used (read-only, full,
     │                        unreachable, no driver): exit code 1 (tasks/translation.py)
     └── DeliveryError        a provider call did not succeed
@@ -36,6 +37,13 @@ class ConfigError(FbsflowError):
         if not self.problems:
             return head
         return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class UnsupportedFeatureError(ConfigError):
+    """A message carries a part (a subject, HTML, attachments) its provider cannot deliver.
+
+    Raised before anything is sent, instead of sending the message without that part.
+    """
 
 
 class StorageError(FbsflowError):

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.textmetrics import sms_sender_problem
+
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Free text from config ends up in HTML, SMS and PDF: markup in it is a mistake, not a feature.
 # Markdown link and emphasis marks count too: citizen texts are written in a markdown subset.
@@ -261,9 +263,6 @@ class NewsletterSettings(ChannelSettings):
     unsubscribe_group_id: int | None = None
 
 
-_GSM_SENDER = re.compile(r"^(?:[A-Za-z0-9 ]{1,11}|[0-9]{1,15})$")
-
-
 class SmsSettings(ChannelSettings):
     sender: str
     max_parts: int = Field(default=2, ge=1, le=6)
@@ -271,11 +270,8 @@ class SmsSettings(ChannelSettings):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if not _GSM_SENDER.match(value):
-            raise ValueError(
-                "SMS sender must be at most 11 letters/digits (A-Z, 0-9, space, no æøå) "
-                "or at most 15 digits; shorten it"
-            )
+        if problem := sms_sender_problem(value):
+            raise ValueError(f"{problem}; shorten it")
         return value
 
 

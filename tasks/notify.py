@@ -1,24 +1,28 @@
 """Failure notice for the project leader: a Prefect on_failure / on_crash hook that sends a short e-mail.
 
-The notice goes to `FBSFLOW_NOTIFY_EMAIL` through the same e-mail providers as the newsletter:
-SendGrid when `SENDGRID_API_KEY` is set, SMTP when `FBSFLOW_SMTP_HOST` is set, else a `.eml` file
-in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FROM`, else the newsletter's
-`from_email` from the municipality's config. The state message is scrubbed of anything shaped
-like an e-mail address or phone number: exceptions can quote a borrower's row. A hook must never
-raise (it would mask the failure it reports), so every error ends in a logged warning.
+The notice goes to `FBSFLOW_NOTIFY_EMAIL` through the newsletter's e-mail provider, as the
+provider table picks it (tasks/providers/registry.py: SendGrid when `SENDGRID_API_KEY` is set,
+SMTP when `FBSFLOW_SMTP_HOST` is set); where the newsletter would go to the outbox, the notice
+is a `.eml` file in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FROM`, else the
+newsletter's `from_email` from the municipality's config. The state message is scrubbed of
+anything shaped like an e-mail address or phone number: exceptions can quote a borrower's row.
+A hook must never raise (it would mask the failure it reports), so every error ends in a logged
+warning.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+
+# The one scrubber of personal data, also for the checklist's notes (imported from here).
+from tasks.providers.http import scrub_personal_data
 
 NOTIFY_EMAIL_ENV = "FBSFLOW_NOTIFY_EMAIL"
 NOTIFY_FROM_ENV = "FBSFLOW_NOTIFY_FROM"
@@ -27,17 +31,6 @@ FALLBACK_FROM = "fbsflow@localhost"
 _MAX_MESSAGE_CHARS = 2000
 
 log = logging.getLogger(__name__)
-
-_EMAIL = re.compile(r"[^\s<>\[\]()\"',;:]+@[^\s<>\[\]()\"',;:]+")
-# Eight or more digits, optionally with +, spaces, dashes, dots or brackets between them: Danish
-# numbers ("12 34 56 78", "+45 12345678", "4512345678"), MSISDNs and foreign numbers. ISO dates
-# are left alone: they are not personal and a leader needs them to read the message.
-_PHONE = re.compile(r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d(?:[ \-.()/]{0,2}\d){7,}(?!\w)")
-
-
-def scrub_personal_data(text: str) -> str:
-    """Replace e-mail addresses with <e-mail> and phone numbers with <phone>."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<e-mail>", text))
 
 
 def _municipality(flow_run: Any) -> tuple[str, Any]:
@@ -115,23 +108,22 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 
 
 def _send_with_provider(
-    name: str, to: str, sender: tuple[str, str], subject: str, body: str,
-    env: Mapping[str, str], run_id: str,
+    name: str,
+    to: str,
+    sender: tuple[str, str],
+    subject: str,
+    body: str,
+    env: Mapping[str, str],
+    run_id: str,
 ) -> None:
     from tasks.models import Channel, Language, NewsletterSettings
     from tasks.providers.base import DeliveryStatus, Message, Recipient
+    from tasks.providers.registry import provider_class
 
     # Not validated here: the sender comes from env or a validated config, and the provider
     # refuses one it cannot send for (with a fix in its error).
     settings = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
-    if name == "sendgrid":
-        from tasks.providers.sendgrid import SendGridProvider
-
-        provider: Any = SendGridProvider.from_env(settings, env)
-    else:
-        from tasks.providers.smtp import SmtpProvider
-
-        provider = SmtpProvider.from_env(settings, env)
+    provider = provider_class(name).from_env(settings, env)
     try:
         result = provider.send_batch(
             Message(Channel.NEWSLETTER, Language.EN, text=body, subject=subject),
@@ -146,9 +138,7 @@ def _send_with_provider(
         raise RuntimeError(f"{name} did not accept the notice ({status}; {result.detail})")
 
 
-def _write_eml(
-    folder: Path, to: str, sender: tuple[str, str], subject: str, body: str
-) -> Path:
+def _write_eml(folder: Path, to: str, sender: tuple[str, str], subject: str, body: str) -> Path:
     mail = EmailMessage()
     mail["From"] = f"{sender[1]} <{sender[0]}>"
     mail["To"] = to
@@ -173,21 +163,24 @@ def failure_notice(
         if not to:
             logger.warning(
                 "%s is not set: no failure notice sent (fix: export %s=<project leader's e-mail>)",
-                NOTIFY_EMAIL_ENV, NOTIFY_EMAIL_ENV,
+                NOTIFY_EMAIL_ENV,
+                NOTIFY_EMAIL_ENV,
             )
             return None
         subject, body = build_notice(flow, flow_run, state, env=env)
         sender = _sender(flow_run, env)
         run_id = str(getattr(flow_run, "id", "") or "unknown")
-        provider = (
-            "sendgrid" if env.get("SENDGRID_API_KEY")
-            else "smtp" if env.get("FBSFLOW_SMTP_HOST")
-            else None
-        )
+        from tasks.models import Channel
+        from tasks.providers.registry import OUTBOX, provider_name
+
+        name = provider_name(Channel.NEWSLETTER, env)
+        provider = None if name == OUTBOX else name
         if provider and sender is None:
             logger.warning(
                 "No sender for the failure notice (fix: export %s=<a sender %s accepts>); "
-                "writing it to a file instead", NOTIFY_FROM_ENV, provider,
+                "writing it to a file instead",
+                NOTIFY_FROM_ENV,
+                provider,
             )
         elif provider and sender is not None:
             try:
@@ -196,7 +189,9 @@ def failure_notice(
                 # Keep the notice on disk rather than lose it with the provider.
                 logger.warning(
                     "Failure notice not sent via %s (%s: %s); writing it to a file instead",
-                    provider, type(exc).__name__, scrub_personal_data(str(exc))[:500],
+                    provider,
+                    type(exc).__name__,
+                    scrub_personal_data(str(exc))[:500],
                 )
             else:
                 logger.info("Failure notice for run %s sent via %s", run_id, provider)
@@ -211,6 +206,7 @@ def failure_notice(
         # Scrubbed: this error may come from anywhere, including a borrower's data.
         logger.warning(
             "Failure notice could not be made (%s: %s)",
-            type(exc).__name__, scrub_personal_data(str(exc))[:500],
+            type(exc).__name__,
+            scrub_personal_data(str(exc))[:500],
         )
         return None

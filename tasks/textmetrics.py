@@ -149,6 +149,21 @@ def sms_info(text: str) -> SmsInfo:
     return SmsInfo(encoding, sum(units), _count_parts(units, single, per_part))
 
 
+# The sender an SMS shows, as operators pass it on: "up to 11 alphanumeric characters, or 15
+# digits" (GatewayAPI's words; its own examples use spaces). æøå are not alphanumeric there.
+_SMS_SENDER = re.compile(r"^(?:[A-Za-z0-9 ]{1,11}|[0-9]{1,15})$")
+
+
+def sms_sender_problem(sender: str) -> str | None:
+    """Why `sender` cannot be an SMS sender (None: it can)."""
+    if _SMS_SENDER.match(sender):
+        return None
+    return (
+        "SMS sender must be at most 11 letters/digits (A-Z, 0-9, space, no æøå) "
+        "or at most 15 digits"
+    )
+
+
 # --- LIX -------------------------------------------------------------------------------------
 
 # A word is a run of letters (any script, so æøå and é count), hyphenated runs being one word.

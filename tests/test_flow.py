@@ -30,7 +30,7 @@ from tasks.ledger import Ledger
 from tasks.models import Channel
 from tasks.plan import campaign_id
 from tasks.prefetch import prefetch_audience
-from tasks.providers import sendgrid as sendgrid_provider
+from tasks.providers.http import tls_context
 from tasks.providers.sendgrid import SendGridProvider
 from tests.servers.sendgrid_server import Fault, SendGridServer
 from tests.support.tls import self_signed
@@ -233,7 +233,7 @@ def test_an_untrusted_certificate_stops_the_channel_with_the_fix_and_sends_nobod
     monkeypatch.setenv("FBSFLOW_CHUNK_SIZE", "50")  # 13 chunks, 8 of them in flight at once
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.setenv("SSL_CERT_DIR", str(isolated))  # no CA in there
-    sendgrid_provider._tls.cache_clear()
+    tls_context.cache_clear()
     try:
         with SendGridServer(keep_bodies=False, tls=context) as sendgrid:
             monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
@@ -243,7 +243,7 @@ def test_an_untrusted_certificate_stops_the_channel_with_the_fix_and_sends_nobod
                 _run(isolated, approve=True, channels=[Channel.NEWSLETTER])
             assert sendgrid.stats()["requests"] == 0 and not sendgrid.deliveries
     finally:
-        sendgrid_provider._tls.cache_clear()
+        tls_context.cache_clear()
     assert "laaner" not in str(raised.value) and "@" not in str(raised.value)
     states = _newsletter_states(capsys)
     assert states == {"pending": 645, "sending": 0, "sent": 0, "failed": 0, "unknown": 0}

@@ -1,19 +1,31 @@
-"""The provider contract: a rendered message plus a batch of recipients in, one status per recipient out.
+"""The provider contract and the base that fixes the steps of sending one batch.
+
+Every provider sends a batch in the same four steps, `Provider.send_batch`, and writes only the
+steps that differ (the way django-anymail's base backend does):
+
+    check_message   refuse a message part the provider cannot carry (UnsupportedFeatureError),
+                    instead of dropping it silently
+    build_request   the provider's request for the whole batch; a mistake found here raises
+                    before anything is sent
+    post            send it; a failure to get any answer is classified here
+    read_statuses   each recipient's status from the answer; an answer that refuses the batch
+                    raises from the one error tree (tasks/errors.py)
 
 Providers hold no delivery state: retries, the ledger and progress live in tasks/delivery.py.
 A provider raises the errors of tasks/errors.py and nothing else; translating a client
-library's errors happens inside the provider module, in one place.
+library's errors happens in one place per library (tasks/providers/http.py for HTTP APIs).
+Which provider a channel uses, and its credentials, is the table in tasks/providers/registry.py.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, UnsupportedFeatureError
 from tasks.models import Channel, Language, character_name, header_problem
 
 
@@ -69,10 +81,20 @@ class BatchResult:
     detail: str = ""  # non-personal reason, e.g. "400: invalid from address"
 
 
-class Provider(ABC):
-    """Base of every provider; a subclass overrides only what its API needs."""
+# The optional parts of a Message, beyond its text, that a provider may or may not carry.
+MESSAGE_PARTS = ("subject", "html", "attachments")
+
+RequestT = TypeVar("RequestT")  # what build_request makes and post sends
+AnswerT = TypeVar("AnswerT")  # what post gets back and read_statuses reads
+
+
+class Provider(ABC, Generic[RequestT, AnswerT]):
+    """Base of every provider: `send_batch` runs the fixed steps; a subclass writes the steps."""
 
     name: ClassVar[str]
+    # The parts of a message (MESSAGE_PARTS) this provider delivers; any other part set on a
+    # message stops the batch before sending rather than being dropped.
+    carries: ClassVar[frozenset[str]] = frozenset()
     # Largest batch the provider's API takes in one request.
     max_batch: ClassVar[int] = 1000
     # Chunk task runs worth sending at once, each on its own connection (env
@@ -85,13 +107,49 @@ class Provider(ABC):
     connect_timeout: ClassVar[float] = 10.0
     read_timeout: ClassVar[float] = 30.0
 
-    @abstractmethod
+    @classmethod
+    def from_env(cls, settings: Any, env: Mapping[str, str] | None = None) -> Provider[Any, Any]:
+        """Build from the channel's settings and the credentials the registry table names for
+        this provider (tasks/providers/registry.py), read from `env` (default: os.environ)."""
+        raise NotImplementedError(f"{cls.__name__} is not built from the environment")
+
     def send_batch(
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
     ) -> BatchResult:
-        """Deliver `message` to `recipients` in as few API calls as the API allows."""
+        """Deliver `message` to `recipients` in one request: the fixed steps, in order."""
+        if not recipients:
+            return BatchResult(statuses={})
+        self.check_message(message)
+        request = self.build_request(message, recipients, campaign=campaign, batch_id=batch_id)
+        answer = self.post(request)
+        return self.read_statuses(answer, recipients)
 
-    def close(self) -> None:  # noqa: B027  (optional hook: most providers hold nothing)
+    def check_message(self, message: Message) -> None:
+        """Raise UnsupportedFeatureError for a message part this provider cannot carry."""
+        for part in MESSAGE_PARTS:
+            if getattr(message, part) and part not in self.carries:
+                raise UnsupportedFeatureError(
+                    f"{self.name} cannot carry the {message.channel.value} message's {part}, "
+                    "so nothing was sent rather than sending it without; fix: leave the "
+                    f"{part} out of the {message.channel.value} template, or use a provider "
+                    "that carries it"
+                )
+
+    @abstractmethod
+    def build_request(
+        self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
+    ) -> RequestT:
+        """The provider's request for the whole batch; raise before anything is sent."""
+
+    @abstractmethod
+    def post(self, request: RequestT) -> AnswerT:
+        """Send the request; raise from tasks/errors.py when no answer comes."""
+
+    @abstractmethod
+    def read_statuses(self, answer: AnswerT, recipients: Sequence[Recipient]) -> BatchResult:
+        """Each recipient's status from the answer; raise when it refuses the batch."""
+
+    def close(self) -> None:  # an optional hook: most providers hold nothing
         """Release connections; called once when a flow run is done with the provider."""
 
 

@@ -2,19 +2,17 @@
 
 GatewayAPI (a Danish SMS gateway) takes one message with up to 10,000 recipients per request and
 answers 200 `{"ids": [...], "usage": {...}}` or an error `{"code": "0x....", "message": "..."}`;
-the token goes as HTTP Basic username with an empty password. Which outcome means what:
+the token goes as HTTP Basic username with an empty password. Failures and answers are
+classified by tasks/providers/http.py; GatewayAPI's own part:
 
-    200                    every recipient SENT; `ids` are GatewayAPI's message ids
-    400, 422, other 4xx    PermanentError: the content or a recipient is refused
+    2xx                    every recipient SENT; `ids` are GatewayAPI's message ids
     401, 403               ConfigError: the token, IP allow-list or account credit is refused
     403 0x0214/0x0215/0x0217  PermanentError: a blacklisted number or barred country
     404                    ConfigError: GATEWAYAPI_URL does not point at the API
-    429, 5xx except 504    TransientError: nothing accepted; retry (after Retry-After)
-    504, lost answer       AmbiguousError: may have been sent; never re-sent automatically
-    no connection          TransientError: nothing was sent
-    untrusted certificate  ConfigError: nothing was sent, and a retry cannot change that
+    504                    AmbiguousError: a proxy stopped waiting; GatewayAPI may have sent it
+    429, other 5xx         TransientError: nothing accepted; retry (after Retry-After)
 
-No connection and a lost answer carry `no_answer`, which the circuit breaker counts.
+httpx's errors become "not sent" or "no answer" in one place, `HttpxTransport.post`.
 
 Text is checked before any request: it must be GSM-7 (æøå are) and fit in `max_parts` parts,
 because a single character outside GSM-7 would silently turn the whole message into UCS-2
@@ -23,73 +21,48 @@ at more than twice the price.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import ssl
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, ClassVar
 
 import httpx
 
-from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
+from tasks.errors import ConfigError, PermanentError
 from tasks.models import Channel, SmsSettings
-from tasks.providers.base import (
-    BatchResult,
-    DeliveryStatus,
-    Message,
-    Provider,
-    Recipient,
-    secret_problem,
+from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient, secret_problem
+from tasks.providers.http import (
+    Answer,
+    HttpProvider,
+    NoAnswer,
+    NotSent,
+    Transport,
+    tls_context,
 )
-from tasks.textmetrics import GSM7, sms_info
+from tasks.textmetrics import GSM7, sms_info, sms_sender_problem
 
 DEFAULT_URL = "https://gatewayapi.com"
 ENDPOINT = "/rest/mtsms"
 MAX_RECIPIENTS = 10_000
 
-# GatewayAPI: "up to 11 alphanumeric characters, or 15 digits"; its own examples use spaces.
-_SENDER = re.compile(r"^(?:[A-Za-z0-9 ]{1,11}|[0-9]{1,15})$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # Numbers one per line, each as _E164 accepts it (no newline inside one: checked apart).
 _E164_LINES = re.compile(r"(?:\+[1-9][0-9]{6,14}\n)+")
-# Phone numbers in whatever form an error text might quote them: 8+ digits, maybe spaced.
-_NUMBER_LIKE = re.compile(r"\+?\d(?:[ -]?\d){7,}")
 # 403 codes that refuse recipients, not the account: retrying cannot help, but the token is fine.
 _RECIPIENT_REFUSALS = frozenset({"0x0214", "0x0215", "0x0217"})
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-# httpx errors raised before a byte of the request left: retrying cannot send twice.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One CA bundle load per process: httpx loads it per client otherwise (~0.1 s each)."""
-    try:
-        return httpx.create_ssl_context()
-    except OSError as exc:  # ssl.SSLError too: a CA file that is missing or holds no certificate
-        raise ConfigError(
-            f"the CA certificates for HTTPS could not be loaded ({type(exc).__name__}), so no "
-            "SMS was sent; fix: point SSL_CERT_FILE at a PEM file of CA certificates, or unset it"
-        ) from None
-
-
-def _scrub(text: str) -> str:
-    """`text` without anything that could be a phone number, cut to a readable length."""
-    return _NUMBER_LIKE.sub("<number>", text)[:300]
-
-
-def _sender_problem(sender: str) -> str | None:
-    if _SENDER.match(sender):
-        return None
-    return (
-        f"SMS sender {sender!r} must be at most 11 letters/digits (A-Z, 0-9, space; no æøå) "
-        "or at most 15 digits"
-    )
+# httpx errors raised before a byte of the request left, or before a whole request did (a
+# LocalProtocolError): retrying cannot send twice.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.LocalProtocolError,
+)
 
 
 def _base_url_problem(base_url: str) -> str | None:
@@ -222,7 +195,7 @@ def _envelope(
     """Every field of the payload but the recipients, after checking the arguments."""
     if message.channel is not Channel.SMS:
         raise ValueError(f"GatewayAPI sends SMS only, not {message.channel.value} messages")
-    if problem := _sender_problem(sender):
+    if problem := sms_sender_problem(sender):
         raise ValueError(problem)
     if max_parts < 1:
         raise ValueError("max_parts must be at least 1")
@@ -244,51 +217,27 @@ def _envelope(
     return payload
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), if it says."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _refusal(response: httpx.Response) -> tuple[str, str]:
-    """GatewayAPI's error code and a scrubbed one-line reason from an error answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    code = message = ""
-    if isinstance(body, dict):
-        code = str(body.get("code") or "").strip().lower()
-        # `variables` is left out on purpose: GatewayAPI puts refused numbers there.
-        message = str(body.get("message") or "").strip()
-    reason = " ".join(p for p in (code, message) if p) or response.reason_phrase or "no detail"
-    return code, _scrub(" ".join(reason.split()))
-
-
-def _untrusted(exc: BaseException) -> bool:
-    """Whether a connect error comes from a certificate this machine does not trust."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
-        cause = cause.__cause__ or cause.__context__
-    return cause is not None
-
-
-class GatewayApiProvider(Provider):
+class GatewayApiProvider(HttpProvider):
     """Sends SMS through GatewayAPI's REST API with one reused HTTP connection pool."""
 
     name: ClassVar[str] = "gatewayapi"
+    title: ClassVar[str] = "GatewayAPI"
+    path: ClassVar[str] = ENDPOINT
+    url_variable: ClassVar[str] = "GATEWAYAPI_URL"
+    carries: ClassVar[frozenset[str]] = frozenset()  # text only: no subject, HTML, attachments
     max_batch: ClassVar[int] = MAX_RECIPIENTS
+    dashboard: ClassVar[str] = "the GatewayAPI dashboard"
+    # A proxy in front of GatewayAPI stopped waiting, while GatewayAPI may have gone on to send.
+    ambiguous_statuses: ClassVar[frozenset[int]] = frozenset({504})
+    access_refused: ClassVar[str] = (
+        "GatewayAPI refused the request ({status}: {reason}); fix: check GATEWAYAPI_TOKEN (an "
+        "API token from the dashboard's API Keys page), and the account's IP allow-list and "
+        "credit there"
+    )
+    not_found: ClassVar[str] = (
+        f"GatewayAPI answered 404 for {ENDPOINT}; fix: GATEWAYAPI_URL must be the API's base "
+        f"address, e.g. {DEFAULT_URL}, without a path"
+    )
 
     def __init__(
         self,
@@ -310,7 +259,7 @@ class GatewayApiProvider(Provider):
                 "GATEWAYAPI_TOKEN=<token>; a token read from a file saved on Windows ends in a "
                 "carriage return)"
             )
-        for problem in (_sender_problem(sender), _base_url_problem(base_url)):
+        for problem in (sms_sender_problem(sender), _base_url_problem(base_url)):
             if problem:
                 raise ValueError(problem)
         if max_parts < 1:
@@ -321,23 +270,21 @@ class GatewayApiProvider(Provider):
         self.sender = sender
         self.max_parts = max_parts
         self.sendtime = sendtime
-        self._client = httpx.Client(
-            base_url=base_url,
-            auth=httpx.BasicAuth(token, ""),
-            timeout=httpx.Timeout(
-                self.read_timeout if timeout is None else timeout,
-                connect=self.connect_timeout if connect_timeout is None else connect_timeout,
-            ),
-            verify=_tls_context(),
-            headers={"Accept": "application/json", "User-Agent": "fbsflow"},
+        self.secrets = (token,)
+        self.headers = {"Content-Type": "application/json"}
+        self.transport: Transport = HttpxTransport(
+            base_url,
+            token,
+            timeout=self.read_timeout if timeout is None else timeout,
+            connect_timeout=self.connect_timeout if connect_timeout is None else connect_timeout,
         )
 
     @classmethod
     def from_env(
-        cls, settings: SmsSettings, *, environ: Mapping[str, str] | None = None
+        cls, settings: SmsSettings, env: Mapping[str, str] | None = None
     ) -> GatewayApiProvider:
         """A provider from GATEWAYAPI_TOKEN, GATEWAYAPI_URL and the municipality's SMS settings."""
-        env = os.environ if environ is None else environ
+        env = os.environ if env is None else env
         token = env.get("GATEWAYAPI_TOKEN", "")
         if not token.strip():
             raise ConfigError(
@@ -349,14 +296,33 @@ class GatewayApiProvider(Provider):
             raise ConfigError(f"GATEWAYAPI_URL: {problem} (fix: unset it to use {DEFAULT_URL})")
         return cls(token, base_url=base_url, sender=settings.sender, max_parts=settings.max_parts)
 
+    @classmethod
+    def document(
+        cls,
+        settings: SmsSettings,
+        message: Message,
+        recipients: Sequence[Recipient],
+        *,
+        campaign: str,
+        batch_id: str,
+    ) -> dict[str, Any]:
+        """The request body for a batch as a document (what the outbox writes)."""
+        return build_payload(
+            message,
+            recipients,
+            sender=settings.sender,
+            campaign=campaign,
+            batch_id=batch_id,
+            max_parts=settings.max_parts,
+        )
+
     def __repr__(self) -> str:  # the token stays out of logs
         return f"GatewayApiProvider(base_url={self.base_url!r}, sender={self.sender!r})"
 
-    def send_batch(
+    def build_request(
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
-    ) -> BatchResult:
-        """Send `message` to up to 10,000 `recipients` in one request."""
-        body = encode_payload(
+    ) -> bytes:
+        return encode_payload(
             message,
             recipients,
             sender=self.sender,
@@ -365,80 +331,67 @@ class GatewayApiProvider(Provider):
             sendtime=self.sendtime,
             max_parts=self.max_parts,
         )
-        response = self._post(body)
-        return self._outcome(response, recipients)
 
-    def close(self) -> None:
-        self._client.close()
-
-    def _post(self, body: bytes) -> httpx.Response:
-        """The one place where httpx's errors become fbsflow's."""
-        try:
-            return self._client.post(
-                ENDPOINT, content=body, headers={"Content-Type": "application/json"}
-            )
-        except _NOT_SENT as exc:
-            if _untrusted(exc):
-                raise ConfigError(
-                    "GatewayAPI's TLS certificate was not trusted, so no SMS was sent (fix: "
-                    "check GATEWAYAPI_URL; behind a proxy that re-signs HTTPS, point "
-                    "SSL_CERT_FILE at your organisation's CA certificate file)"
-                ) from None
-            raise TransientError(
-                f"GatewayAPI could not be reached ({type(exc).__name__}); nothing was sent",
-                no_answer=True,
-            ) from exc
-        except httpx.TransportError as exc:
-            # Read/write timeouts, resets, a hang-up without an answer: the request may have
-            # arrived whole, so a blind retry could text every recipient twice.
-            raise AmbiguousError(
-                f"GatewayAPI may have accepted the batch: the connection failed after sending "
-                f"({type(exc).__name__}); check the GatewayAPI dashboard before sending again",
-                no_answer=True,
-            ) from exc
-
-    def _outcome(self, response: httpx.Response, recipients: Sequence[Recipient]) -> BatchResult:
-        status = response.status_code
-        if 200 <= status < 300:
-            return self._accepted(response, recipients)
-        code, reason = _refusal(response)
-        if status in (401, 403) and code not in _RECIPIENT_REFUSALS:
-            raise ConfigError(
-                f"GatewayAPI refused the request ({status} {reason}) (fix: check GATEWAYAPI_TOKEN: "
-                "an API token from the dashboard's API Keys page; also the account's IP "
-                "allow-list and credit there)"
-            )
-        if status == 404:
-            raise ConfigError(
-                f"GatewayAPI answered 404 for {ENDPOINT} (fix: GATEWAYAPI_URL must be the API's "
-                f"base address, e.g. {DEFAULT_URL}, without a path)"
-            )
-        if status == 429 or (500 <= status < 600 and status != 504):
-            raise TransientError(
-                f"GatewayAPI did not accept the batch ({status} {reason}); retry later",
-                status=status,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-            )
-        if 400 <= status < 500:
-            raise PermanentError(f"GatewayAPI refused the batch ({status} {reason})", status=status)
-        # 504 (a proxy stopped waiting while GatewayAPI may have gone on to send), 1xx, 3xx.
-        raise AmbiguousError(
-            f"GatewayAPI answered {status} ({reason}); the batch may have been accepted, check "
-            "the GatewayAPI dashboard before sending again",
-            status=status,
-        )
-
-    def _accepted(self, response: httpx.Response, recipients: Sequence[Recipient]) -> BatchResult:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        ids = body.get("ids") if isinstance(body, dict) else None
+    def read_accepted(self, answer: Answer, recipients: Sequence[Recipient]) -> BatchResult:
+        body = _json(answer)
+        ids = body.get("ids")
         provider_ids = [str(i) for i in ids] if isinstance(ids, list) else []
-        usage = body.get("usage") if isinstance(body, dict) else None
+        usage = body.get("usage")
         cost = ""
         if isinstance(usage, dict) and "total_cost" in usage:
             cost = f", cost {usage['total_cost']} {usage.get('currency', '')}".rstrip()
-        detail = f"{response.status_code}: accepted, {len(provider_ids)} message id(s){cost}"
+        detail = f"{answer.status}: accepted, {len(provider_ids)} message id(s){cost}"
         statuses = dict.fromkeys(map(attrgetter("key"), recipients), DeliveryStatus.SENT)
         return BatchResult(statuses, provider_ids=provider_ids, detail=detail)
+
+    def reason(self, answer: Answer) -> str:
+        """GatewayAPI's error code and message; `variables` is left out: it lists numbers."""
+        body = _json(answer)
+        return f"{_code(body)} {body.get('message') or ''}".strip()
+
+    def refuses_recipients(self, answer: Answer) -> bool:
+        return _code(_json(answer)) in _RECIPIENT_REFUSALS
+
+
+def _json(answer: Answer) -> dict[str, Any]:
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _code(body: dict[str, Any]) -> str:
+    return str(body.get("code") or "").strip().lower()
+
+
+class HttpxTransport:
+    """GatewayAPI's transport: one httpx client (a connection pool), the token as Basic auth.
+
+    The one place where httpx's errors become "not sent" or "no answer".
+    """
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float, connect_timeout: float
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            auth=httpx.BasicAuth(token, ""),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            verify=tls_context(),
+            headers={"Accept": "application/json", "User-Agent": "fbsflow"},
+        )
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        try:
+            response = self._client.post(path, content=body, headers=headers)
+        except _NOT_SENT as exc:
+            raise NotSent(exc) from exc
+        except httpx.TransportError as exc:
+            # Read/write timeouts, resets, a hang-up without an answer: the request may have
+            # arrived whole, so a blind retry could text every recipient twice.
+            raise NoAnswer(exc) from exc
+        return Answer(response.status_code, response.headers, response.content)
+
+    def close(self) -> None:
+        self._client.close()

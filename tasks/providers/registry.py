@@ -1,90 +1,106 @@
-"""Pick a channel's provider by the credentials in the environment; the outbox when there are none."""
+"""The one table of providers (name, class, credentials) and which one a channel goes through.
+
+A channel that delivers sends e-mail or SMS. It goes through the first provider in `PROVIDERS`
+of that kind whose selecting credential (the first of its `credentials`) is set in the
+environment; with none set, through the outbox, which writes what that first provider would
+have received. The flow and the failure notice (tasks/notify.py) both ask here.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 
 from tasks.models import Channel, MunicipalityConfig
 from tasks.output import PrivateFiles
-from tasks.providers.base import Message, Provider, Recipient
-from tasks.providers.outbox import OutboxProvider
+from tasks.providers.base import Provider
+
+
+class Kind(StrEnum):
+    """What a provider delivers."""
+
+    EMAIL = "e-mail"
+    SMS = "SMS"
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """One provider: its name, its class ("module:Class") and the variables it reads."""
+
+    name: str
+    kind: Kind | None  # None: the outbox, which stands in for every kind
+    target: str
+    credentials: tuple[str, ...] = ()  # environment variables; the first one set selects it
+
+    def load(self) -> type[Provider]:
+        """The class, imported now: each provider module pulls in its client library."""
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+# In order of preference within a kind; the first of a kind is the one the outbox mirrors.
+PROVIDERS: tuple[ProviderEntry, ...] = (
+    ProviderEntry(
+        "sendgrid",
+        Kind.EMAIL,
+        "tasks.providers.sendgrid:SendGridProvider",
+        ("SENDGRID_API_KEY", "SENDGRID_HOST"),
+    ),
+    ProviderEntry(
+        "smtp",
+        Kind.EMAIL,
+        "tasks.providers.smtp:SmtpProvider",
+        (
+            "FBSFLOW_SMTP_HOST",
+            "FBSFLOW_SMTP_PORT",
+            "FBSFLOW_SMTP_USERNAME",
+            "FBSFLOW_SMTP_PASSWORD",
+            "FBSFLOW_SMTP_STARTTLS",
+        ),
+    ),
+    ProviderEntry(
+        "gatewayapi",
+        Kind.SMS,
+        "tasks.providers.gatewayapi:GatewayApiProvider",
+        ("GATEWAYAPI_TOKEN", "GATEWAYAPI_URL"),
+    ),
+    ProviderEntry("outbox", None, "tasks.providers.outbox:OutboxProvider"),
+)
+OUTBOX = "outbox"
+
+# What a channel that delivers sends, and whose settings (sender, ...) its provider reads:
+# posters go by e-mail to the branches, through the newsletter's provider and sender.
+_DELIVERIES: dict[Channel, tuple[Kind, Callable[[MunicipalityConfig], object]]] = {
+    Channel.NEWSLETTER: (Kind.EMAIL, lambda config: config.channels.newsletter),
+    Channel.POSTER: (Kind.EMAIL, lambda config: config.channels.newsletter),
+    Channel.SMS: (Kind.SMS, lambda config: config.channels.sms),
+}
+
+
+def entry(name: str) -> ProviderEntry:
+    """The table's row for a provider name."""
+    for row in PROVIDERS:
+        if row.name == name:
+            return row
+    raise ValueError(f"no provider named {name!r}; known: {[row.name for row in PROVIDERS]}")
 
 
 def provider_name(channel: Channel, env: Mapping[str, str] | None = None) -> str:
     """Which provider a channel will use; decided by which credentials are set."""
     env = os.environ if env is None else env
-    # Posters go by e-mail to the branches, through the same e-mail provider as the newsletter.
-    if channel in (Channel.NEWSLETTER, Channel.POSTER):
-        if env.get("SENDGRID_API_KEY"):
-            return "sendgrid"
-        if env.get("FBSFLOW_SMTP_HOST"):
-            return "smtp"
-    if channel is Channel.SMS and env.get("GATEWAYAPI_TOKEN"):
-        return "gatewayapi"
-    return "outbox"
-
-
-def _sendgrid_shape(
-    config: MunicipalityConfig,
-    campaign: str,
-    message: Message,
-    recipients: Sequence[Recipient],
-    batch_id: str,
-) -> dict:
-    from tasks.providers.sendgrid import build_payload
-
-    s = config.channels.newsletter
-    assert s is not None
-    return build_payload(
-        message,
-        recipients,
-        from_email=str(s.from_email),
-        from_name=s.from_name,
-        campaign=campaign,
-        batch_id=batch_id,
-        sandbox_mode=s.sandbox_mode,
-        unsubscribe_group_id=s.unsubscribe_group_id,
-    )
-
-
-def _gatewayapi_shape(
-    config: MunicipalityConfig,
-    campaign: str,
-    message: Message,
-    recipients: Sequence[Recipient],
-    batch_id: str,
-) -> dict:
-    from tasks.providers.gatewayapi import build_payload
-
-    s = config.channels.sms
-    assert s is not None
-    return build_payload(
-        message,
-        recipients,
-        sender=s.sender,
-        campaign=campaign,
-        batch_id=batch_id,
-        max_parts=s.max_parts,
-    )
+    kind = _DELIVERIES[channel][0] if channel in _DELIVERIES else None
+    for row in PROVIDERS:
+        if kind is not None and row.kind is kind and env.get(row.credentials[0]):
+            return row.name
+    return OUTBOX
 
 
 def provider_class(name: str) -> type[Provider]:
     """The class behind a `provider_name` (imported on demand: each pulls in its client)."""
-    if name == "sendgrid":
-        from tasks.providers.sendgrid import SendGridProvider
-
-        return SendGridProvider
-    if name == "smtp":
-        from tasks.providers.smtp import SmtpProvider
-
-        return SmtpProvider
-    if name == "gatewayapi":
-        from tasks.providers.gatewayapi import GatewayApiProvider
-
-        return GatewayApiProvider
-    return OutboxProvider
+    return entry(name).load()
 
 
 def chunks_at_once(channel: Channel, env: Mapping[str, str] | None = None) -> int:
@@ -103,32 +119,18 @@ def make_provider(
     """A fresh provider for one chunk of work (providers hold connections, not delivery state).
 
     `outbox` keeps the outbox provider's request files (with addresses) until the output's commit.
+    `campaign` is not needed: each batch names its own (the argument stays for its callers).
     """
+    del campaign
+    if channel not in _DELIVERIES:
+        raise ValueError(f"channel {channel.value} has no recipients to deliver to")
+    kind, settings_of = _DELIVERIES[channel]
+    settings = settings_of(config)
+    assert settings is not None, f"a {channel.value} delivery without its settings"
     name = provider_name(channel, env)
-    if name == "sendgrid":
-        from tasks.providers.sendgrid import SendGridProvider
+    if name != OUTBOX:
+        return provider_class(name).from_env(settings, env)
+    from tasks.providers.outbox import OutboxProvider
 
-        assert config.channels.newsletter is not None
-        return SendGridProvider.from_env(config.channels.newsletter, env)
-    if name == "smtp":
-        from tasks.providers.smtp import SmtpProvider
-
-        assert config.channels.newsletter is not None
-        return SmtpProvider.from_env(config.channels.newsletter)
-    if name == "gatewayapi":
-        from tasks.providers.gatewayapi import GatewayApiProvider
-
-        assert config.channels.sms is not None
-        return GatewayApiProvider.from_env(config.channels.sms, environ=env)
-    if channel in (Channel.NEWSLETTER, Channel.POSTER):
-        return OutboxProvider(
-            outbox, channel.value, shape=partial(_sendgrid_shape, config, campaign), max_batch=1000
-        )
-    if channel is Channel.SMS:
-        return OutboxProvider(
-            outbox,
-            channel.value,
-            shape=partial(_gatewayapi_shape, config, campaign),
-            max_batch=10_000,
-        )
-    raise ValueError(f"channel {channel.value} has no recipients to deliver to")
+    mirrored = next(row for row in PROVIDERS if row.kind is kind).load()
+    return OutboxProvider(outbox, channel.value, mirrors=mirrored, settings=settings)  # type: ignore[arg-type]

@@ -13,7 +13,9 @@ Per-recipient outcome, read from the relay's replies:
                                       rest are DEFERRED (definitely not sent)
 
 When not a single recipient got a status (every one deferred, or the connection failed before
-anything was accepted), `send_batch` raises TransientError instead, so a plain retry is correct.
+anything was accepted), `read_statuses` raises TransientError instead, so a plain retry is correct.
+The steps are the base's (tasks/providers/base.py): `build_request` renders the message once,
+`post` sends a copy per recipient and keeps the relay's replies, `read_statuses` reads them.
 Setting up the connection translates smtplib's errors in one place (`_setup_error`): refused,
 unreachable or busy relays are TransientError; refused credentials, a relay without STARTTLS or
 AUTH, and an untrusted certificate are ConfigError. A relay that does not answer at all (refused,
@@ -35,14 +37,16 @@ import ssl
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import ClassVar
 
-from tasks.errors import ConfigError, DeliveryError, TransientError
+from tasks.errors import ConfigError, DeliveryError, TransientError, UnsupportedFeatureError
 from tasks.models import NewsletterSettings
 from tasks.providers.base import (
+    MESSAGE_PARTS,
     BatchResult,
     DeliveryStatus,
     Message,
@@ -56,10 +60,31 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class SmtpProvider(Provider):
+@dataclass(frozen=True)
+class _Copies:
+    """The request: the message rendered once, and who gets a copy of it."""
+
+    body: bytes  # serialised and dot-stuffed; only To and Message-ID are added per copy
+    recipients: Sequence[Recipient]
+
+
+@dataclass
+class _Replies:
+    """What the relay answered, copy by copy, until the batch ended or the connection did."""
+
+    statuses: dict[str, DeliveryStatus] = field(default_factory=dict)
+    message_ids: list[str] = field(default_factory=list)
+    refused: Counter[int] = field(default_factory=Counter)
+    deferred: Counter[int] = field(default_factory=Counter)
+    lost: str = ""  # why the batch ended early, if it did
+    hung_up: bool = False  # the relay stopped answering (rather than refusing)
+
+
+class SmtpProvider(Provider[_Copies, _Replies]):
     """Sends each recipient their own copy of the message over one reused SMTP connection."""
 
     name: ClassVar[str] = "smtp"
+    carries: ClassVar[frozenset[str]] = frozenset(MESSAGE_PARTS)
     max_batch: ClassVar[int] = 1000
     # Two, the default: relays cap connections per client (Microsoft 365's SMTP AUTH at three).
     # A relay answers each command at once; the wait after a message's final dot is the longest
@@ -99,8 +124,23 @@ class SmtpProvider(Provider):
     def from_env(
         cls, settings: NewsletterSettings, env: Mapping[str, str] | None = None
     ) -> SmtpProvider:
-        """Build from the newsletter settings plus the FBSFLOW_SMTP_* variables."""
+        """Build from the newsletter settings plus the FBSFLOW_SMTP_* variables.
+
+        Refuses the settings only SendGrid carries rather than dropping them: with
+        `sandbox_mode` a relay would really send every message, and without the unsubscribe
+        group a borrower who opted out of it would get this one.
+        """
         env = os.environ if env is None else env
+        for setting, value in (
+            ("sandbox_mode", settings.sandbox_mode),
+            ("unsubscribe_group_id", settings.unsubscribe_group_id),
+        ):
+            if value:
+                raise UnsupportedFeatureError(
+                    f"channels.newsletter.{setting} is set, which an SMTP relay cannot carry, so "
+                    f"nothing was sent; fix: remove {setting} from the municipality's config, "
+                    "or send through SendGrid (SENDGRID_API_KEY)"
+                )
         host = env.get("FBSFLOW_SMTP_HOST", "").strip()
         if not host:
             raise ConfigError(
@@ -142,17 +182,33 @@ class SmtpProvider(Provider):
             f"starttls={self.starttls}, auth={auth})"
         )
 
-    def send_batch(
+    def build_request(
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
-    ) -> BatchResult:
-        """Send one copy per recipient; see the module docstring for how outcomes are reported."""
-        if not recipients:
-            return BatchResult(statuses={})
+    ) -> _Copies:
         if len({r.key for r in recipients}) != len(recipients):
             raise ValueError("recipient keys repeat within the batch; the ledger must deduplicate")
-        body = self._render(message, campaign, batch_id)
+        return _Copies(self._render(message, campaign, batch_id), recipients)
+
+    def post(self, request: _Copies) -> _Replies:
+        """Send one copy per recipient; see the module docstring for what a reply means."""
         with self._lock:
-            return self._send_all(body, recipients)
+            return self._send_all(request.body, request.recipients)
+
+    def read_statuses(self, answer: _Replies, recipients: Sequence[Recipient]) -> BatchResult:
+        statuses = answer.statuses
+        if statuses:
+            # Everyone without an outcome was definitely not sent: say so, so the worker retries.
+            for recipient in recipients:
+                statuses.setdefault(recipient.key, DeliveryStatus.DEFERRED)
+        sent = sum(1 for s in statuses.values() if s is DeliveryStatus.SENT)
+        refused, deferred = answer.refused, answer.deferred
+        detail = (
+            f"sent {sent}, refused {refused.total()}{_codes(refused)}, "
+            f"deferred {deferred.total()}{_codes(deferred)}{answer.lost}"
+        )
+        if not statuses:
+            raise TransientError(f"SMTP relay accepted nothing: {detail}", no_answer=answer.hung_up)
+        return BatchResult(statuses=statuses, provider_ids=answer.message_ids, detail=detail)
 
     def close(self) -> None:
         with self._lock:
@@ -189,15 +245,10 @@ class SmtpProvider(Provider):
             data += b"\r\n"
         return data + b".\r\n"
 
-    def _send_all(self, body: bytes, recipients: Sequence[Recipient]) -> BatchResult:
+    def _send_all(self, body: bytes, recipients: Sequence[Recipient]) -> _Replies:
         conn = self._connection()
         domain = self.from_email.rpartition("@")[2] or "fbsflow.invalid"
-        statuses: dict[str, DeliveryStatus] = {}
-        message_ids: list[str] = []
-        refused: Counter[int] = Counter()
-        deferred: Counter[int] = Counter()
-        lost = ""
-        hung_up = False  # the relay stopped answering (rather than refusing)
+        replies = _Replies()
         for i, recipient in enumerate(recipients):
             message_id = make_msgid(domain=domain)
             try:
@@ -205,41 +256,29 @@ class SmtpProvider(Provider):
             except _ConnectionLost as exc:
                 self._drop()
                 if exc.in_flight:
-                    statuses[recipient.key] = DeliveryStatus.UNKNOWN
+                    replies.statuses[recipient.key] = DeliveryStatus.UNKNOWN
                 not_sent = len(recipients) - i - (1 if exc.in_flight else 0)
-                lost = f"; connection lost ({exc.reason}), {not_sent} not attempted"
-                hung_up = True
+                replies.lost = f"; connection lost ({exc.reason}), {not_sent} not attempted"
+                replies.hung_up = True
                 break
             except _SenderRefused as exc:
-                if not statuses:
+                if not replies.statuses:
                     raise ConfigError(
                         f"SMTP relay {self.host}:{self.port} refused the sender address "
                         f"({exc.code}); fix: use a from_email the relay may send for, or ask "
                         "its administrator to allow it"
                     ) from None
-                lost = f"; sender refused ({exc.code}), {len(recipients) - i} not attempted"
+                replies.lost = f"; sender refused ({exc.code}), {len(recipients) - i} not attempted"
                 break
             if status is DeliveryStatus.SENT:
-                message_ids.append(message_id)
+                replies.message_ids.append(message_id)
             elif status is DeliveryStatus.FAILED:
-                refused[code] += 1
+                replies.refused[code] += 1
             else:
-                deferred[code] += 1
+                replies.deferred[code] += 1
             if status is not None:
-                statuses[recipient.key] = status
-
-        if statuses:
-            # Everyone without an outcome was definitely not sent: say so, so the worker retries.
-            for recipient in recipients:
-                statuses.setdefault(recipient.key, DeliveryStatus.DEFERRED)
-        sent = sum(1 for s in statuses.values() if s is DeliveryStatus.SENT)
-        detail = (
-            f"sent {sent}, refused {refused.total()}{_codes(refused)}, "
-            f"deferred {deferred.total()}{_codes(deferred)}{lost}"
-        )
-        if not statuses:
-            raise TransientError(f"SMTP relay accepted nothing: {detail}", no_answer=hung_up)
-        return BatchResult(statuses=statuses, provider_ids=message_ids, detail=detail)
+                replies.statuses[recipient.key] = status
+        return replies
 
     def _send_one(
         self, conn: smtplib.SMTP, body: bytes, recipient: Recipient, message_id: str

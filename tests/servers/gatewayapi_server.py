@@ -29,6 +29,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -224,6 +225,13 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: request lines would fill test output (and carry nothing useful)."""
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(30)
+            try:
+                self.request.do_handshake()
+            except ssl.SSLError as exc:
+                # A client that does not trust the certificate hangs up here (a test does so).
+                raise ConnectionAbortedError(f"TLS handshake failed: {exc}") from exc
         super().setup()
         # Headers and body go out in two writes; with Nagle's algorithm the second waits for
         # the client's delayed ACK (40 ms), which would dominate every benchmark.
@@ -357,7 +365,7 @@ class _HttpServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-request (killed, timed out) is expected; anything else is
         # a bug in the stand-in and is printed as usual.
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             return
         super().handle_error(request, client_address)
 
@@ -410,14 +418,22 @@ class GatewayApiServer:
         *,
         port: int = 0,
         on_request: Callable[[int], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._http = _HttpServer(("127.0.0.1", port), token, on_request)
+        # HTTPS, as gatewayapi.com speaks it; the handshake happens in each connection's own
+        # thread (`_Handler.setup`), so a client that stalls in it holds up no other.
+        self.tls = tls is not None
+        if tls is not None:
+            self._http.socket = tls.wrap_socket(
+                self._http.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def port(self) -> int:

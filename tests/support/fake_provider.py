@@ -1,7 +1,7 @@
 """A scripted Provider for testing the delivery worker: records every call, raises on cue.
 
-It is a real subclass of tasks.providers.base.Provider, so the worker sees exactly the contract
-the HTTP providers implement; the HTTP providers themselves are tested against local servers.
+It is a real subclass of tasks.providers.base.Provider, over the same fixed steps, so the worker
+sees exactly the contract the real providers implement; those are tested against local servers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tasks.models import Language
-from tasks.providers.base import BatchResult, DeliveryStatus, Message, Provider, Recipient
+from tasks.providers.base import (
+    MESSAGE_PARTS,
+    BatchResult,
+    DeliveryStatus,
+    Message,
+    Provider,
+    Recipient,
+)
 
 # One scripted step: an exception to raise, or None to accept the batch.
 Step = BaseException | None
@@ -33,7 +40,7 @@ class Call:
     deferred: frozenset[str] = frozenset()  # keys answered DEFERRED (not delivered)
 
 
-class FakeProvider(Provider):
+class FakeProvider(Provider[tuple[Message, Sequence[Recipient], str, str], BatchResult]):
     """Accepts batches, or raises the scripted errors in order, then accepts.
 
     `script` is consumed one step per call, across threads. `statuses` overrides the status of
@@ -43,6 +50,7 @@ class FakeProvider(Provider):
     """
 
     name: ClassVar[str] = "fake"
+    carries: ClassVar[frozenset[str]] = frozenset(MESSAGE_PARTS)
 
     def __init__(
         self,
@@ -66,9 +74,13 @@ class FakeProvider(Provider):
         self.calls: list[Call] = []
         self.closed = False
 
-    def send_batch(
+    def build_request(
         self, message: Message, recipients: Sequence[Recipient], *, campaign: str, batch_id: str
-    ) -> BatchResult:
+    ) -> tuple[Message, Sequence[Recipient], str, str]:
+        return message, recipients, campaign, batch_id
+
+    def post(self, request: tuple[Message, Sequence[Recipient], str, str]) -> BatchResult:
+        message, recipients, campaign, batch_id = request
         if self._delay:
             time.sleep(self._delay)
         statuses: dict[str, DeliveryStatus] = {}
@@ -100,6 +112,9 @@ class FakeProvider(Provider):
         return BatchResult(
             statuses=statuses, provider_ids=[f"fake-{batch_id}"], detail="202 accepted"
         )
+
+    def read_statuses(self, answer: BatchResult, recipients: Sequence[Recipient]) -> BatchResult:
+        return answer
 
     def deliveries(self) -> Counter[str]:
         """How many accepted requests carried each key: exactly-once means every value is 1.

@@ -17,20 +17,18 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tasks.delivery import RetryPolicy, deliver_chunk
 from tasks.errors import ConfigError, FbsflowError, TransientError
 from tasks.ledger import Ledger
-from tasks.models import Channel, Language, SmsSettings
+from tasks.models import Channel, Language, NewsletterSettings, SmsSettings
 from tasks.output import PrivateFiles
-from tasks.providers import gatewayapi
 from tasks.providers.base import Message, Provider, Recipient
 from tasks.providers.gatewayapi import GatewayApiProvider
 from tasks.providers.outbox import OutboxProvider
-from tasks.providers.sendgrid import SendGridProvider, build_payload
+from tasks.providers.sendgrid import SendGridProvider
 from tasks.providers.smtp import SmtpProvider
 from tests.servers.gatewayapi_server import GatewayApiServer
 from tests.servers.sendgrid_server import SendGridServer
@@ -101,14 +99,6 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stand
         yield StandIns(sendgrid, gateway, relay, untrusted, tmp_path)
 
 
-@pytest.fixture
-def ca_cache() -> Iterator[None]:
-    """GatewayAPI loads the CA bundle once per process: forget it around a test that breaks it."""
-    gatewayapi._tls_context.cache_clear()
-    yield
-    gatewayapi._tls_context.cache_clear()
-
-
 def sendgrid(s: StandIns, api_key: str | None = None, **overrides: str) -> SendGridProvider:
     options = {**SENDER, **overrides}
     return SendGridProvider(api_key or s.sendgrid.api_key, host=s.sendgrid.url, **options)
@@ -119,18 +109,17 @@ def smtp(s: StandIns, **overrides: str) -> SmtpProvider:
 
 
 def gateway(s: StandIns, token: str | None = None, url: str | None = None) -> GatewayApiProvider:
-    environ = {"GATEWAYAPI_TOKEN": token or s.gatewayapi.token, "GATEWAYAPI_URL": url or ""}
-    return GatewayApiProvider.from_env(SmsSettings(sender="EksBibl"), environ=environ)
+    env = {"GATEWAYAPI_TOKEN": token or s.gatewayapi.token, "GATEWAYAPI_URL": url or ""}
+    return GatewayApiProvider.from_env(SmsSettings(sender="EksBibl"), env)
 
 
 def unwritable_outbox(s: StandIns) -> OutboxProvider:
     blocker = s.folder / "not-a-folder"
     blocker.write_text("a file where the outbox folder should be")
 
-    def shape(message: Message, recipients: Any, batch_id: str) -> dict[str, Any]:
-        return build_payload(message, recipients, campaign=CAMPAIGN, batch_id=batch_id, **SENDER)
-
-    return OutboxProvider(PrivateFiles(blocker / "private"), "newsletter", shape=shape)
+    settings = NewsletterSettings.model_construct(**SENDER)  # .test is no real domain
+    files = PrivateFiles(blocker / "private")
+    return OutboxProvider(files, "newsletter", mirrors=SendGridProvider, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -189,7 +178,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 def test_an_error_before_sending_leaves_every_recipient_pending(
-    stand_ins: StandIns, tmp_path: Path, ca_cache: None, name: str
+    stand_ins: StandIns, tmp_path: Path, name: str
 ) -> None:
     case = CASES[name]
     sms = case.message.channel is Channel.SMS
@@ -218,7 +207,7 @@ def test_an_error_before_sending_leaves_every_recipient_pending(
 
 
 def test_a_ca_file_that_cannot_be_loaded_stops_gatewayapi_with_the_fix(
-    stand_ins: StandIns, ca_cache: None, monkeypatch: pytest.MonkeyPatch
+    stand_ins: StandIns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     garbage = stand_ins.folder / "ca.pem"
     garbage.write_text("not a certificate\n")

@@ -1,4 +1,8 @@
-"""SendGrid provider tests: the real SDK against the local v3 stand-in, deliveries as evidence."""
+"""SendGrid provider tests: the real SDK against the local v3 stand-in, deliveries as evidence.
+
+Both transports (the SDK's own client, and the kept connection of tasks/speed/keepalive.py) go
+through the shared outcome table, over HTTP and HTTPS: they must classify every row alike.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -26,19 +29,15 @@ from hypothesis import strategies as st
 
 from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
 from tasks.models import Channel, Language, NewsletterSettings
-from tasks.providers import sendgrid as sendgrid_provider
 from tasks.providers.base import Attachment, BatchResult, DeliveryStatus, Message, Recipient
-from tasks.providers.sendgrid import (
-    SendGridProvider,
-    build_payload,
-    encode_payload,
-    scrub_addresses,
-)
+from tasks.providers.sendgrid import SendGridProvider, build_payload, encode_payload
+from tasks.speed import keepalive
+from tests.providers import outcomes
+from tests.providers.conftest import Tls
 from tests.servers import sendgrid_server
 from tests.servers.sendgrid_server import Fault, SendGridServer
-from tests.support.tls import self_signed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MESSAGE = Message(
     channel=Channel.NEWSLETTER,
     language=Language.DA,
@@ -445,16 +444,14 @@ def test_a_connection_the_server_closed_unannounced_is_not_reused(server: SendGr
 def _closed_by_peer(provider: SendGridProvider) -> bool:
     import select
 
-    conn = provider._transport._conn if provider._transport else None
+    conn = provider.transport._conn if provider.keeps_connection else None  # type: ignore[attr-defined]
     return conn is None or conn.sock is None or bool(select.select([conn.sock], [], [], 0)[0])
 
 
 def test_a_connection_idle_too_long_is_not_reused(
     server: SendGridServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.providers.sendgrid as module
-
-    monkeypatch.setattr(module, "_KEEP_IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(keepalive, "KEEP_IDLE_SECONDS", 0.05)
     provider = make_provider(server)
     send(provider, recipients(1))
     time.sleep(0.1)
@@ -480,10 +477,8 @@ def test_behind_a_proxy_the_sdk_sends_as_it_always_did(
 def test_the_sdks_own_transport_still_classifies_and_delivers(
     server: SendGridServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An SDK without the seam (or behind a proxy) sends per request as before; same outcomes.
-    monkeypatch.setattr(
-        "tasks.providers.sendgrid._reached_directly", lambda url: False, raising=True
-    )
+    # Switched off (or behind a proxy), the SDK sends per request as it ships; same outcomes.
+    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "0")
     provider, batch = make_provider(server), recipients(2)
     assert not provider.keeps_connection
     server.fail_next(Fault.server_error(500), Fault.respond(400, "bad"))
@@ -598,10 +593,12 @@ def test_debug_logging_does_not_leak_addresses(
 
 
 def test_the_sdks_own_debug_log_shows_a_request_body_as_its_size(
-    server: SendGridServer, caplog: pytest.LogCaptureFixture
+    server: SendGridServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Someone debugging turns the SDK's own logger to DEBUG: it logs every request body, which
-    # holds up to 1000 addresses. The provider hands it a body that prints as its size.
+    # holds up to 1000 addresses, and the headers, which hold the key. The provider hands it a
+    # body that prints as its size, and masks the key.
+    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "0")
     caplog.set_level(logging.DEBUG, logger="python_http_client")
     batch = recipients(2)
     send(make_provider(server), batch)
@@ -617,6 +614,7 @@ def test_the_sdks_own_debug_log_shows_a_request_body_as_its_size(
     payloads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("PAYLOAD")]
     assert payloads == [f"PAYLOAD: <request body, {len(body):,} bytes>"]
     assert "eksempel.test" not in caplog.text
+    assert "HEADERS" in caplog.text and server.api_key not in caplog.text
 
 
 def test_repr_and_from_env_keep_the_key_secret(server: SendGridServer) -> None:
@@ -634,10 +632,6 @@ def test_repr_and_from_env_keep_the_key_secret(server: SendGridServer) -> None:
 
     with pytest.raises(ConfigError, match="SENDGRID_API_KEY"):
         SendGridProvider.from_env(settings, {})
-
-
-def test_scrub_addresses() -> None:
-    assert scrub_addresses("dup [a.b+c@x.dk] and <d@e.test>.") == "dup [<address>] and <<address>>."
 
 
 # --- The stand-in itself ---------------------------------------------------------------------
@@ -676,22 +670,14 @@ def test_command_line_server_serves_and_reports_stats() -> None:
 
 
 @pytest.fixture
-def https_server(tmp_path: Path) -> Iterator[tuple[SendGridServer, Path]]:
-    """The stand-in over HTTPS, as api.sendgrid.com speaks, with a throw-away certificate."""
-    cert, key = self_signed(tmp_path, "stand-in")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    sendgrid_provider._tls.cache_clear()  # the provider reads SSL_CERT_FILE once per process
-    with SendGridServer(tls=context) as stand_in:
-        yield stand_in, cert
-    sendgrid_provider._tls.cache_clear()
+def https_server(tls: Tls) -> Iterator[SendGridServer]:
+    """The stand-in over HTTPS, as api.sendgrid.com speaks, with a certificate trusted here."""
+    with SendGridServer(tls=tls.server()) as stand_in:
+        yield stand_in
 
 
-def test_over_https_batches_share_one_verified_connection(
-    https_server: tuple[SendGridServer, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server, cert = https_server
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+def test_over_https_batches_share_one_verified_connection(https_server: SendGridServer) -> None:
+    server = https_server
     provider = make_provider(server)
     assert server.url.startswith("https://") and provider.keeps_connection
     for start in (0, 3, 6):
@@ -704,13 +690,10 @@ def test_over_https_batches_share_one_verified_connection(
     assert server.connections == 1  # one TCP connection and one TLS handshake for all three
 
 
-def test_the_sdk_as_it_ships_reaches_the_https_stand_in(
-    https_server: tuple[SendGridServer, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_sdk_as_it_ships_reaches_the_https_stand_in(https_server: SendGridServer) -> None:
     # What bench/email.py times as "one request per recipient": a connection (and TLS
     # handshake) per request.
-    server, cert = https_server
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server = https_server
     sdk = sendgrid.SendGridAPIClient(api_key=server.api_key, host=server.url)
     for r in recipients(2):
         body = encode_payload(
@@ -731,12 +714,11 @@ def test_the_sdk_as_it_ships_reaches_the_https_stand_in(
 
 
 def test_an_untrusted_certificate_is_a_config_error_not_a_retry(
-    https_server: tuple[SendGridServer, Path], monkeypatch: pytest.MonkeyPatch
+    https_server: SendGridServer, tls: Tls
 ) -> None:
     # As behind a proxy that re-signs HTTPS: no retry can fix it, and nothing was sent.
-    server, _ = https_server
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setenv("SSL_CERT_DIR", str(Path(__file__).parent))  # no CA in there
+    server = https_server
+    tls.distrust()
     provider = make_provider(server)
     with pytest.raises(ConfigError, match="SSL_CERT_FILE") as raised:
         provider.send_batch(MESSAGE, recipients(3), campaign="c", batch_id="b")
@@ -744,3 +726,107 @@ def test_an_untrusted_certificate_is_a_config_error_not_a_retry(
     assert "not trusted" in str(raised.value)
     assert "laaner" not in str(raised.value)
     assert server.stats()["requests"] == 0 and server.deliveries == Counter()
+
+
+# --- The outcome table, on both transports, over HTTP and HTTPS --------------------------------
+
+
+def staged(situation: str, server: SendGridServer, tls: Tls) -> SendGridProvider:
+    """A provider that meets `situation` (a row of tests/providers/outcomes.py) on its next send."""
+    if situation.startswith("HTTP "):
+        status = int(situation.split()[1])
+        fault = Fault.rate_limit(retry_after=7) if status == 429 else Fault.respond(status, "no")
+        server.fail_next(fault)
+    elif situation == "connection refused":
+        closed = SendGridServer().start()
+        port = closed.port
+        closed.stop()
+        return make_provider(server, host=f"{server.url.split(':')[0]}://127.0.0.1:{port}")
+    elif situation == "untrusted certificate":
+        tls.distrust()
+    elif situation == "request read, then no answer":
+        server.never_answer()
+        return make_provider(server, timeout=0.3)
+    elif situation == "connection dropped after the request":
+        server.fail_next(Fault.drop())
+    else:
+        assert situation == "accepted", f"no way to stage {situation!r} on the SendGrid stand-in"
+    return make_provider(server)
+
+
+def _table() -> Iterator[pytest.ParameterSet]:
+    for row in outcomes.rows("sendgrid"):
+        situation, expected = row.values
+        schemes = ("https",) if situation == "untrusted certificate" else ("http", "https")
+        for scheme in schemes:
+            for transport in ("sdk", "kept"):
+                yield pytest.param(
+                    situation, expected, scheme, transport, id=f"{situation}-{scheme}-{transport}"
+                )
+
+
+@pytest.mark.parametrize(("situation", "expected", "scheme", "transport"), list(_table()))
+def test_every_outcome_is_classified_alike_on_both_transports(
+    situation: str,
+    expected: outcomes.Outcome,
+    scheme: str,
+    transport: str,
+    tls: Tls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "1" if transport == "kept" else "0")
+    batch = recipients(2)
+    with SendGridServer(tls=tls.server(scheme)) as server:
+        provider = staged(situation, server, tls)
+        assert provider.keeps_connection is (transport == "kept")
+        try:
+            assert outcomes.observe(lambda: send(provider, batch), batch[-1]) == expected
+        finally:
+            provider.close()
+            server.never_answer(False)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_sdk_and_the_kept_connection_give_the_same_results(
+    scheme: str, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast transport is only faster: the same statuses, errors and deliveries, in order."""
+    faults = [
+        Fault.rate_limit(retry_after=None, reset_in=30),
+        Fault.server_error(503),
+        Fault.respond(400, "We found a duplicate of [laaner1@eksempel.test]"),
+        Fault.respond(401, "The provided authorization grant is invalid"),
+        Fault.drop(),
+    ]
+    seen = {}
+    for transport in ("0", "1"):
+        monkeypatch.setenv(keepalive.KEEPALIVE_ENV, transport)
+        with SendGridServer(tls=tls.server(scheme)) as server:
+            provider = make_provider(server)
+            results: list[object] = [_result(provider, recipients(2))]
+            server.fail_next(*faults)
+            results += [_result(provider, recipients(2 + i, 1 + i)) for i in range(len(faults))]
+            results.append(_result(provider, recipients(9, 7)))
+            provider.close()
+            seen[transport] = (results, server.deliveries, server.stats()["requests"])
+    assert seen["0"] == seen["1"]
+    assert [r[0] for r in seen["1"][0]] == [
+        "202: accepted", "TransientError", "TransientError", "PermanentError", "ConfigError",
+        "AmbiguousError", "202: accepted",
+    ]  # fmt: skip
+
+
+def _result(provider: SendGridProvider, batch: list[Recipient]) -> tuple[object, ...]:
+    """What a send gave, as far as it must not depend on the transport (message ids do)."""
+    try:
+        result = send(provider, batch)
+    except (TransientError, PermanentError, ConfigError, AmbiguousError) as error:
+        retry_after = getattr(error, "retry_after", None)
+        return (
+            type(error).__name__,
+            str(error),
+            getattr(error, "status", None),
+            getattr(error, "no_answer", None),
+            None if retry_after is None else round(retry_after / 10),
+        )
+    return result.detail, result.statuses, len(result.provider_ids)

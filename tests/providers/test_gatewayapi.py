@@ -20,7 +20,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.errors import AmbiguousError, ConfigError, PermanentError, TransientError
+from tasks.errors import (
+    AmbiguousError,
+    ConfigError,
+    PermanentError,
+    TransientError,
+    UnsupportedFeatureError,
+)
 from tasks.models import Channel, Language, SmsSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
 from tasks.providers.gatewayapi import (
@@ -30,6 +36,8 @@ from tasks.providers.gatewayapi import (
     build_payload,
     encode_payload,
 )
+from tests.providers import outcomes
+from tests.providers.conftest import Tls
 from tests.servers.gatewayapi_server import Fault, GatewayApiServer
 
 TOKEN = "test-token-gw"
@@ -427,7 +435,7 @@ def test_encode_payload_is_build_payload_as_json(
 def test_from_env_reads_token_and_url(server: GatewayApiServer) -> None:
     settings = SmsSettings(sender="Orby Bib", max_parts=3)
     gateway = GatewayApiProvider.from_env(
-        settings, environ={"GATEWAYAPI_TOKEN": TOKEN, "GATEWAYAPI_URL": server.url}
+        settings, env={"GATEWAYAPI_TOKEN": TOKEN, "GATEWAYAPI_URL": server.url}
     )
     try:
         gateway.send_batch(sms(), borrowers(1), campaign="c", batch_id="b")
@@ -448,12 +456,12 @@ def test_from_env_reads_token_and_url(server: GatewayApiServer) -> None:
 )
 def test_from_env_refuses_missing_token_and_bad_url(environ: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
-        GatewayApiProvider.from_env(SmsSettings(sender=SENDER), environ=environ)
+        GatewayApiProvider.from_env(SmsSettings(sender=SENDER), env=environ)
 
 
 def test_from_env_defaults_to_gatewayapi_com() -> None:
     gateway = GatewayApiProvider.from_env(
-        SmsSettings(sender=SENDER), environ={"GATEWAYAPI_TOKEN": TOKEN}
+        SmsSettings(sender=SENDER), env={"GATEWAYAPI_TOKEN": TOKEN}
     )
     gateway.close()
     assert gateway.base_url == "https://gatewayapi.com"
@@ -563,7 +571,7 @@ def test_stand_in_runs_as_a_process_and_prints_counts_on_sigterm(http: httpx.Cli
         [sys.executable, "-m", "tests.servers.gatewayapi_server", "--port", "0", "--token", TOKEN],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert process.stdout is not None
@@ -576,3 +584,70 @@ def test_stand_in_runs_as_a_process_and_prints_counts_on_sigterm(http: httpx.Cli
         output, _ = process.communicate(timeout=10)
     assert "1 requests, 1 recipients delivered (1 unique)" in output
     assert "4520000001" not in output
+
+
+# --- The outcome table, over HTTP and HTTPS -------------------------------------------------------
+
+# What GatewayAPI says with each refusal the table names (its error codes).
+_REFUSALS = {
+    "HTTP 401": Fault.http(401, "0x0229", "Invalid token"),
+    "HTTP 403": Fault.http(403, "0x0213", "Unauthorized IP-address: %1"),
+    "HTTP 403 refusing a recipient": Fault.http(403, "0x0215", "MSISDN %1 blacklisted"),
+    "HTTP 429": Fault.rate_limited(retry_after=7),
+}
+
+
+def staged(situation: str, server: GatewayApiServer, tls: Tls) -> GatewayApiProvider:
+    """A provider that meets `situation` (a row of tests/providers/outcomes.py) on its next send."""
+    url, timeout = server.url, 2.0
+    if situation.startswith("HTTP "):
+        status = int(situation.split()[1])
+        server.inject(_REFUSALS.get(situation) or Fault.http(status, "0x0101", "no"))
+    elif situation == "connection refused":
+        with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+            probe.bind(("127.0.0.1", 0))
+            url = f"{url.split(':')[0]}://127.0.0.1:{probe.getsockname()[1]}"
+    elif situation == "untrusted certificate":
+        tls.distrust()
+    elif situation == "request read, then no answer":
+        server.never_answer()
+        timeout = 0.3
+    elif situation == "connection dropped after the request":
+        server.inject(Fault.drop())
+    else:
+        assert situation == "accepted", f"no way to stage {situation!r} on the GatewayAPI stand-in"
+    return GatewayApiProvider(TOKEN, base_url=url, sender=SENDER, timeout=timeout)
+
+
+def _table() -> Iterator[pytest.ParameterSet]:
+    for row in outcomes.rows("gatewayapi"):
+        situation, expected = row.values
+        schemes = ("https",) if situation == "untrusted certificate" else ("http", "https")
+        for scheme in schemes:
+            yield pytest.param(situation, expected, scheme, id=f"{situation}-{scheme}")
+
+
+@pytest.mark.parametrize(("situation", "expected", "scheme"), list(_table()))
+def test_every_outcome_is_classified_as_the_table_says(
+    situation: str,
+    expected: outcomes.Outcome,
+    scheme: str,
+    tls: Tls,
+) -> None:
+    batch = borrowers(2)
+    with GatewayApiServer(TOKEN, tls=tls.server(scheme)) as server:
+        provider = staged(situation, server, tls)
+        try:
+            assert outcomes.observe(lambda: send(provider, batch), batch[-1]) == expected
+        finally:
+            provider.close()
+            server.never_answer(False)
+
+
+def test_a_message_part_sms_cannot_carry_is_refused_before_any_request(
+    server: GatewayApiServer, provider: GatewayApiProvider
+) -> None:
+    with_subject = Message(Channel.SMS, Language.DA, text=TEXT, subject="Nyt om gebyrer")
+    with pytest.raises(UnsupportedFeatureError, match="cannot carry the sms message's subject"):
+        provider.send_batch(with_subject, borrowers(1), campaign="c", batch_id="b")
+    assert server.requests == 0

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
-import socket
 import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tasks.errors import ConfigError, TransientError
+from tasks.errors import ConfigError, TransientError, UnsupportedFeatureError
 from tasks.models import Channel, Language, NewsletterSettings
 from tasks.providers.base import BatchResult, DeliveryStatus, Message, Recipient
 from tasks.providers.smtp import SmtpProvider
-from tests.servers.smtp_relays import SilentRelay
+from tests.providers import outcomes
+from tests.servers.smtp_relays import ScriptedRelay as Relay
+from tests.servers.smtp_relays import SilentRelay, free_port
 from tests.support.tls import self_signed
 
 SUBJECT = "Sådan betaler du gæld til biblioteket fra nu af"
@@ -35,66 +34,10 @@ def recipients(*names: str) -> list[Recipient]:
     return [Recipient(key=f"k-{n}", address=f"{n}@eksempel.test") for n in names]
 
 
-class Relay:
-    """aiosmtpd handler: records deliveries and connections, refuses or hangs up on cue."""
-
-    def __init__(self) -> None:
-        self.deliveries: Counter[str] = Counter()
-        self.messages: dict[str, bytes] = {}
-        self.connections: set[Any] = set()
-        self.rcpt_replies: dict[str, str] = {}  # address -> reply, e.g. "550 5.1.1 no such user"
-        self.hang_up_after_data: set[str] = set()  # deliver, then close without answering
-        self.pipelining = False  # offer RFC 2920 PIPELINING in the EHLO reply
-        self.pipelined_mails = 0  # MAIL commands that arrived with RCPT already behind them
-        self.hang = False  # leave RSET unanswered (long enough for any client timeout here)
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
-        session.host_name = hostname
-        if self.pipelining:
-            return [*responses[:-1], "250-PIPELINING", responses[-1]]
-        return responses
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
-        self.connections.add(session.peer)  # one peer (host, port) per TCP connection
-        # aiosmtpd reads one command at a time: the next ones wait in its stream buffer.
-        if b"RCPT TO" in bytes(getattr(server._reader, "_buffer", b"")):
-            self.pipelined_mails += 1
-        envelope.mail_from = address
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_RSET(self, server, session, envelope) -> str:
-        if self.hang:
-            await asyncio.sleep(2)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        for address in envelope.rcpt_tos:
-            self.deliveries[address] += 1
-            self.messages[address] = envelope.original_content
-        if self.hang_up_after_data & set(envelope.rcpt_tos):
-            server.transport.close()
-        return "250 2.0.0 Queued"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def relay() -> Iterator[tuple[Relay, int]]:
-    handler = Relay()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
+    with Relay() as handler:
+        yield handler, handler.port
 
 
 @pytest.fixture(scope="module")
@@ -108,21 +51,8 @@ def tls_relay(certificate: tuple[Path, Path]) -> Iterator[tuple[Relay, int]]:
     cert_path, key_path = certificate
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_path, key_path)
-
-    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
-        expected = (USER.encode(), PASSWORD.encode())
-        ok = isinstance(auth_data, LoginPassword) and auth_data == expected
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
-
-    handler = Relay()
-    controller = Controller(
-        handler, hostname="127.0.0.1", port=free_port(), tls_context=server_context,
-        require_starttls=True, authenticator=authenticate, auth_required=True,
-        auth_require_tls=True,
-    )  # fmt: skip
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
+    with Relay(tls=server_context, login=(USER, PASSWORD)) as handler:
+        yield handler, handler.port
 
 
 def make_provider(port: int, **overrides: Any) -> SmtpProvider:
@@ -377,6 +307,18 @@ def test_from_env_names_the_variable_to_fix(env: dict[str, str], complaint: str)
         SmtpProvider.from_env(settings, env)
 
 
+@pytest.mark.parametrize(
+    "setting", [{"sandbox_mode": True}, {"unsubscribe_group_id": 7}], ids=lambda s: next(iter(s))
+)
+def test_settings_only_sendgrid_carries_are_refused_not_dropped(setting: dict[str, Any]) -> None:
+    # Dropped, sandbox_mode would really send, and the unsubscribe group would be ignored.
+    settings = NewsletterSettings(
+        from_email="bibliotek@eksempel-kommune.dk", from_name="Bibliotek", **setting
+    )
+    with pytest.raises(UnsupportedFeatureError, match=f"channels.newsletter.{next(iter(setting))}"):
+        SmtpProvider.from_env(settings, {"FBSFLOW_SMTP_HOST": "relay.kommune.test"})
+
+
 # --- PIPELINING (RFC 2920) ---------------------------------------------------------------------
 
 
@@ -414,3 +356,60 @@ def test_without_pipelining_on_offer_commands_go_one_at_a_time(relay: tuple[Rela
     provider.close()
     assert set(result.statuses.values()) == {DeliveryStatus.SENT}
     assert handler.pipelined_mails == 0
+
+
+# --- The outcome table ------------------------------------------------------------------------
+
+ANNA, TARGET = recipients("anna", "target")  # the table's row is about TARGET; anna is accepted
+
+
+@contextmanager
+def staged(situation: str, certificate: tuple[Path, Path]) -> Iterator[SmtpProvider]:
+    """A provider that meets `situation` (a row of tests/providers/outcomes.py) on its next send."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(*certificate)
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    greeting = {"SMTP 421 greeting": "421 4.3.2 busy", "SMTP 554 greeting": "554 5.7.1 go away"}
+    if situation in greeting or situation == "greeting, then no answer":
+        with SilentRelay(greeting.get(situation, "220 silent.test ESMTP")) as silent:
+            yield make_provider(silent.port, timeout=0.3)
+        return
+    if situation == "connection refused":
+        yield make_provider(free_port())
+        return
+    if situation == "SMTP 535 on AUTH":
+        with Relay(tls=server_tls, login=(USER, PASSWORD)) as relay:
+            yield make_provider(
+                relay.port, starttls=True, username=USER, password="forkert", ssl_context=trusted
+            )
+        return
+    if situation == "untrusted certificate":
+        with Relay(tls=server_tls) as relay:
+            yield make_provider(relay.port, starttls=True)  # the system's CAs: not this one
+        return
+    with Relay() as relay:
+        if situation == "SMTP 550 on RCPT":
+            relay.rcpt_replies[TARGET.address] = "550 5.1.1 no such user"
+        elif situation == "SMTP 451 on RCPT":
+            relay.rcpt_replies[TARGET.address] = "451 4.7.1 try again later"
+        elif situation == "SMTP 452 on RCPT for everyone":
+            for r in (ANNA, TARGET):
+                relay.rcpt_replies[r.address] = "452 4.5.3 too many recipients today"
+        elif situation == "SMTP 550 on MAIL FROM":
+            relay.mail_reply = "550 5.7.1 sender not allowed"
+        elif situation == "connection dropped after the request":
+            relay.hang_up_after_data.add(TARGET.address)
+        else:
+            assert situation == "accepted", f"no way to stage {situation!r} on an SMTP relay"
+        yield make_provider(relay.port)
+
+
+@pytest.mark.parametrize(("situation", "expected"), outcomes.rows("smtp"))
+def test_every_outcome_is_classified_as_the_table_says(
+    situation: str, expected: outcomes.Outcome, certificate: tuple[Path, Path]
+) -> None:
+    with staged(situation, certificate) as provider:
+        try:
+            assert outcomes.observe(lambda: send(provider, [ANNA, TARGET]), TARGET) == expected
+        finally:
+            provider.close()

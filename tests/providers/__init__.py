@@ -1,0 +1,1 @@
+"""Provider tests: the real client libraries against the local stand-ins of tests/servers/."""
