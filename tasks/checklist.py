@@ -244,7 +244,9 @@ class Checklist:
         statement = insert(checklist_steps).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=[_c.municipality, _c.card_id, _c.step_id],
-            set_={k: statement.excluded[k] for k in ("state", "by", "at", "how", "note", "evidence")},
+            set_={
+                k: statement.excluded[k] for k in ("state", "by", "at", "how", "note", "evidence")
+            },
         )
         with self._engine.begin() as conn:
             conn.execute(statement)
@@ -265,14 +267,16 @@ class Checklist:
             return conn.execute(statement).rowcount
 
 
-
 # --- Merging and roll-up -----------------------------------------------------------------------
 
 
 def _merge(definition: StepDefinition, row: Any) -> ChecklistStep:
     base = {
-        "id": definition.id, "text": definition.text, "kind": definition.kind,
-        "channel": definition.channel, "parent": definition.parent,
+        "id": definition.id,
+        "text": definition.text,
+        "kind": definition.kind,
+        "channel": definition.channel,
+        "parent": definition.parent,
     }
     if row is None:
         return ChecklistStep(**base)
@@ -305,7 +309,11 @@ def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep]) -> ChecklistSt
         state = StepState.OPEN
     latest = max((c for c in children if c.at), key=lambda c: c.at or "", default=None)
     return ChecklistStep(
-        id=step.id, text=step.text, kind=step.kind, channel=step.channel, parent=step.parent,
+        id=step.id,
+        text=step.text,
+        kind=step.kind,
+        channel=step.channel,
+        parent=step.parent,
         state=state,
         at=latest.at if latest and state is not StepState.OPEN else None,
         note=f"{sum(map(_settled, children))} of {len(children)} sub-steps done or skipped",
@@ -325,7 +333,7 @@ def _open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
 
 
 def _when(at: str | None) -> str:
-    """"2026-11-23T09:15:00+00:00" -> "2026-11-23 09:15 UTC", for reading in a terminal."""
+    """ "2026-11-23T09:15:00+00:00" -> "2026-11-23 09:15 UTC", for reading in a terminal."""
     if not at:
         return ""
     with suppress(ValueError):

@@ -115,8 +115,13 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 
 
 def _send_with_provider(
-    name: str, to: str, sender: tuple[str, str], subject: str, body: str,
-    env: Mapping[str, str], run_id: str,
+    name: str,
+    to: str,
+    sender: tuple[str, str],
+    subject: str,
+    body: str,
+    env: Mapping[str, str],
+    run_id: str,
 ) -> None:
     from tasks.models import Channel, Language, NewsletterSettings
     from tasks.providers.base import DeliveryStatus, Message, Recipient
@@ -146,9 +151,7 @@ def _send_with_provider(
         raise RuntimeError(f"{name} did not accept the notice ({status}; {result.detail})")
 
 
-def _write_eml(
-    folder: Path, to: str, sender: tuple[str, str], subject: str, body: str
-) -> Path:
+def _write_eml(folder: Path, to: str, sender: tuple[str, str], subject: str, body: str) -> Path:
     mail = EmailMessage()
     mail["From"] = f"{sender[1]} <{sender[0]}>"
     mail["To"] = to
@@ -173,21 +176,26 @@ def failure_notice(
         if not to:
             logger.warning(
                 "%s is not set: no failure notice sent (fix: export %s=<project leader's e-mail>)",
-                NOTIFY_EMAIL_ENV, NOTIFY_EMAIL_ENV,
+                NOTIFY_EMAIL_ENV,
+                NOTIFY_EMAIL_ENV,
             )
             return None
         subject, body = build_notice(flow, flow_run, state, env=env)
         sender = _sender(flow_run, env)
         run_id = str(getattr(flow_run, "id", "") or "unknown")
         provider = (
-            "sendgrid" if env.get("SENDGRID_API_KEY")
-            else "smtp" if env.get("FBSFLOW_SMTP_HOST")
+            "sendgrid"
+            if env.get("SENDGRID_API_KEY")
+            else "smtp"
+            if env.get("FBSFLOW_SMTP_HOST")
             else None
         )
         if provider and sender is None:
             logger.warning(
                 "No sender for the failure notice (fix: export %s=<a sender %s accepts>); "
-                "writing it to a file instead", NOTIFY_FROM_ENV, provider,
+                "writing it to a file instead",
+                NOTIFY_FROM_ENV,
+                provider,
             )
         elif provider and sender is not None:
             try:
@@ -196,7 +204,9 @@ def failure_notice(
                 # Keep the notice on disk rather than lose it with the provider.
                 logger.warning(
                     "Failure notice not sent via %s (%s: %s); writing it to a file instead",
-                    provider, type(exc).__name__, scrub_personal_data(str(exc))[:500],
+                    provider,
+                    type(exc).__name__,
+                    scrub_personal_data(str(exc))[:500],
                 )
             else:
                 logger.info("Failure notice for run %s sent via %s", run_id, provider)
@@ -211,6 +221,7 @@ def failure_notice(
         # Scrubbed: this error may come from anywhere, including a borrower's data.
         logger.warning(
             "Failure notice could not be made (%s: %s)",
-            type(exc).__name__, scrub_personal_data(str(exc))[:500],
+            type(exc).__name__,
+            scrub_personal_data(str(exc))[:500],
         )
         return None

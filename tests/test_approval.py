@@ -158,7 +158,9 @@ def test_approve_continues_the_flow() -> None:
     decision = result["decision"]
     assert decision["approved"] is True
     assert (decision["by"], decision["comment"], decision["how"]) == (
-        "Åse Sørensen", "Fint", "prefect-form",
+        "Åse Sørensen",
+        "Fint",
+        "prefect-form",
     )
     assert decision["at"].endswith("+00:00")
     assert "https://prefect.eksempel.test/artifacts/newsletter-da" in description
@@ -185,8 +187,10 @@ def test_reject_returns_not_approved_and_bad_input_is_refused() -> None:
 def test_confirmation_of_a_manual_step() -> None:
     def body() -> dict[str, Any]:
         return request_confirmation(
-            "inform.poster.soeby-bibliotek", "Hæng plakater op på Søby Bibliotek",
-            timeout_seconds=120, poll_interval=1,
+            "inform.poster.soeby-bibliotek",
+            "Hæng plakater op på Søby Bibliotek",
+            timeout_seconds=120,
+            poll_interval=1,
         )
 
     (record, description), answer = _run_paused(
@@ -195,6 +199,8 @@ def test_confirmation_of_a_manual_step() -> None:
     assert answer.status.value == "ACCEPT"
     assert record["step"] == "inform.poster.soeby-bibliotek"
     assert (record["done"], record["by"], record["note"]) == (
-        True, "Filialleder", "2 plakater ved indgangen",
+        True,
+        "Filialleder",
+        "2 plakater ved indgangen",
     )
     assert "Hæng plakater op på Søby Bibliotek" in description
