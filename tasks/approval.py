@@ -9,7 +9,6 @@ approved, so nothing is sent.
 
 from __future__ import annotations
 
-import os
 from copy import copy
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
@@ -18,8 +17,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field
 
-# Prefect checks for a resume every poll interval; short enough that a leader's click is felt.
-DEFAULT_POLL_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_POLL_SECONDS", "10"))
+from tasks.settings import settings
 
 R = TypeVar("R", bound=RunInput)
 
@@ -96,15 +94,20 @@ def approval_description(previews: str) -> str:
     )
 
 
+def _poll_seconds(poll_interval: int | None) -> int:
+    # Prefect checks for a resume every poll interval; short enough that a leader's click is felt.
+    return settings().approval_poll_seconds if poll_interval is None else poll_interval
+
+
 def request_approval(
-    *, previews: str, timeout_seconds: int, poll_interval: int = DEFAULT_POLL_SECONDS
+    *, previews: str, timeout_seconds: int, poll_interval: int | None = None
 ) -> dict[str, Any]:
     """Pause the running flow until the leader approves or rejects; returns the decision record
     {approved, by, comment, how, at}. Must be called inside a flow run."""
     # The form opens on "reject": pressing Resume without choosing never sends anything.
     form = form_with(ApprovalInput, approval_description(previews), decision="reject")
     answer = pause_flow_run(
-        wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_interval
+        wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
     return {
         "approved": answer.decision == "approve",
@@ -116,7 +119,7 @@ def request_approval(
 
 
 def request_confirmation(
-    step_id: str, text: str, *, timeout_seconds: int, poll_interval: int = DEFAULT_POLL_SECONDS
+    step_id: str, text: str, *, timeout_seconds: int, poll_interval: int | None = None
 ) -> dict[str, Any]:
     """Pause the running flow until someone confirms the manual step `step_id`; returns
     {step, done, by, note, how, at}. Must be called inside a flow run."""
@@ -126,7 +129,7 @@ def request_confirmation(
     )
     form = form_with(ConfirmationInput, description, done=False)
     answer = pause_flow_run(
-        wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_interval
+        wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
     return {
         "step": step_id,

@@ -13,7 +13,6 @@ weeks of a campaign and between the flow, the CLI and Prefect's pause forms.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from tasks.channels import all_channels
 from tasks.channels.base import INFORM_STEP
 from tasks.errors import ConfigError
 from tasks.models import MunicipalityConfig, StepKind, TaskCard
+from tasks.settings import settings
 
-DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
 DB_FILE_NAME = "fbsflow.db"
 
 PLAN_STEP = "plan"
@@ -139,12 +138,12 @@ class Checklist:
     @classmethod
     def open(cls, data_dir: Path) -> Checklist:
         """The checklist at `FBSFLOW_DATABASE_URL`, else in `data_dir/fbsflow.db` (created if missing)."""
-        url = os.environ.get(DATABASE_URL_ENV)
-        if not url:
-            data_dir = Path(data_dir)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{data_dir / DB_FILE_NAME}"
-        return cls(url)
+        configured = settings().database_url
+        if configured is not None:
+            return cls(configured.get_secret_value())
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{data_dir / DB_FILE_NAME}")
 
     def __repr__(self) -> str:  # the URL may carry a password
         return f"Checklist(dialect={self._engine.dialect.name!r})"

@@ -1,27 +1,29 @@
 """Failure notice for the project leader: a Prefect on_failure / on_crash hook that sends a short e-mail.
 
-The notice goes to `FBSFLOW_NOTIFY_EMAIL` through the same e-mail providers as the newsletter:
-SendGrid when `SENDGRID_API_KEY` is set, SMTP when `FBSFLOW_SMTP_HOST` is set, else a `.eml` file
-in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FROM`, else the newsletter's
-`from_email` from the municipality's config. The state message is scrubbed of anything shaped
-like an e-mail address or phone number: exceptions can quote a borrower's row. A hook must never
-raise (it would mask the failure it reports), so every error ends in a logged warning.
+The notice goes to `FBSFLOW_NOTIFY_EMAIL` through the newsletter's e-mail provider, as the
+provider registry picks it (SendGrid when `SENDGRID_API_KEY` is set, SMTP when `FBSFLOW_SMTP_HOST`
+is), else to a `.eml` file in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FROM`, else
+the newsletter's `from_email` from the municipality's config. The state message is scrubbed of
+anything shaped like an e-mail address or phone number: exceptions can quote a borrower's row. A
+hook must never raise (it would mask the failure it reports), so every error ends in a logged
+warning.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-NOTIFY_EMAIL_ENV = "FBSFLOW_NOTIFY_EMAIL"
-NOTIFY_FROM_ENV = "FBSFLOW_NOTIFY_FROM"
+from tasks.settings import NoticeSettings, PrefectSettings, load, settings, variable
+
+NOTIFY_EMAIL_ENV = variable("notify_email")
+NOTIFY_FROM_ENV = variable("notify_from")
 NOTICES_FOLDER = "_notices"
 FALLBACK_FROM = "fbsflow@localhost"
 _MAX_MESSAGE_CHARS = 2000
@@ -33,6 +35,15 @@ _EMAIL = re.compile(r"[^\s<>\[\]()\"',;:]+@[^\s<>\[\]()\"',;:]+")
 # numbers ("12 34 56 78", "+45 12345678", "4512345678"), MSISDNs and foreign numbers. ISO dates
 # are left alone: they are not personal and a leader needs them to read the message.
 _PHONE = re.compile(r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d(?:[ \-.()/]{0,2}\d){7,}(?!\w)")
+
+
+G = TypeVar("G", NoticeSettings, PrefectSettings)
+
+
+def _read(group: type[G], env: Mapping[str, str] | None) -> G:
+    """The notice's own variables, from `env` when a caller (a test) gives one. Only the groups
+    it needs: a wrong variable elsewhere (maybe why the run failed) must not stop the notice."""
+    return settings(group) if env is None else load(group, env)
 
 
 def scrub_personal_data(text: str) -> str:
@@ -59,7 +70,6 @@ def build_notice(
     flow: Any, flow_run: Any, state: Any, *, env: Mapping[str, str] | None = None
 ) -> tuple[str, str]:
     """(subject, body) of the notice; the body carries no personal data."""
-    env = os.environ if env is None else env
     municipality, _ = _municipality(flow_run)
     flow_name = getattr(flow, "name", None) or "flow"
     run_id = getattr(flow_run, "id", None)
@@ -76,7 +86,7 @@ def build_notice(
         "Message (e-mail addresses and phone numbers removed):",
         message,
     ]
-    ui_url = (env.get("PREFECT_UI_URL") or "").rstrip("/")
+    ui_url = (_read(PrefectSettings, env).prefect_ui_url or "").rstrip("/")
     if ui_url and run_id is not None:
         lines += ["", f"Open the run: {ui_url}/runs/flow-run/{run_id}"]
     lines += [
@@ -88,10 +98,9 @@ def build_notice(
     return subject, "\n".join(lines) + "\n"
 
 
-def _sender(flow_run: Any, env: Mapping[str, str]) -> tuple[str, str] | None:
+def _sender(flow_run: Any, env: Mapping[str, str] | None) -> tuple[str, str] | None:
     """(address, name) to send from; None when neither env nor the config names one."""
-    from_email = (env.get(NOTIFY_FROM_ENV) or "").strip()
-    if from_email:
+    if from_email := _read(NoticeSettings, env).notify_from:
         return from_email, "fbsflow"
     _, config = _municipality(flow_run)
     newsletter = getattr(getattr(config, "channels", None), "newsletter", None)
@@ -120,7 +129,7 @@ def _send_with_provider(
     sender: tuple[str, str],
     subject: str,
     body: str,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     run_id: str,
 ) -> None:
     from tasks.models import Channel, Language, NewsletterSettings
@@ -128,15 +137,15 @@ def _send_with_provider(
 
     # Not validated here: the sender comes from env or a validated config, and the provider
     # refuses one it cannot send for (with a fix in its error).
-    settings = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
+    newsletter = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
     if name == "sendgrid":
         from tasks.providers.sendgrid import SendGridProvider
 
-        provider: Any = SendGridProvider.from_env(settings, env)
+        provider: Any = SendGridProvider.from_env(newsletter, env)
     else:
         from tasks.providers.smtp import SmtpProvider
 
-        provider = SmtpProvider.from_env(settings, env)
+        provider = SmtpProvider.from_env(newsletter, env)
     try:
         result = provider.send_batch(
             Message(Channel.NEWSLETTER, Language.EN, text=body, subject=subject),
@@ -169,10 +178,9 @@ def failure_notice(
 ) -> str | None:
     """Prefect state hook: tell the project leader a run failed. Returns how it went out
     ("sendgrid", "smtp" or the .eml path), or None when nothing was sent. Never raises."""
-    env = os.environ if env is None else env
     logger = _logger()
     try:
-        to = (env.get(NOTIFY_EMAIL_ENV) or "").strip()
+        to = _read(NoticeSettings, env).notify_email
         if not to:
             logger.warning(
                 "%s is not set: no failure notice sent (fix: export %s=<project leader's e-mail>)",
@@ -183,13 +191,11 @@ def failure_notice(
         subject, body = build_notice(flow, flow_run, state, env=env)
         sender = _sender(flow_run, env)
         run_id = str(getattr(flow_run, "id", "") or "unknown")
-        provider = (
-            "sendgrid"
-            if env.get("SENDGRID_API_KEY")
-            else "smtp"
-            if env.get("FBSFLOW_SMTP_HOST")
-            else None
-        )
+        from tasks.models import Channel
+        from tasks.providers.registry import provider_name
+
+        chosen = provider_name(Channel.NEWSLETTER, env)
+        provider = None if chosen == "outbox" else chosen
         if provider and sender is None:
             logger.warning(
                 "No sender for the failure notice (fix: export %s=<a sender %s accepts>); "

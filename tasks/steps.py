@@ -8,7 +8,6 @@ NO_CACHE: hashing a million recipients for a cache key would cost more than the 
 from __future__ import annotations
 
 import getpass
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from tasks.output import OutputFolder
 from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
 from tasks.prefetch import audience_source, take_prefetched
 from tasks.render import ChannelContent
+from tasks.settings import prefect_server, settings, variable
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
 DELIVERED = borrower_channels()
@@ -196,7 +196,7 @@ def publish_files(content: ChannelContent, out: OutputFolder) -> ChannelOutcome:
 
 def triggered_by() -> str:
     """Who started the run, for the completion record: the OS user, unless the caller says."""
-    if name := os.environ.get("FBSFLOW_TRIGGERED_BY"):
+    if name := settings().triggered_by:
         return name
     try:
         return getpass.getuser()
@@ -204,7 +204,6 @@ def triggered_by() -> str:
         return "unknown"
 
 
-DATA_DIR_ENV = "FBSFLOW_DATA_DIR"
 STATE_DIR_NAME = ".fbsflow"
 
 
@@ -216,8 +215,8 @@ def data_dir(config_path: str | Path) -> Path:
     FBSFLOW_DATABASE_URL, unless FBSFLOW_LEDGER_KEY is set), and a run from another directory
     once made a new key there and sent the whole campaign again. Resolve it once per run.
     """
-    if configured := os.environ.get(DATA_DIR_ENV):
-        return Path(configured).expanduser().resolve()
+    if configured := settings().data_dir:
+        return configured.expanduser().resolve()
     anchored = Path(config_path).resolve().parent / STATE_DIR_NAME
     _refuse_a_state_left_behind(anchored)
     return anchored
@@ -238,17 +237,13 @@ def _refuse_a_state_left_behind(anchored: Path) -> None:
         raise ConfigError(
             f"{earlier} holds the ledger and checklist of an earlier fbsflow, which kept them in "
             f"the directory it ran from; they now live beside the config, in {anchored}. Fix: "
-            f"move them there (mv {earlier} {anchored}), or set {DATA_DIR_ENV}={earlier}"
+            f"move them there (mv {earlier} {anchored}), or set {variable('data_dir')}={earlier}"
         )
 
 
-def server_mode() -> bool:
-    """True when runs talk to a Prefect server (pause forms work); false in embedded mode."""
-    return bool(os.environ.get("PREFECT_API_URL"))
-
-
-# How long a run waits on a pause form before giving up (and sending nothing).
-APPROVAL_TIMEOUT_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_TIMEOUT", str(24 * 3600)))
+# The flow imports "is there a Prefect server?" from here under this name; the answer is
+# tasks.settings.prefect_server (a URL, or None).
+server_mode = prefect_server
 
 
 @task(name="previews", cache_policy=NO_CACHE)
@@ -271,13 +266,13 @@ def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> dict[str, 
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if approve:
         return {"approved": True, "by": triggered_by(), "how": "parameter", "at": now}
-    if sends and server_mode():
+    if sends and prefect_server():
         previews = (
             f"While this run waits, the previews are in `{out.staging.resolve()}/gallery.html`; "
             f"when it has finished, in `{out.final.resolve()}/gallery.html`.\n\n"
             "Artifacts of this run: plan, previews, SMS parts and LIX."
         )
-        decision = request_approval(previews=previews, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
+        decision = request_approval(previews=previews, timeout_seconds=settings().approval_timeout)
         decision["decision"] = "approve" if decision["approved"] else "reject"
         return decision
     return {"approved": False, "by": None, "how": "not given", "at": now}
@@ -296,7 +291,9 @@ def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path
             if s.kind is StepKind.MANUAL and s.state in (StepState.OPEN, StepState.IN_PROGRESS)
         ]
     for step in open_manual:
-        answer = request_confirmation(step.id, step.text, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
+        answer = request_confirmation(
+            step.id, step.text, timeout_seconds=settings().approval_timeout
+        )
         if answer["done"]:
             confirmed.append(step.id)
     return confirmed
