@@ -10,13 +10,13 @@ approved, so nothing is sent.
 from __future__ import annotations
 
 from copy import copy
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field
 
+from tasks.models import Approval, ApprovalHow, Confirmation
 from tasks.settings import settings
 
 R = TypeVar("R", bound=RunInput)
@@ -80,10 +80,6 @@ def form_with(model: type[R], description: str, **defaults: Any) -> type[R]:
     return model.with_initial_data(description=description, **fields)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def approval_description(previews: str) -> str:
     """The markdown shown above the approval form."""
     return (
@@ -101,28 +97,27 @@ def _poll_seconds(poll_interval: int | None) -> int:
 
 def request_approval(
     *, previews: str, timeout_seconds: int, poll_interval: int | None = None
-) -> dict[str, Any]:
-    """Pause the running flow until the leader approves or rejects; returns the decision record
-    {approved, by, comment, how, at}. Must be called inside a flow run."""
+) -> Approval:
+    """Pause the running flow until the leader approves or rejects; returns the decision.
+    Must be called inside a flow run."""
     # The form opens on "reject": pressing Resume without choosing never sends anything.
     form = form_with(ApprovalInput, approval_description(previews), decision="reject")
     answer = pause_flow_run(
         wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
-    return {
-        "approved": answer.decision == "approve",
-        "by": answer.approved_by,
-        "comment": answer.comment,
-        "how": "prefect-form",
-        "at": _now(),
-    }
+    return Approval(
+        approved=answer.decision == "approve",
+        by=answer.approved_by,
+        comment=answer.comment,
+        how=ApprovalHow.PREFECT_FORM,
+    )
 
 
 def request_confirmation(
     step_id: str, text: str, *, timeout_seconds: int, poll_interval: int | None = None
-) -> dict[str, Any]:
-    """Pause the running flow until someone confirms the manual step `step_id`; returns
-    {step, done, by, note, how, at}. Must be called inside a flow run."""
+) -> Confirmation:
+    """Pause the running flow until someone answers for the manual step `step_id`; returns the
+    answer. Must be called inside a flow run."""
     description = (
         f"## Confirm a manual step\n\n**{text}** (`{step_id}`)\n\n"
         "Tick *done* once it is done, or leave it unticked and say why in the note.\n"
@@ -131,11 +126,4 @@ def request_confirmation(
     answer = pause_flow_run(
         wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
-    return {
-        "step": step_id,
-        "done": answer.done,
-        "by": answer.by,
-        "note": answer.note,
-        "how": "prefect-form",
-        "at": _now(),
-    }
+    return Confirmation(step=step_id, done=answer.done, by=answer.by, note=answer.note)

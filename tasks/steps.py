@@ -35,8 +35,15 @@ from tasks.config import load_card, load_municipality
 from tasks.errors import ConfigError
 from tasks.gallery import build_gallery, gallery_markdown
 from tasks.ledger import DB_FILE_NAME as LEDGER_FILE
-from tasks.ledger import KEY_FILE_NAME
-from tasks.models import Channel, MunicipalityConfig, StepKind, TaskCard
+from tasks.ledger import KEY_FILE_NAME, DeliveryState
+from tasks.models import (
+    Approval,
+    Channel,
+    ChannelStatus,
+    MunicipalityConfig,
+    StepKind,
+    TaskCard,
+)
 from tasks.output import OutputFolder
 from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
 from tasks.prefetch import audience_source, take_prefetched
@@ -52,16 +59,25 @@ class ChannelOutcome:
     """What happened on one channel, for the completion record (counts only, no personal data)."""
 
     channel: Channel
-    status: str  # done | failed | skipped | awaiting_approval | unconfirmed | in_progress
+    status: ChannelStatus
     provider: str = "files"
     files: list[str] = field(default_factory=list)
+    # Recipients per ledger state (DeliveryState: pending, sending, sent, failed, unknown);
+    # empty for a channel without recipients.
     counts: dict[str, int] = field(default_factory=dict)
     detail: str = ""
     excluded: dict[str, int] = field(default_factory=dict)  # left out and why (counts only)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every status set, here or by a caller later, is one of the closed set: a word outside
+        # it fails where it is written, not where a reader no longer recognises it.
+        if name == "status":
+            value = ChannelStatus(value)
+        super().__setattr__(name, value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "status": self.status.value,
             "provider": self.provider,
             "files": self.files,
             "counts": self.counts,
@@ -191,7 +207,7 @@ def publish_files(content: ChannelContent, out: OutputFolder) -> ChannelOutcome:
     for relative, data in content.files.items():
         out.write(f"{content.channel.value}/{relative}", data)
         written.append(f"{content.channel.value}/{relative}")
-    return ChannelOutcome(content.channel, "done", files=sorted(written))
+    return ChannelOutcome(content.channel, ChannelStatus.DONE, files=sorted(written))
 
 
 def triggered_by() -> str:
@@ -261,21 +277,18 @@ def write_previews(
     return path
 
 
-def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> dict[str, Any]:
+def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> Approval:
     """Approval before anything reaches citizens: up front, by a pause form, or not at all."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     if approve:
-        return {"approved": True, "by": triggered_by(), "how": "parameter", "at": now}
+        return Approval.by_parameter(triggered_by())
     if sends and prefect_server():
         previews = (
             f"While this run waits, the previews are in `{out.staging.resolve()}/gallery.html`; "
             f"when it has finished, in `{out.final.resolve()}/gallery.html`.\n\n"
             "Artifacts of this run: plan, previews, SMS parts and LIX."
         )
-        decision = request_approval(previews=previews, timeout_seconds=settings().approval_timeout)
-        decision["decision"] = "approve" if decision["approved"] else "reject"
-        return decision
-    return {"approved": False, "by": None, "how": "not given", "at": now}
+        return request_approval(previews=previews, timeout_seconds=settings().approval_timeout)
+    return Approval.not_given()
 
 
 def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:
@@ -294,7 +307,7 @@ def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path
         answer = request_confirmation(
             step.id, step.text, timeout_seconds=settings().approval_timeout
         )
-        if answer["done"]:
+        if answer.done:
             confirmed.append(step.id)
     return confirmed
 
@@ -304,7 +317,7 @@ def record_checklist(
     config: MunicipalityConfig,
     card: TaskCard,
     outcomes: Sequence[ChannelOutcome],
-    approval: dict[str, Any],
+    approval: Approval,
     confirmations: Sequence[str],
     confirmed_by: str,
     data: Path,
@@ -329,13 +342,14 @@ def record_checklist(
             if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel:
                 continue
             outcome = by_channel[d.channel]
-            state = StepState.DONE if outcome.status == "done" else StepState.IN_PROGRESS
+            done = outcome.status is ChannelStatus.DONE
+            state = StepState.DONE if done else StepState.IN_PROGRESS
             checklist.set_state(
                 config,
                 card,
                 d.id,
                 state,
-                by=approval.get("by") or "fbsflow",
+                by=approval.by or "fbsflow",
                 how="flow",
                 note=outcome.detail or None,
                 evidence={"counts": outcome.counts},
@@ -368,13 +382,13 @@ def mark_complete(
     *,
     started_at: datetime,
     triggered: str,
-    approval: dict[str, Any],
+    approval: Approval,
     flow_run_id: str | None,
     checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
-    unfinished = [o for o in outcomes if o.status != "done"]
-    open_steps = [
+    unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
+    awaiting = [
         s.id
         for s in checklist
         if s.state not in (StepState.DONE, StepState.SKIPPED)
@@ -384,7 +398,7 @@ def mark_complete(
     reasons = [
         f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
-    ] + [f"step {s} is not done: awaiting confirmation" for s in open_steps]
+    ] + [f"step {s} is not done: awaiting confirmation" for s in awaiting]
     record = {
         "card_id": card.id,
         "card_title": card.title,
@@ -393,13 +407,13 @@ def mark_complete(
         "campaign": plan.campaign,
         "status": "complete" if not reasons else "incomplete",
         "reasons": reasons,
-        "awaiting_confirmation": open_steps,
+        "awaiting_confirmation": awaiting,
         "steps": {
             s.id: {"state": s.state.value, "by": s.by, "at": s.at, "how": s.how, "note": s.note}
             for s in checklist
         },
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
-        "approval": approval,
+        "approval": approval.record(),
         "triggered_by": triggered,
         "flow_run_id": flow_run_id,
         "started_at": started_at.isoformat(),
@@ -409,9 +423,9 @@ def mark_complete(
     rows = [
         {
             "channel": o.channel.value,
-            "status": o.status,
+            "status": o.status.value,
             "provider": o.provider,
-            **{k: o.counts.get(k, 0) for k in ("sent", "failed", "unknown", "pending")},
+            **{state.value: o.counts.get(state, 0) for state in DeliveryState},
         }
         for o in outcomes
     ]

@@ -16,6 +16,7 @@ import pytest
 
 from flows import exits
 from flows.cli import main as fbsflow
+from tasks.models import ChannelStatus
 from tasks.translation import mask_url
 from tests.support.e2e import fbsflow_cli
 
@@ -140,6 +141,12 @@ def record(status: str = "incomplete", awaiting: int = 0, **channels: str) -> di
 def test_a_runs_outcome_is_one_line_and_a_code(run: dict[str, Any], code: int, said: str) -> None:
     got, line = exits.run_outcome(run, "C")
     assert got == code and line.startswith(said) and "\n" not in line
+
+
+@pytest.mark.parametrize("status", [s for s in ChannelStatus if s is not ChannelStatus.DONE])
+def test_every_status_but_done_has_a_line_of_its_own(status: ChannelStatus) -> None:
+    # Not the fallback for a state the list does not know, which quotes the first reason.
+    assert exits.run_outcome(record(newsletter=status), "C")[1] != "Waiting for something."
 
 
 # --- Failures before or outside Prefect: fast, through `fbsflow ledger` ---------------------------
