@@ -252,9 +252,8 @@ class Checklist:
         return next(s for s in self.steps(card, config) if s.id == step_id)
 
     def complete(self, card: TaskCard, config: MunicipalityConfig) -> tuple[bool, list[str]]:
-        """(True, []) when every step but `mark-complete` is done or skipped with a reason;
-        else (False, the ids of the steps still open)."""
-        still_open = _open_steps(self.steps(card, config))
+        """(True, []) when no step is open (`open_steps`); else (False, the ids of those open)."""
+        still_open = open_steps(self.steps(card, config))
         return (not still_open, still_open)
 
     def reset(self, config: MunicipalityConfig, card: TaskCard) -> int:
@@ -291,7 +290,8 @@ def _merge(definition: StepDefinition, row: Any) -> ChecklistStep:
 
 
 def _settled(step: ChecklistStep) -> bool:
-    # A skip without its reason (e.g. written into the database by hand) does not count.
+    """Done, or skipped with a note saying why. A skip without its reason (written into the
+    database by hand, or by an older fbsflow) does not count: nobody can tell why it was left."""
     return step.state is StepState.DONE or (step.state is StepState.SKIPPED and bool(step.note))
 
 
@@ -319,8 +319,13 @@ def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep]) -> ChecklistSt
     )
 
 
-def _open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
-    """Leaf steps not yet settled, `mark-complete` aside (a parent is open through its children)."""
+def open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
+    """The ids of the steps still open: fbsflow's one definition, for the checklist, the pause
+    forms and the completion record alike.
+
+    A step is open until it is done or skipped with a note saying why. `mark-complete` is not
+    listed (it is what the others wait for), nor a parent step (it is open through its children).
+    """
     steps = list(steps)
     parents = {s.parent for s in steps if s.parent}
     return [

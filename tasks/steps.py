@@ -28,6 +28,7 @@ from tasks.checklist import (
     ChecklistStep,
     StepState,
     checklist_definitions,
+    open_steps,
     table_rows,
 )
 from tasks.checklist import DB_FILE_NAME as CHECKLIST_FILE
@@ -298,11 +299,9 @@ def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path
     """
     confirmed = []
     with Checklist.open(data) as checklist:
-        open_manual = [
-            s
-            for s in checklist.steps(card, config)
-            if s.kind is StepKind.MANUAL and s.state in (StepState.OPEN, StepState.IN_PROGRESS)
-        ]
+        steps = checklist.steps(card, config)
+    still_open = set(open_steps(steps))
+    open_manual = [s for s in steps if s.kind is StepKind.MANUAL and s.id in still_open]
     for step in open_manual:
         answer = request_confirmation(
             step.id, step.text, timeout_seconds=settings().approval_timeout
@@ -388,13 +387,7 @@ def mark_complete(
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
     unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
-    awaiting = [
-        s.id
-        for s in checklist
-        if s.state not in (StepState.DONE, StepState.SKIPPED)
-        and s.id != COMPLETE_STEP
-        and not any(c.parent == s.id for c in checklist)
-    ]
+    awaiting = open_steps(checklist)
     reasons = [
         f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
