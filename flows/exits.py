@@ -33,8 +33,6 @@ LOG_NAME = "fbsflow.log"
 # One earlier log is kept beside the current one (`fbsflow.log.1`) once it grows past this.
 MAX_LOG_BYTES = 10 * 1024 * 1024
 OK, FAILED, USAGE, OPEN_STEPS, INTERRUPTED = 0, 1, 2, 3, 130
-# A run's channel states that mean something went wrong (a person must look), not "waiting".
-FAILED_STATES = ("failed", "unconfirmed")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -222,8 +220,13 @@ def run_command(
 
 def run_outcome(record: dict[str, Any], config_path: str) -> tuple[int, str]:
     """A finished run's exit code and the one line that says it."""
+    # Imported here: every command imports this module, and tasks.models takes ~0.2 s.
+    from tasks.models import ChannelStatus
+
+    # The statuses that mean something went wrong (a person must look), not "waiting".
+    failed_states = (ChannelStatus.FAILED, ChannelStatus.UNCONFIRMED)
     channels: dict[str, Any] = record["channels"]
-    failed = {n: c for n, c in channels.items() if c["status"] in FAILED_STATES}
+    failed = {n: c for n, c in channels.items() if c["status"] in failed_states}
     if failed:
         said = "; ".join(
             f"{n} {c['status']}" + _short(c.get("detail", "")) for n, c in failed.items()
@@ -232,12 +235,12 @@ def run_outcome(record: dict[str, Any], config_path: str) -> tuple[int, str]:
     if record["status"] == "complete":
         return OK, "Done: the card is complete."
     states = {c["status"] for c in channels.values()}
-    if "rejected" in states:
+    if ChannelStatus.REJECTED in states:
         return OK, "Rejected: nothing was sent to citizens; the card stays open."
     waiting = []
-    if "awaiting_approval" in states:
+    if ChannelStatus.AWAITING_APPROVAL in states:
         waiting.append("approval (rerun with --approve, or approve in the Prefect UI)")
-    if "in_progress" in states:
+    if ChannelStatus.IN_PROGRESS in states:
         waiting.append("another run of this campaign that is still sending (run again after it)")
     if steps := record["awaiting_confirmation"]:
         waiting.append(f"{len(steps)} confirmations (fbsflow done {config_path} STEP --by NAME)")

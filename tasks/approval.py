@@ -9,17 +9,15 @@ approved, so nothing is sent.
 
 from __future__ import annotations
 
-import os
 from copy import copy
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field
 
-# Prefect checks for a resume every poll interval; short enough that a leader's click is felt.
-DEFAULT_POLL_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_POLL_SECONDS", "10"))
+from tasks.models import Approval, ApprovalHow, Confirmation
+from tasks.settings import settings
 
 R = TypeVar("R", bound=RunInput)
 
@@ -82,10 +80,6 @@ def form_with(model: type[R], description: str, **defaults: Any) -> type[R]:
     return model.with_initial_data(description=description, **fields)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def approval_description(previews: str) -> str:
     """The markdown shown above the approval form."""
     return (
@@ -96,43 +90,40 @@ def approval_description(previews: str) -> str:
     )
 
 
+def _poll_seconds(poll_interval: int | None) -> int:
+    # Prefect checks for a resume every poll interval; short enough that a leader's click is felt.
+    return settings().approval_poll_seconds if poll_interval is None else poll_interval
+
+
 def request_approval(
-    *, previews: str, timeout_seconds: int, poll_interval: int = DEFAULT_POLL_SECONDS
-) -> dict[str, Any]:
-    """Pause the running flow until the leader approves or rejects; returns the decision record
-    {approved, by, comment, how, at}. Must be called inside a flow run."""
+    *, previews: str, timeout_seconds: int, poll_interval: int | None = None
+) -> Approval:
+    """Pause the running flow until the leader approves or rejects; returns the decision.
+    Must be called inside a flow run."""
     # The form opens on "reject": pressing Resume without choosing never sends anything.
     form = form_with(ApprovalInput, approval_description(previews), decision="reject")
     answer = pause_flow_run(
-        wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_interval
+        wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
-    return {
-        "approved": answer.decision == "approve",
-        "by": answer.approved_by,
-        "comment": answer.comment,
-        "how": "prefect-form",
-        "at": _now(),
-    }
+    return Approval(
+        approved=answer.decision == "approve",
+        by=answer.approved_by,
+        comment=answer.comment,
+        how=ApprovalHow.PREFECT_FORM,
+    )
 
 
 def request_confirmation(
-    step_id: str, text: str, *, timeout_seconds: int, poll_interval: int = DEFAULT_POLL_SECONDS
-) -> dict[str, Any]:
-    """Pause the running flow until someone confirms the manual step `step_id`; returns
-    {step, done, by, note, how, at}. Must be called inside a flow run."""
+    step_id: str, text: str, *, timeout_seconds: int, poll_interval: int | None = None
+) -> Confirmation:
+    """Pause the running flow until someone answers for the manual step `step_id`; returns the
+    answer. Must be called inside a flow run."""
     description = (
         f"## Confirm a manual step\n\n**{text}** (`{step_id}`)\n\n"
         "Tick *done* once it is done, or leave it unticked and say why in the note.\n"
     )
     form = form_with(ConfirmationInput, description, done=False)
     answer = pause_flow_run(
-        wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_interval
+        wait_for_input=form, timeout=timeout_seconds, poll_interval=_poll_seconds(poll_interval)
     )
-    return {
-        "step": step_id,
-        "done": answer.done,
-        "by": answer.by,
-        "note": answer.note,
-        "how": "prefect-form",
-        "at": _now(),
-    }
+    return Confirmation(step=step_id, done=answer.done, by=answer.by, note=answer.note)

@@ -13,7 +13,6 @@ weeks of a campaign and between the flow, the CLI and Prefect's pause forms.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from tasks.channels import all_channels
 from tasks.channels.base import INFORM_STEP
 from tasks.errors import ConfigError
 from tasks.models import MunicipalityConfig, StepKind, TaskCard
+from tasks.settings import settings
 
-DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"
 DB_FILE_NAME = "fbsflow.db"
 
 PLAN_STEP = "plan"
@@ -139,12 +138,12 @@ class Checklist:
     @classmethod
     def open(cls, data_dir: Path) -> Checklist:
         """The checklist at `FBSFLOW_DATABASE_URL`, else in `data_dir/fbsflow.db` (created if missing)."""
-        url = os.environ.get(DATABASE_URL_ENV)
-        if not url:
-            data_dir = Path(data_dir)
-            data_dir.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{data_dir / DB_FILE_NAME}"
-        return cls(url)
+        configured = settings().database_url
+        if configured is not None:
+            return cls(configured.get_secret_value())
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{data_dir / DB_FILE_NAME}")
 
     def __repr__(self) -> str:  # the URL may carry a password
         return f"Checklist(dialect={self._engine.dialect.name!r})"
@@ -244,16 +243,17 @@ class Checklist:
         statement = insert(checklist_steps).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=[_c.municipality, _c.card_id, _c.step_id],
-            set_={k: statement.excluded[k] for k in ("state", "by", "at", "how", "note", "evidence")},
+            set_={
+                k: statement.excluded[k] for k in ("state", "by", "at", "how", "note", "evidence")
+            },
         )
         with self._engine.begin() as conn:
             conn.execute(statement)
         return next(s for s in self.steps(card, config) if s.id == step_id)
 
     def complete(self, card: TaskCard, config: MunicipalityConfig) -> tuple[bool, list[str]]:
-        """(True, []) when every step but `mark-complete` is done or skipped with a reason;
-        else (False, the ids of the steps still open)."""
-        still_open = _open_steps(self.steps(card, config))
+        """(True, []) when no step is open (`open_steps`); else (False, the ids of those open)."""
+        still_open = open_steps(self.steps(card, config))
         return (not still_open, still_open)
 
     def reset(self, config: MunicipalityConfig, card: TaskCard) -> int:
@@ -265,14 +265,16 @@ class Checklist:
             return conn.execute(statement).rowcount
 
 
-
 # --- Merging and roll-up -----------------------------------------------------------------------
 
 
 def _merge(definition: StepDefinition, row: Any) -> ChecklistStep:
     base = {
-        "id": definition.id, "text": definition.text, "kind": definition.kind,
-        "channel": definition.channel, "parent": definition.parent,
+        "id": definition.id,
+        "text": definition.text,
+        "kind": definition.kind,
+        "channel": definition.channel,
+        "parent": definition.parent,
     }
     if row is None:
         return ChecklistStep(**base)
@@ -288,7 +290,8 @@ def _merge(definition: StepDefinition, row: Any) -> ChecklistStep:
 
 
 def _settled(step: ChecklistStep) -> bool:
-    # A skip without its reason (e.g. written into the database by hand) does not count.
+    """Done, or skipped with a note saying why. A skip without its reason (written into the
+    database by hand, or by an older fbsflow) does not count: nobody can tell why it was left."""
     return step.state is StepState.DONE or (step.state is StepState.SKIPPED and bool(step.note))
 
 
@@ -305,15 +308,24 @@ def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep]) -> ChecklistSt
         state = StepState.OPEN
     latest = max((c for c in children if c.at), key=lambda c: c.at or "", default=None)
     return ChecklistStep(
-        id=step.id, text=step.text, kind=step.kind, channel=step.channel, parent=step.parent,
+        id=step.id,
+        text=step.text,
+        kind=step.kind,
+        channel=step.channel,
+        parent=step.parent,
         state=state,
         at=latest.at if latest and state is not StepState.OPEN else None,
         note=f"{sum(map(_settled, children))} of {len(children)} sub-steps done or skipped",
     )
 
 
-def _open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
-    """Leaf steps not yet settled, `mark-complete` aside (a parent is open through its children)."""
+def open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
+    """The ids of the steps still open: fbsflow's one definition, for the checklist, the pause
+    forms and the completion record alike.
+
+    A step is open until it is done or skipped with a note saying why. `mark-complete` is not
+    listed (it is what the others wait for), nor a parent step (it is open through its children).
+    """
     steps = list(steps)
     parents = {s.parent for s in steps if s.parent}
     return [
@@ -325,7 +337,7 @@ def _open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
 
 
 def _when(at: str | None) -> str:
-    """"2026-11-23T09:15:00+00:00" -> "2026-11-23 09:15 UTC", for reading in a terminal."""
+    """ "2026-11-23T09:15:00+00:00" -> "2026-11-23 09:15 UTC", for reading in a terminal."""
     if not at:
         return ""
     with suppress(ValueError):

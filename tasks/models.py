@@ -1,20 +1,22 @@
-"""Domain models: the task card, a municipality's config and its choices, validated by pydantic."""
+"""Domain models: the task card, a municipality's config and its choices, and what a run records."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
     HttpUrl,
+    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -376,3 +378,115 @@ class MunicipalityConfig(Strict):
         if not self.channels.enabled():
             raise ValueError("no channel is enabled; enable at least one under `channels`")
         return self
+
+
+# --- What a run records ----------------------------------------------------------------------
+
+
+class ChannelStatus(StrEnum):
+    """Where a channel stands after a run: the completion record, the CLI's last line and the
+    exit code say it. A StrEnum, so a status reads and compares as its plain word."""
+
+    # Its files are written; a channel that delivers has an outcome for every recipient (sent
+    # or refused), none pending, none being sent, none unknown.
+    DONE = "done"
+    # It stopped with an error, or recipients are left pending: run again (exit code 1).
+    FAILED = "failed"
+    # Another run of the same campaign is sending some recipients right now: run again after it.
+    IN_PROGRESS = "in_progress"
+    # The provider may or may not have accepted some recipients: a person decides, accepting
+    # them (`fbsflow ledger --accept-unknown`) or sending again (`--at-least-once`) (exit 1).
+    UNCONFIRMED = "unconfirmed"
+    # Nothing sent: nobody has approved sending to citizens yet (`--approve`, or the form).
+    AWAITING_APPROVAL = "awaiting_approval"
+    # Nothing sent: the project leader rejected sending in the Prefect form.
+    REJECTED = "rejected"
+
+
+class ApprovalHow(StrEnum):
+    """How an approval decision came about."""
+
+    PARAMETER = "parameter"  # approve=True: the CLI's --approve or the flow's parameter
+    PREFECT_FORM = "prefect-form"  # a person answered the run's pause form
+    NOT_GIVEN = "not given"  # nobody was asked: nothing to send, or no server to ask on
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# "2026-11-23T09:15:00+00:00" in the completion record, as it has always read (pydantic's own
+# JSON would write "Z" and microseconds).
+UtcSeconds = Annotated[
+    AwareDatetime,
+    PlainSerializer(lambda at: at.isoformat(timespec="seconds"), return_type=str, when_used="json"),
+]
+
+
+class Approval(BaseModel):
+    """The decision whether to send to citizens, as the checklist and the completion record keep it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approved: bool
+    by: str | None = Field(description="who decided; None when nobody was asked")
+    comment: str | None = Field(default=None, description="the form's comment; None otherwise")
+    how: ApprovalHow
+    at: UtcSeconds = Field(default_factory=_utc_now)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Approval:
+        if self.how is ApprovalHow.NOT_GIVEN and (self.approved or self.by is not None):
+            raise ValueError("an approval that was not given approves nothing and names nobody")
+        if self.how is not ApprovalHow.NOT_GIVEN and not self.by:
+            raise ValueError("an approval decision names who made it")
+        return self
+
+    @classmethod
+    def by_parameter(cls, by: str) -> Approval:
+        return cls(approved=True, by=by, how=ApprovalHow.PARAMETER)
+
+    @classmethod
+    def not_given(cls) -> Approval:
+        return cls(approved=False, by=None, how=ApprovalHow.NOT_GIVEN)
+
+    @property
+    def rejected(self) -> bool:
+        """A person said no (in the form); not merely not asked."""
+        return self.how is ApprovalHow.PREFECT_FORM and not self.approved
+
+    @property
+    def decision(self) -> Literal["approve", "reject"] | None:
+        """The form's answer; None when no form was answered."""
+        if self.how is not ApprovalHow.PREFECT_FORM:
+            return None
+        return "approve" if self.approved else "reject"
+
+    def record(self) -> dict[str, object]:
+        """For completion.json, in the shape it has always had: `comment` and `decision` only
+        when a form was answered."""
+        record = self.model_dump(mode="json", exclude={"comment"} if self.comment is None else None)
+        if self.decision is not None:
+            record["decision"] = self.decision
+        return record
+
+    # Read access by key, for code that still reads the decision as the dict it used to be
+    # (flows/communicate_externally.py, rewritten in parallel): remove once nothing indexes it.
+    def __getitem__(self, key: str) -> object:
+        return self.record()[key]
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.record().get(key, default)
+
+
+class Confirmation(BaseModel):
+    """A person's answer on whether a manual step (e.g. posters up in a branch) is done."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str
+    done: bool
+    by: str
+    note: str = ""
+    how: Literal["prefect-form"] = "prefect-form"
+    at: UtcSeconds = Field(default_factory=_utc_now)

@@ -13,24 +13,32 @@ warning.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # The one scrubber of personal data, also for the checklist's notes (imported from here).
 from tasks.providers.http import scrub_personal_data
+from tasks.settings import NoticeSettings, PrefectSettings, load, settings, variable
 
-NOTIFY_EMAIL_ENV = "FBSFLOW_NOTIFY_EMAIL"
-NOTIFY_FROM_ENV = "FBSFLOW_NOTIFY_FROM"
+NOTIFY_EMAIL_ENV = variable("notify_email")
+NOTIFY_FROM_ENV = variable("notify_from")
 NOTICES_FOLDER = "_notices"
 FALLBACK_FROM = "fbsflow@localhost"
 _MAX_MESSAGE_CHARS = 2000
 
 log = logging.getLogger(__name__)
+
+G = TypeVar("G", NoticeSettings, PrefectSettings)
+
+
+def _read(group: type[G], env: Mapping[str, str] | None) -> G:
+    """The notice's own variables, from `env` when a caller (a test) gives one. Only the groups
+    it needs: a wrong variable elsewhere (maybe why the run failed) must not stop the notice."""
+    return settings(group) if env is None else load(group, env)
 
 
 def _municipality(flow_run: Any) -> tuple[str, Any]:
@@ -52,7 +60,6 @@ def build_notice(
     flow: Any, flow_run: Any, state: Any, *, env: Mapping[str, str] | None = None
 ) -> tuple[str, str]:
     """(subject, body) of the notice; the body carries no personal data."""
-    env = os.environ if env is None else env
     municipality, _ = _municipality(flow_run)
     flow_name = getattr(flow, "name", None) or "flow"
     run_id = getattr(flow_run, "id", None)
@@ -69,7 +76,7 @@ def build_notice(
         "Message (e-mail addresses and phone numbers removed):",
         message,
     ]
-    ui_url = (env.get("PREFECT_UI_URL") or "").rstrip("/")
+    ui_url = (_read(PrefectSettings, env).prefect_ui_url or "").rstrip("/")
     if ui_url and run_id is not None:
         lines += ["", f"Open the run: {ui_url}/runs/flow-run/{run_id}"]
     lines += [
@@ -81,10 +88,9 @@ def build_notice(
     return subject, "\n".join(lines) + "\n"
 
 
-def _sender(flow_run: Any, env: Mapping[str, str]) -> tuple[str, str] | None:
+def _sender(flow_run: Any, env: Mapping[str, str] | None) -> tuple[str, str] | None:
     """(address, name) to send from; None when neither env nor the config names one."""
-    from_email = (env.get(NOTIFY_FROM_ENV) or "").strip()
-    if from_email:
+    if from_email := _read(NoticeSettings, env).notify_from:
         return from_email, "fbsflow"
     _, config = _municipality(flow_run)
     newsletter = getattr(getattr(config, "channels", None), "newsletter", None)
@@ -113,7 +119,7 @@ def _send_with_provider(
     sender: tuple[str, str],
     subject: str,
     body: str,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     run_id: str,
 ) -> None:
     from tasks.models import Channel, Language, NewsletterSettings
@@ -122,8 +128,8 @@ def _send_with_provider(
 
     # Not validated here: the sender comes from env or a validated config, and the provider
     # refuses one it cannot send for (with a fix in its error).
-    settings = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
-    provider = provider_class(name).from_env(settings, env)
+    newsletter = NewsletterSettings.model_construct(from_email=sender[0], from_name=sender[1])
+    provider = provider_class(name).from_env(newsletter, env)
     try:
         result = provider.send_batch(
             Message(Channel.NEWSLETTER, Language.EN, text=body, subject=subject),
@@ -156,10 +162,9 @@ def failure_notice(
 ) -> str | None:
     """Prefect state hook: tell the project leader a run failed. Returns how it went out
     ("sendgrid", "smtp" or the .eml path), or None when nothing was sent. Never raises."""
-    env = os.environ if env is None else env
     logger = _logger()
     try:
-        to = (env.get(NOTIFY_EMAIL_ENV) or "").strip()
+        to = _read(NoticeSettings, env).notify_email
         if not to:
             logger.warning(
                 "%s is not set: no failure notice sent (fix: export %s=<project leader's e-mail>)",

@@ -8,7 +8,6 @@ NO_CACHE: hashing a million recipients for a cache key would cost more than the 
 from __future__ import annotations
 
 import getpass
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from tasks.checklist import (
     ChecklistStep,
     StepState,
     checklist_definitions,
+    open_steps,
     table_rows,
 )
 from tasks.checklist import DB_FILE_NAME as CHECKLIST_FILE
@@ -36,12 +36,20 @@ from tasks.config import load_card, load_municipality
 from tasks.errors import ConfigError
 from tasks.gallery import build_gallery, gallery_markdown
 from tasks.ledger import DB_FILE_NAME as LEDGER_FILE
-from tasks.ledger import KEY_FILE_NAME
-from tasks.models import Channel, MunicipalityConfig, StepKind, TaskCard
+from tasks.ledger import KEY_FILE_NAME, DeliveryState
+from tasks.models import (
+    Approval,
+    Channel,
+    ChannelStatus,
+    MunicipalityConfig,
+    StepKind,
+    TaskCard,
+)
 from tasks.output import OutputFolder
 from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
 from tasks.prefetch import audience_source, take_prefetched
 from tasks.render import ChannelContent
+from tasks.settings import prefect_server, settings, variable
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
 DELIVERED = borrower_channels()
@@ -52,16 +60,25 @@ class ChannelOutcome:
     """What happened on one channel, for the completion record (counts only, no personal data)."""
 
     channel: Channel
-    status: str  # done | failed | skipped | awaiting_approval | unconfirmed | in_progress
+    status: ChannelStatus
     provider: str = "files"
     files: list[str] = field(default_factory=list)
+    # Recipients per ledger state (DeliveryState: pending, sending, sent, failed, unknown);
+    # empty for a channel without recipients.
     counts: dict[str, int] = field(default_factory=dict)
     detail: str = ""
     excluded: dict[str, int] = field(default_factory=dict)  # left out and why (counts only)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every status set, here or by a caller later, is one of the closed set: a word outside
+        # it fails where it is written, not where a reader no longer recognises it.
+        if name == "status":
+            value = ChannelStatus(value)
+        super().__setattr__(name, value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "status": self.status.value,
             "provider": self.provider,
             "files": self.files,
             "counts": self.counts,
@@ -191,12 +208,12 @@ def publish_files(content: ChannelContent, out: OutputFolder) -> ChannelOutcome:
     for relative, data in content.files.items():
         out.write(f"{content.channel.value}/{relative}", data)
         written.append(f"{content.channel.value}/{relative}")
-    return ChannelOutcome(content.channel, "done", files=sorted(written))
+    return ChannelOutcome(content.channel, ChannelStatus.DONE, files=sorted(written))
 
 
 def triggered_by() -> str:
     """Who started the run, for the completion record: the OS user, unless the caller says."""
-    if name := os.environ.get("FBSFLOW_TRIGGERED_BY"):
+    if name := settings().triggered_by:
         return name
     try:
         return getpass.getuser()
@@ -204,7 +221,6 @@ def triggered_by() -> str:
         return "unknown"
 
 
-DATA_DIR_ENV = "FBSFLOW_DATA_DIR"
 STATE_DIR_NAME = ".fbsflow"
 
 
@@ -216,8 +232,8 @@ def data_dir(config_path: str | Path) -> Path:
     FBSFLOW_DATABASE_URL, unless FBSFLOW_LEDGER_KEY is set), and a run from another directory
     once made a new key there and sent the whole campaign again. Resolve it once per run.
     """
-    if configured := os.environ.get(DATA_DIR_ENV):
-        return Path(configured).expanduser().resolve()
+    if configured := settings().data_dir:
+        return configured.expanduser().resolve()
     anchored = Path(config_path).resolve().parent / STATE_DIR_NAME
     _refuse_a_state_left_behind(anchored)
     return anchored
@@ -238,17 +254,13 @@ def _refuse_a_state_left_behind(anchored: Path) -> None:
         raise ConfigError(
             f"{earlier} holds the ledger and checklist of an earlier fbsflow, which kept them in "
             f"the directory it ran from; they now live beside the config, in {anchored}. Fix: "
-            f"move them there (mv {earlier} {anchored}), or set {DATA_DIR_ENV}={earlier}"
+            f"move them there (mv {earlier} {anchored}), or set {variable('data_dir')}={earlier}"
         )
 
 
-def server_mode() -> bool:
-    """True when runs talk to a Prefect server (pause forms work); false in embedded mode."""
-    return bool(os.environ.get("PREFECT_API_URL"))
-
-
-# How long a run waits on a pause form before giving up (and sending nothing).
-APPROVAL_TIMEOUT_SECONDS = int(os.environ.get("FBSFLOW_APPROVAL_TIMEOUT", str(24 * 3600)))
+# The flow imports "is there a Prefect server?" from here under this name; the answer is
+# tasks.settings.prefect_server (a URL, or None).
+server_mode = prefect_server
 
 
 @task(name="previews", cache_policy=NO_CACHE)
@@ -266,21 +278,18 @@ def write_previews(
     return path
 
 
-def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> dict[str, Any]:
+def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> Approval:
     """Approval before anything reaches citizens: up front, by a pause form, or not at all."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     if approve:
-        return {"approved": True, "by": triggered_by(), "how": "parameter", "at": now}
-    if sends and server_mode():
+        return Approval.by_parameter(triggered_by())
+    if sends and prefect_server():
         previews = (
             f"While this run waits, the previews are in `{out.staging.resolve()}/gallery.html`; "
             f"when it has finished, in `{out.final.resolve()}/gallery.html`.\n\n"
             "Artifacts of this run: plan, previews, SMS parts and LIX."
         )
-        decision = request_approval(previews=previews, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
-        decision["decision"] = "approve" if decision["approved"] else "reject"
-        return decision
-    return {"approved": False, "by": None, "how": "not given", "at": now}
+        return request_approval(previews=previews, timeout_seconds=settings().approval_timeout)
+    return Approval.not_given()
 
 
 def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:
@@ -290,14 +299,14 @@ def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path
     """
     confirmed = []
     with Checklist.open(data) as checklist:
-        open_manual = [
-            s
-            for s in checklist.steps(card, config)
-            if s.kind is StepKind.MANUAL and s.state in (StepState.OPEN, StepState.IN_PROGRESS)
-        ]
+        steps = checklist.steps(card, config)
+    still_open = set(open_steps(steps))
+    open_manual = [s for s in steps if s.kind is StepKind.MANUAL and s.id in still_open]
     for step in open_manual:
-        answer = request_confirmation(step.id, step.text, timeout_seconds=APPROVAL_TIMEOUT_SECONDS)
-        if answer["done"]:
+        answer = request_confirmation(
+            step.id, step.text, timeout_seconds=settings().approval_timeout
+        )
+        if answer.done:
             confirmed.append(step.id)
     return confirmed
 
@@ -307,7 +316,7 @@ def record_checklist(
     config: MunicipalityConfig,
     card: TaskCard,
     outcomes: Sequence[ChannelOutcome],
-    approval: dict[str, Any],
+    approval: Approval,
     confirmations: Sequence[str],
     confirmed_by: str,
     data: Path,
@@ -332,13 +341,14 @@ def record_checklist(
             if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel:
                 continue
             outcome = by_channel[d.channel]
-            state = StepState.DONE if outcome.status == "done" else StepState.IN_PROGRESS
+            done = outcome.status is ChannelStatus.DONE
+            state = StepState.DONE if done else StepState.IN_PROGRESS
             checklist.set_state(
                 config,
                 card,
                 d.id,
                 state,
-                by=approval.get("by") or "fbsflow",
+                by=approval.by or "fbsflow",
                 how="flow",
                 note=outcome.detail or None,
                 evidence={"counts": outcome.counts},
@@ -371,23 +381,17 @@ def mark_complete(
     *,
     started_at: datetime,
     triggered: str,
-    approval: dict[str, Any],
+    approval: Approval,
     flow_run_id: str | None,
     checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
-    unfinished = [o for o in outcomes if o.status != "done"]
-    open_steps = [
-        s.id
-        for s in checklist
-        if s.state not in (StepState.DONE, StepState.SKIPPED)
-        and s.id != COMPLETE_STEP
-        and not any(c.parent == s.id for c in checklist)
-    ]
+    unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
+    awaiting = open_steps(checklist)
     reasons = [
         f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
-    ] + [f"step {s} is not done: awaiting confirmation" for s in open_steps]
+    ] + [f"step {s} is not done: awaiting confirmation" for s in awaiting]
     record = {
         "card_id": card.id,
         "card_title": card.title,
@@ -396,13 +400,13 @@ def mark_complete(
         "campaign": plan.campaign,
         "status": "complete" if not reasons else "incomplete",
         "reasons": reasons,
-        "awaiting_confirmation": open_steps,
+        "awaiting_confirmation": awaiting,
         "steps": {
             s.id: {"state": s.state.value, "by": s.by, "at": s.at, "how": s.how, "note": s.note}
             for s in checklist
         },
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
-        "approval": approval,
+        "approval": approval.record(),
         "triggered_by": triggered,
         "flow_run_id": flow_run_id,
         "started_at": started_at.isoformat(),
@@ -412,9 +416,9 @@ def mark_complete(
     rows = [
         {
             "channel": o.channel.value,
-            "status": o.status,
+            "status": o.status.value,
             "provider": o.provider,
-            **{k: o.counts.get(k, 0) for k in ("sent", "failed", "unknown", "pending")},
+            **{state.value: o.counts.get(state, 0) for state in DeliveryState},
         }
         for o in outcomes
     ]

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.errors import ConfigError, FbsflowError, StorageError
 
-DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"  # as tasks/ledger.py and tasks/checklist.py read it
+DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"  # as tasks/settings.py reads it
 URL_EXAMPLE = "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
 # Drivers a URL may name: psycopg is the one fbsflow installs and documents.
 _DRIVERS = {"psycopg", "psycopg2", "psycopg_binary", "asyncpg", "pg8000", "MySQLdb", "pymysql"}
@@ -81,7 +81,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def _database_error(error: BaseException) -> FbsflowError | None:
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    url = os.environ.get(DATABASE_URL_ENV, "")
+    url = _configured_url() or ""
     fix_url = f"(fix: set {DATABASE_URL_ENV} to e.g. {URL_EXAMPLE}, or unset it for SQLite)"
     if isinstance(error, NoSuchModuleError):
         kind = str(error).rpartition(":")[2]
@@ -201,12 +201,21 @@ def _database_url(exc: BaseException) -> Any:
             return owner.url
         if isinstance(owner, Connection):
             return owner.engine.url
-    url = os.environ.get(DATABASE_URL_ENV)
+    url = _configured_url()
     if url:
         from sqlalchemy.engine import make_url
 
         return make_url(url)
     return None
+
+
+def _configured_url() -> str | None:
+    # Imported here: every command imports this module, and pydantic-settings takes ~0.1 s.
+    from tasks.settings import StorageSettings, settings
+
+    # Only the storage variables: a mistake in another variable must not hide this error.
+    configured = settings(StorageSettings).database_url
+    return configured.get_secret_value() if configured is not None else None
 
 
 def _sqlite_file(url: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from tasks.approval import (
     request_approval,
     request_confirmation,
 )
+from tasks.models import Approval, ApprovalHow, Confirmation
 
 PREVIEWS = (
     "- [Nyhedsbrev (da)](https://prefect.eksempel.test/artifacts/newsletter-da)\n"
@@ -156,45 +158,52 @@ def test_approve_continues_the_flow() -> None:
     assert answer.status.value == "ACCEPT"
     assert result["after"] == "sent"
     decision = result["decision"]
-    assert decision["approved"] is True
-    assert (decision["by"], decision["comment"], decision["how"]) == (
-        "Åse Sørensen", "Fint", "prefect-form",
+    assert decision.approved is True and decision.decision == "approve"
+    assert (decision.by, decision.comment, decision.how) == (
+        "Åse Sørensen",
+        "Fint",
+        ApprovalHow.PREFECT_FORM,
     )
-    assert decision["at"].endswith("+00:00")
+    assert decision.at.utcoffset() == timedelta(0)
+    assert decision.record()["at"].endswith("+00:00")
     assert "https://prefect.eksempel.test/artifacts/newsletter-da" in description
 
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_harness")
 def test_reject_returns_not_approved_and_bad_input_is_refused() -> None:
-    def body() -> dict[str, Any]:
+    def body() -> Approval:
         return request_approval(previews=PREVIEWS, timeout_seconds=120, poll_interval=1)
 
     (decision, _), answer = _run_paused(body, {"decision": "reject", "approved_by": "Åse"})
     assert answer.status.value == "ACCEPT"
-    assert decision["approved"] is False and decision["by"] == "Åse"
+    assert decision.approved is False and decision.by == "Åse" and decision.rejected
 
     # The server checks the answer against the saved schema: "maybe" is refused there.
     (decision, _), answer = _run_paused(body, {"decision": "maybe", "approved_by": "Åse"})
     assert answer.status.value == "REJECT"
-    assert decision["approved"] is False  # answered by the helper's fallback reject
+    assert decision.approved is False  # answered by the helper's fallback reject
 
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_harness")
 def test_confirmation_of_a_manual_step() -> None:
-    def body() -> dict[str, Any]:
+    def body() -> Confirmation:
         return request_confirmation(
-            "inform.poster.soeby-bibliotek", "Hæng plakater op på Søby Bibliotek",
-            timeout_seconds=120, poll_interval=1,
+            "inform.poster.soeby-bibliotek",
+            "Hæng plakater op på Søby Bibliotek",
+            timeout_seconds=120,
+            poll_interval=1,
         )
 
     (record, description), answer = _run_paused(
         body, {"done": True, "by": "Filialleder", "note": "2 plakater ved indgangen"}
     )
     assert answer.status.value == "ACCEPT"
-    assert record["step"] == "inform.poster.soeby-bibliotek"
-    assert (record["done"], record["by"], record["note"]) == (
-        True, "Filialleder", "2 plakater ved indgangen",
+    assert record.step == "inform.poster.soeby-bibliotek"
+    assert (record.done, record.by, record.note) == (
+        True,
+        "Filialleder",
+        "2 plakater ved indgangen",
     )
     assert "Hæng plakater op på Søby Bibliotek" in description

@@ -132,7 +132,10 @@ def _done(checklist: Checklist, config: MunicipalityConfig, card: TaskCard, *ids
 def test_definitions_expand_inform_per_enabled_channel_and_branch(card: TaskCard) -> None:
     steps = checklist_definitions(card, load_municipality(EXAMPLE_CONFIG))
     assert [s.id for s in steps] == [
-        "plan", "inform", *LEAVES[1:], "mark-complete",
+        "plan",
+        "inform",
+        *LEAVES[1:],
+        "mark-complete",
     ]
     by_id = {s.id: s for s in steps}
     assert by_id["plan"].text == "Læg en kommunikationsplan"
@@ -149,8 +152,12 @@ def test_definitions_expand_inform_per_enabled_channel_and_branch(card: TaskCard
     assert by_id["inform.self_service"].text == "Opdatér selvbetjeningssiderne i DPL CMS/DDB CMS"
     manual = {s.id for s in steps if s.kind is StepKind.MANUAL}
     assert manual == {
-        "inform.website", "inform.faq", "inform.poster.hovedbiblioteket",
-        "inform.poster.soeby-bibliotek", "inform.self_service", "inform.info_screen",
+        "inform.website",
+        "inform.faq",
+        "inform.poster.hovedbiblioteket",
+        "inform.poster.soeby-bibliotek",
+        "inform.self_service",
+        "inform.info_screen",
         "inform.social_post",
     }
     assert {s.parent for s in steps if s.id.startswith("inform.")} == {"inform"}
@@ -166,8 +173,15 @@ def test_definitions_leave_out_disabled_channels() -> None:
     config = MunicipalityConfig.model_validate(data)
     ids = [s.id for s in checklist_definitions(_card(), config)]
     assert ids == [
-        "plan", "inform", "inform.website", "inform.faq", "inform.newsletter",
-        "inform.social_post", "inform.info_screen", "inform.self_service", "mark-complete",
+        "plan",
+        "inform",
+        "inform.website",
+        "inform.faq",
+        "inform.newsletter",
+        "inform.social_post",
+        "inform.info_screen",
+        "inform.self_service",
+        "mark-complete",
     ]
     text = checklist_definitions(_card(), config)[-2].text
     assert text == "Opdatér selvbetjeningssiderne i DPL CMS"
@@ -178,23 +192,34 @@ def test_another_card_keeps_its_own_steps(checklist: Checklist, config: Municipa
     steps = checklist_definitions(other, config)
     # No `inform` step, so no channel sub-steps; the plan step comes first as for every card.
     assert [s.id for s in steps] == ["plan", "kontakt", "aftal-frister", "mark-complete"]
-    assert steps[1].kind is StepKind.MANUAL and steps[1].text == "Kontakt debitorkontoret i kommunen."
+    assert (
+        steps[1].kind is StepKind.MANUAL and steps[1].text == "Kontakt debitorkontoret i kommunen."
+    )
 
     _done(checklist, config, other, "plan", "kontakt")
     assert checklist.complete(other, config) == (False, ["aftal-frister"])
     # State is kept per card: the main card's plan step is untouched.
-    main = {s.id: s.state for s in checklist.steps(load_card("forbered-og-kommuniker-eksternt"), config)}
+    main = {
+        s.id: s.state for s in checklist.steps(load_card("forbered-og-kommuniker-eksternt"), config)
+    }
     assert main["plan"] is StepState.OPEN
 
 
 def test_a_card_with_its_own_plan_step_keeps_it() -> None:
-    card = _card(method_steps=[
-        {"id": "plan", "text": "Lav en plan sammen med kommunikationsafdelingen.", "kind": "manual"},
-        {"id": "mark-complete", "text": "Markér opgaven som fuldført."},
-    ])
+    card = _card(
+        method_steps=[
+            {
+                "id": "plan",
+                "text": "Lav en plan sammen med kommunikationsafdelingen.",
+                "kind": "manual",
+            },
+            {"id": "mark-complete", "text": "Markér opgaven som fuldført."},
+        ]
+    )
     steps = checklist_definitions(card, _config())
     assert [(s.id, s.kind) for s in steps] == [
-        ("plan", StepKind.MANUAL), ("mark-complete", StepKind.AUTOMATED),
+        ("plan", StepKind.MANUAL),
+        ("mark-complete", StepKind.AUTOMATED),
     ]
 
 
@@ -205,12 +230,30 @@ def test_state_persists_across_instances(
     opener: Callable[[], Checklist], config: MunicipalityConfig, card: TaskCard
 ) -> None:
     first = opener()
-    evidence = {"artifact": "eksempel-kommune-plan", "counts": {"sent": 1200, "failed": 3},
-                "file": "outbox/eksempel-kommune/website/nyhed.html", "note": "Søby: 2 plakater"}
-    first.set_state(config, card, "inform.newsletter", StepState.DONE, by="Projektleder",
-                    how="flow", evidence=evidence)
-    first.set_state(config, card, "inform.poster.soeby-bibliotek", "in_progress",
-                    by="Filialleder Åse", how="prefect-form", note="Plakater er printet")
+    evidence = {
+        "artifact": "eksempel-kommune-plan",
+        "counts": {"sent": 1200, "failed": 3},
+        "file": "outbox/eksempel-kommune/website/nyhed.html",
+        "note": "Søby: 2 plakater",
+    }
+    first.set_state(
+        config,
+        card,
+        "inform.newsletter",
+        StepState.DONE,
+        by="Projektleder",
+        how="flow",
+        evidence=evidence,
+    )
+    first.set_state(
+        config,
+        card,
+        "inform.poster.soeby-bibliotek",
+        "in_progress",
+        by="Filialleder Åse",
+        how="prefect-form",
+        note="Plakater er printet",
+    )
     first.close()
 
     steps = {s.id: s for s in opener().steps(card, config)}
@@ -221,7 +264,9 @@ def test_state_persists_across_instances(
     assert newsletter.at is not None and newsletter.at.endswith("+00:00")
     poster = steps["inform.poster.soeby-bibliotek"]
     assert (poster.state, poster.by, poster.note) == (
-        StepState.IN_PROGRESS, "Filialleder Åse", "Plakater er printet",
+        StepState.IN_PROGRESS,
+        "Filialleder Åse",
+        "Plakater er printet",
     )
     assert steps["inform.sms"].state is StepState.OPEN and steps["inform.sms"].by is None
 
@@ -251,8 +296,9 @@ def test_skip_needs_a_reason(
     checklist: Checklist, config: MunicipalityConfig, card: TaskCard, note: str | None
 ) -> None:
     with pytest.raises(ConfigError, match="reason"):
-        checklist.set_state(config, card, "inform.sms", StepState.SKIPPED, by="PL", how="cli",
-                            note=note)
+        checklist.set_state(
+            config, card, "inform.sms", StepState.SKIPPED, by="PL", how="cli", note=note
+        )
     assert {s.id: s.state for s in checklist.steps(card, config)}["inform.sms"] is StepState.OPEN
 
 
@@ -266,8 +312,11 @@ def test_skip_needs_a_reason(
     ],
 )
 def test_invalid_changes_are_config_errors(
-    checklist: Checklist, config: MunicipalityConfig, card: TaskCard,
-    kwargs: dict[str, Any], match: str,
+    checklist: Checklist,
+    config: MunicipalityConfig,
+    card: TaskCard,
+    kwargs: dict[str, Any],
+    match: str,
 ) -> None:
     args: dict[str, Any] = {"state": "done", "by": "PL", "how": "cli", **kwargs}
     state = args.pop("state")
@@ -275,7 +324,9 @@ def test_invalid_changes_are_config_errors(
         checklist.set_state(config, card, "plan", state, **args)
 
 
-def test_completeness_rules(checklist: Checklist, config: MunicipalityConfig, card: TaskCard) -> None:
+def test_completeness_rules(
+    checklist: Checklist, config: MunicipalityConfig, card: TaskCard
+) -> None:
     assert checklist.complete(card, config) == (False, LEAVES)
     with pytest.raises(ConfigError, match="still open") as caught:
         checklist.set_state(config, card, COMPLETE_STEP, "done", by="PL", how="cli")
@@ -285,8 +336,15 @@ def test_completeness_rules(checklist: Checklist, config: MunicipalityConfig, ca
     checklist.set_state(config, card, "inform.sms", "in_progress", by="PL", how="flow")
     assert checklist.complete(card, config) == (False, ["inform.sms"])
 
-    checklist.set_state(config, card, "inform.sms", "skipped", by="PL", how="cli",
-                        note="Kommunen har ingen sms-ordning")
+    checklist.set_state(
+        config,
+        card,
+        "inform.sms",
+        "skipped",
+        by="PL",
+        how="cli",
+        note="Kommunen har ingen sms-ordning",
+    )
     # Complete although `mark-complete` itself is still open.
     assert checklist.complete(card, config) == (True, [])
     step = checklist.set_state(config, card, COMPLETE_STEP, "done", by="PL", how="flow")
@@ -304,8 +362,15 @@ def test_parent_rolls_up_from_its_children(
     assert inform().state is StepState.IN_PROGRESS
     assert inform().note == "1 of 9 sub-steps done or skipped"
     _done(checklist, config, card, *[i for i in LEAVES[1:] if i != "inform.faq"])
-    checklist.set_state(config, card, "inform.faq", "skipped", by="PL", how="cli",
-                        note="Spørgsmål og svar står i nyheden")
+    checklist.set_state(
+        config,
+        card,
+        "inform.faq",
+        "skipped",
+        by="PL",
+        how="cli",
+        note="Spørgsmål og svar står i nyheden",
+    )
     rolled = inform()
     assert rolled.state is StepState.DONE and rolled.at is not None
     # A parent follows its children and cannot be set directly.
@@ -355,9 +420,18 @@ def test_open_uses_the_database_url_or_a_file_in_the_data_dir(
 # --- Showing it --------------------------------------------------------------------------------
 
 
-def test_render_table_and_rows(checklist: Checklist, config: MunicipalityConfig, card: TaskCard) -> None:
-    checklist.set_state(config, card, "inform.sms", "skipped", by="Projektleder", how="cli",
-                        note="Ingen sms-ordning; spørg leder@bibliotek.test eller 12 34 56 78")
+def test_render_table_and_rows(
+    checklist: Checklist, config: MunicipalityConfig, card: TaskCard
+) -> None:
+    checklist.set_state(
+        config,
+        card,
+        "inform.sms",
+        "skipped",
+        by="Projektleder",
+        how="cli",
+        note="Ingen sms-ordning; spørg leder@bibliotek.test eller 12 34 56 78",
+    )
     _done(checklist, config, card, "plan")
     steps = checklist.steps(card, config)
 

@@ -16,6 +16,7 @@ import pytest
 
 from flows import exits
 from flows.cli import main as fbsflow
+from tasks.models import ChannelStatus
 from tasks.translation import mask_url
 from tests.support.e2e import fbsflow_cli
 
@@ -140,6 +141,12 @@ def record(status: str = "incomplete", awaiting: int = 0, **channels: str) -> di
 def test_a_runs_outcome_is_one_line_and_a_code(run: dict[str, Any], code: int, said: str) -> None:
     got, line = exits.run_outcome(run, "C")
     assert got == code and line.startswith(said) and "\n" not in line
+
+
+@pytest.mark.parametrize("status", [s for s in ChannelStatus if s is not ChannelStatus.DONE])
+def test_every_status_but_done_has_a_line_of_its_own(status: ChannelStatus) -> None:
+    # Not the fallback for a state the list does not know, which quotes the first reason.
+    assert exits.run_outcome(record(newsletter=status), "C")[1] != "Waiting for something."
 
 
 # --- Failures before or outside Prefect: fast, through `fbsflow ledger` ---------------------------
@@ -327,7 +334,8 @@ def test_run_of_the_example_approved_without_confirmations_exits_0(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("Waiting for 5 confirmations (fbsflow done ")
+    # Every manual step of the example is open: no --confirm was given.
+    assert last.startswith(f"Waiting for {len(MANUAL)} confirmations (fbsflow done ")
 
 
 @pytest.mark.slow

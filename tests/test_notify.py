@@ -77,7 +77,10 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         ("(+45) 1234 5678", "(<phone>"),
         ("go-live 2026-12-14, 3 rows", "go-live 2026-12-14, 3 rows"),
         ("1200 sent, 17 failed at 09:15:00", "1200 sent, 17 failed at 09:15:00"),
-        ("batch-0007 of campaign eksempel-kommune-2026", "batch-0007 of campaign eksempel-kommune-2026"),
+        (
+            "batch-0007 of campaign eksempel-kommune-2026",
+            "batch-0007 of campaign eksempel-kommune-2026",
+        ),
     ],
 )
 def test_scrub_personal_data(text: str, expected: str) -> None:
@@ -87,7 +90,9 @@ def test_scrub_personal_data(text: str, expected: str) -> None:
 def test_notice_text_names_flow_run_and_municipality(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     subject, body = build_notice(
-        _named_flow, run, Failed(message=STATE_MESSAGE),
+        _named_flow,
+        run,
+        Failed(message=STATE_MESSAGE),
         env={"PREFECT_UI_URL": "https://prefect.eksempel-kommune.test/"},
     )
     assert subject == "fbsflow: communicate-externally failed for Eksempel Kommune"
@@ -102,8 +107,9 @@ def test_notice_text_names_flow_run_and_municipality(tmp_path: Path) -> None:
 def test_a_broken_config_still_names_the_municipality_by_file(tmp_path: Path) -> None:
     broken = tmp_path / "roskilde.yaml"
     broken.write_text("municipality: [", encoding="utf-8")
-    subject, _ = build_notice(_named_flow, make_run(tmp_path, config_path=str(broken)),
-                              Crashed(message="boom"), env={})
+    subject, _ = build_notice(
+        _named_flow, make_run(tmp_path, config_path=str(broken)), Crashed(message="boom"), env={}
+    )
     assert subject == "fbsflow: communicate-externally failed for roskilde"
 
 
@@ -124,8 +130,12 @@ def read_eml(path: Path) -> EmailMessage:
 
 
 def test_without_a_provider_it_is_written_to_the_outbox(tmp_path: Path) -> None:
-    where = failure_notice(_named_flow, make_run(tmp_path), Failed(message=STATE_MESSAGE),
-                           env={"FBSFLOW_NOTIFY_EMAIL": LEADER})
+    where = failure_notice(
+        _named_flow,
+        make_run(tmp_path),
+        Failed(message=STATE_MESSAGE),
+        env={"FBSFLOW_NOTIFY_EMAIL": LEADER},
+    )
     files = list((tmp_path / "_notices").glob("*.eml"))
     assert [str(f) for f in files] == [where]
     mail = read_eml(files[0])
@@ -141,8 +151,9 @@ def test_sendgrid_stand_in_receives_it_scrubbed(tmp_path: Path) -> None:
             "SENDGRID_API_KEY": server.api_key,
             "SENDGRID_HOST": server.url,
         }
-        where = failure_notice(_named_flow, make_run(tmp_path), Failed(message=STATE_MESSAGE),
-                               env=env)
+        where = failure_notice(
+            _named_flow, make_run(tmp_path), Failed(message=STATE_MESSAGE), env=env
+        )
     assert where == "sendgrid"
     assert server.deliveries == {LEADER: 1}
     body = server.requests[0].body
@@ -163,8 +174,9 @@ def test_a_refused_notice_falls_back_to_a_file_and_never_raises(tmp_path: Path) 
             "SENDGRID_HOST": server.url,
             "FBSFLOW_NOTIFY_FROM": "drift@eksempel-kommune.test",
         }
-        where = failure_notice(_named_flow, make_run(tmp_path), Failed(message=STATE_MESSAGE),
-                               env=env)
+        where = failure_notice(
+            _named_flow, make_run(tmp_path), Failed(message=STATE_MESSAGE), env=env
+        )
     assert server.deliveries == {}
     assert [r.status for r in server.requests] == [401]  # reached SendGrid, key refused
     assert where is not None and where.endswith(".eml")
@@ -178,15 +190,26 @@ def test_nothing_it_meets_makes_it_raise(
     blocked.write_text("x")  # the outbox root is a file: writing the notice must fail
     run = make_run(tmp_path, output_root=str(blocked), config_path=None)
     with caplog.at_level(logging.WARNING, logger="tasks.notify"):
-        assert failure_notice(_named_flow, run, Failed(message=STATE_MESSAGE),
-                              env={"FBSFLOW_NOTIFY_EMAIL": LEADER}) is None
+        assert (
+            failure_notice(
+                _named_flow,
+                run,
+                Failed(message=STATE_MESSAGE),
+                env={"FBSFLOW_NOTIFY_EMAIL": LEADER},
+            )
+            is None
+        )
     assert "could not be made (NotADirectoryError" in caplog.text
     assert BORROWER_EMAIL not in caplog.text
 
     # No flow, run or state, and an SMTP setting that is wrong: still a notice, in ./outbox.
     monkeypatch.chdir(tmp_path)
-    env = {"FBSFLOW_NOTIFY_EMAIL": LEADER, "FBSFLOW_SMTP_HOST": "127.0.0.1",
-           "FBSFLOW_SMTP_PORT": "x", "FBSFLOW_NOTIFY_FROM": "drift@eksempel-kommune.test"}
+    env = {
+        "FBSFLOW_NOTIFY_EMAIL": LEADER,
+        "FBSFLOW_SMTP_HOST": "127.0.0.1",
+        "FBSFLOW_SMTP_PORT": "x",
+        "FBSFLOW_NOTIFY_FROM": "drift@eksempel-kommune.test",
+    }
     where = failure_notice(None, None, None, env=env)
     assert where is not None and Path(where).parent == Path("outbox/_notices")
     assert "unknown municipality" in read_eml(tmp_path / where)["Subject"]
