@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
         )
         approve = answer.strip().lower() in ("y", "yes", "j", "ja")
-    from tasks.heartbeat import handed_over
-    from tasks.prefetch import Prefetch
+    from tasks.speed.heartbeat import handed_over
+    from tasks.speed.prefetch import Prefetch
 
     audience = str(audience_path) if audience_path else None
     # Against a Prefect server, a forked child starts parsing most of the borrower file now,
@@ -267,7 +267,7 @@ def _check_rows(
     and rows outbox runs wrote, per delivering channel; repaired with --repair."""
     from flows.communicate_externally import borrower_recipients, branch_recipients
     from tasks.audience import import_audience
-    from tasks.ledger_repair import check, repair
+    from tasks.ledger.repair import check, repair
     from tasks.models import Channel
 
     audience = import_audience(Path(args.audience), columns=config.audience.columns)

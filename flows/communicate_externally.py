@@ -29,8 +29,6 @@ from tasks.breaker import Breaker
 from tasks.delivery import ChunkOutcome, deliver_chunk
 from tasks.errors import CircuitOpenError, ConfigError, DeliveryError, TransientError
 from tasks.flowruns import record_owner
-from tasks.gcpause import gc_frozen, gc_paused
-from tasks.heartbeat import flow_heartbeats
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.notify import failure_notice
@@ -38,6 +36,8 @@ from tasks.output import OutputFolder, PrivateFiles
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import chunks_at_once, make_provider, provider_name
+from tasks.speed.gcpause import gc_frozen, gc_paused
+from tasks.speed.heartbeat import flow_heartbeats
 from tasks.steps import (
     DELIVERED,
     ChannelOutcome,

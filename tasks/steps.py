@@ -40,9 +40,9 @@ from tasks.ledger import KEY_FILE_NAME
 from tasks.models import Channel, Language, MunicipalityConfig, StepKind, TaskCard
 from tasks.output import OutputFolder
 from tasks.plan import AUDIENCE_LABELS, Plan, PlannedChannel, campaign_id, channel_day
-from tasks.prefetch import audience_source, take_prefetched
 from tasks.providers.base import Message
 from tasks.render import ChannelContent, render_channel, render_template
+from tasks.speed.prefetch import audience_source, take_prefetched
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
 DELIVERED = (Channel.NEWSLETTER, Channel.SMS)

@@ -23,15 +23,15 @@ from flows.communicate_externally import (
     communicate_externally,
     deliver_chunk_task,
 )
-from tasks import prefetch
 from tasks.config import load_municipality
 from tasks.errors import ConfigError
 from tasks.ledger import Ledger
 from tasks.models import Channel
 from tasks.plan import campaign_id
-from tasks.prefetch import prefetch_audience
 from tasks.providers import sendgrid as sendgrid_provider
 from tasks.providers.sendgrid import SendGridProvider
+from tasks.speed import prefetch
+from tasks.speed.prefetch import prefetch_audience
 from tests.servers.sendgrid_server import Fault, SendGridServer
 from tests.support.tls import self_signed
 

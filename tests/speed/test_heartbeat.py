@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.settings import get_current_settings
 
-from tasks.heartbeat import HEARTBEAT_EVENT, flow_heartbeats, handed_over
+from tasks.speed.heartbeat import HEARTBEAT_EVENT, flow_heartbeats, handed_over
 
 
 @task

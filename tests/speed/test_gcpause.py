@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from tasks.gcpause import gc_frozen, gc_paused
+from tasks.speed.gcpause import gc_frozen, gc_paused
 
 
 def test_gc_paused_restores_the_collector_and_nests() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import multiprocessing
 import os
 import random
@@ -17,11 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from tasks import ledger_key, ledger_repair, ledger_runs
 from tasks.errors import ConfigError
 from tasks.ledger import (
     DATABASE_URL_ENV,
@@ -29,10 +25,11 @@ from tasks.ledger import (
     LEDGER_KEY_ENV,
     DeliveryState,
     Ledger,
-    _json_array,
-    _sql_update_span,
     normalise_address,
 )
+from tasks.ledger import repair as ledger_repair
+from tasks.ledger import runs as ledger_runs
+from tasks.ledger import secret_key as ledger_key
 from tests.support.postgres import fresh_schema, postgres_url, reachable
 
 KEY = b"test-ledger-key-0123456789abcdef"
@@ -82,11 +79,6 @@ def test_recipient_key_is_a_keyed_hash_of_the_normalised_address(tmp_path: Path)
         assert a.recipient_key("anna@example.dk") != a.recipient_key("anne@example.dk")
     with Ledger(f"sqlite:///{tmp_path / 'b.db'}", key=b"another-key-0123456789abcdef") as b:
         assert b.recipient_key("anna.hansen@example.dk") != key
-
-
-@given(st.lists(st.text(max_size=8), max_size=6))
-def test_json_array_is_json_dumps_for_any_strings(values: list[str]) -> None:
-    assert json.loads(_json_array(values)) == values
 
 
 def test_keys_that_need_escaping_register_and_claim(ledger: Ledger, campaign: str) -> None:
@@ -300,7 +292,7 @@ def test_parts_register_in_their_order_as_one_registration(ledger: Ledger, campa
     assert ledger.pending_keys(campaign, CHANNEL) == order
     if ledger.dialect == "sqlite":
         # One registration: a batch cut across two parts is one stretch of ids.
-        first, recorded = ledger._runs[(campaign, CHANNEL)]
+        first, recorded = ledger._fast._runs[(campaign, CHANNEL)]  # type: ignore[union-attr]
         assert recorded == order
         assert ledger.rows(campaign, CHANNEL, [order[0]])[order[0]]["id"] == first
     batch = order[15:25]
@@ -1044,13 +1036,3 @@ def test_bulk(ledger: Ledger, campaign: str) -> None:
 @pytest.mark.slow
 def test_bulk_1m(ledger: Ledger, campaign: str) -> None:
     _bulk(ledger, campaign, 1_000_000)
-
-
-def test_a_stretch_update_names_only_ledger_columns() -> None:
-    sql, params = _sql_update_span(
-        {"state": "sent", "detail": None}, (5, 9), [DeliveryState.SENDING], run_id="r"
-    )
-    assert sql.endswith("WHERE id BETWEEN ? AND ? AND state IN (?) AND run_id = ?")
-    assert params == ("sent", None, 5, 9, "sending", "r")
-    with pytest.raises(ValueError, match="no column 'stat'"):
-        _sql_update_span({"stat": "sent"}, (5, 9), [DeliveryState.SENDING], run_id=None)

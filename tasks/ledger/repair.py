@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement
 
-from tasks.ledger import DeliveryState, Ledger, deliveries
+from tasks.ledger.core import Ledger
+from tasks.ledger.schema import DeliveryState, deliveries
 
 # The outbox's provider id of a batch is its request file: "<language>-<batch id>.json".
 _OUTBOX_ID = re.compile(r"[a-z]{2,3}-[0-9a-f]{16}\.json")

@@ -1,0 +1,1 @@
+"""Speed tricks kept apart from the domain code: each names its measured effect and its off switch."""
