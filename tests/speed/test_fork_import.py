@@ -252,6 +252,11 @@ for share in (0.2, 0.8):
         assert str(exc) == message, (str(exc), message)
     else:
         raise AssertionError("the forked import took the stray quote")
+# Switched off: one process, the same audience.
+os.environ["FBSFLOW_SPEED_FORK_IMPORT"] = "0"
+pending = start_import(path)
+assert not pending.split, "a child was started with the switch off"
+assert fingerprint(pending.result()) == single, "the plain path differs"
 print("OK", len(single[0]))
 """
 

@@ -1,10 +1,18 @@
-"""The cycle-collector helpers leave the collector as they found it."""
+"""The cycle-collector helpers leave the collector as they found it, and do nothing when off."""
 
 from __future__ import annotations
 
 import gc
 
-from tasks.speed.gcpause import gc_frozen, gc_paused
+import pytest
+
+from tasks.speed.gcpause import (
+    collect_from_here,
+    freeze_for_exit,
+    gc_frozen,
+    gc_paused,
+    start_without_collector,
+)
 
 
 def test_gc_paused_restores_the_collector_and_nests() -> None:
@@ -33,3 +41,44 @@ def test_gc_frozen_unfreezes_only_what_it_froze() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_switched_off_the_collector_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FBSFLOW_SPEED_GC", "0")
+    gc.unfreeze()
+    with gc_paused():
+        assert gc.isenabled()
+    with gc_frozen():
+        assert gc.get_freeze_count() == 0
+    start_without_collector()
+    assert gc.isenabled()
+    freeze_for_exit()
+    assert gc.get_freeze_count() == 0
+    collect_from_here()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_the_program_keeps_the_collector_off_its_imports_and_heap() -> None:
+    try:
+        start_without_collector()
+        assert not gc.isenabled()
+        collect_from_here()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        freeze_for_exit()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_a_bulk_import_is_the_same_with_the_collector_on_or_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The paused collector frees nothing the import keeps: the same audience either way."""
+    from tasks.audience import import_audience
+    from tests.conftest import EXAMPLE_AUDIENCE
+    from tests.speed.test_fork_import import fingerprint
+
+    paused = fingerprint(import_audience(EXAMPLE_AUDIENCE))
+    monkeypatch.setenv("FBSFLOW_SPEED_GC", "0")
+    assert fingerprint(import_audience(EXAMPLE_AUDIENCE)) == paused
