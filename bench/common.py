@@ -317,8 +317,8 @@ def sendgrid_bodies(config: Path, recipients: list[Any], messages: dict[Any, Any
     """The bare loop's SendGrid request bodies: `encode_payload`, 1000 recipients a request,
     grouped by chunk and language as the flow sends them. Built as they are posted, so that
     building counts in the loop's time; the imports and the config are read now, so they don't."""
-    from flows.communicate_externally import chunk_size
     from tasks.config import load_municipality
+    from tasks.delivery.chunks import chunk_size
     from tasks.providers.sendgrid import MAX_RECIPIENTS, encode_payload
 
     settings = load_municipality(config).channels.newsletter
@@ -400,6 +400,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("SENDGRID_", "GATEWAYAPI_", "FBSFLOW_", "PREFECT_API_", "PYTHONPATH"))
+        # The speed switches pass, so that a bench can measure with tricks turned off.
+        or k.startswith("FBSFLOW_SPEED_")
     }
     # FBSFLOW_BENCH_SOURCE: a patched copy of flows/ and tasks/ to measure a proposed fix.
     source = os.environ.get("FBSFLOW_BENCH_SOURCE")
@@ -496,7 +498,8 @@ def _flow_times(prefect_home: Path, log: str, started: float) -> FlowTimes | Non
     spans = [
         (name.rsplit("-", 1)[0], _epoch(s) - started, _epoch(e) - started) for name, s, e in tasks
     ]
-    times.spans = [span for span in spans if span[0] != "deliver-chunk"]
+    # A channel's delivery task ("deliver-<channel>") spans its chunks: shown as the two phases.
+    times.spans = [span for span in spans if span[0] not in ("deliver-chunk", "deliver")]
     chunks = [(s, e) for name, s, e in spans if name == "deliver-chunk"]
     if chunks:
         times.chunks = len(chunks)

@@ -349,9 +349,9 @@ def _profile(
     from prefect.utilities.collections import visit_collection
     from prefect.utilities.engine import collect_task_run_inputs_sync
 
-    from flows.communicate_externally import chunk_size
     from tasks.audience import import_audience
     from tasks.delivery import deliver_chunk
+    from tasks.delivery.chunks import chunk_size
     from tasks.ledger import Ledger
     from tasks.providers.sendgrid import SendGridProvider
 

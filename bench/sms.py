@@ -101,8 +101,8 @@ def _one_size(
     envs: dict[str, dict[str, str]],
     server: Server,
 ) -> list[dict[str, Any]]:
-    from flows.communicate_externally import chunk_size
     from tasks.config import load_municipality
+    from tasks.delivery.chunks import chunk_size
     from tasks.providers.gatewayapi import encode_payload
 
     audience = write_audience(ws, size, "sms")

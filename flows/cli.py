@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -86,8 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
         )
         approve = answer.strip().lower() in ("y", "yes", "j", "ja")
-    from tasks.heartbeat import handed_over
-    from tasks.prefetch import Prefetch
+    from tasks.speed.heartbeat import run_heartbeats
+    from tasks.speed.prefetch import Prefetch
 
     audience = str(audience_path) if audience_path else None
     # Against a Prefect server, a forked child starts parsing most of the borrower file now,
@@ -124,8 +123,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     _crash_dead_flow_runs()
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
-    # Against a server, the flow sends its own heartbeats, which end with it (tasks/heartbeat.py).
-    with _without_heartbeats() if booting is not None else handed_over():
+    # Against a server, the flow sends its own heartbeats, which end with it; on its own
+    # temporary server, none (tasks/speed/heartbeat.py).
+    with run_heartbeats(temporary_server=booting is not None):
         record = communicate_externally(
             config_path=str(config_path),
             audience=audience,
@@ -172,18 +172,6 @@ def _crash_dead_flow_runs() -> None:
             f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",
             flush=True,
         )
-
-
-def _without_heartbeats() -> contextlib.AbstractContextManager[object]:
-    """Prefect settings for a run on its own temporary server: no flow-run heartbeats.
-
-    Heartbeats let a server notice a run whose process died. A temporary server lives in this
-    process's tree and ends with it, so there is no one left to notice; and stopping the
-    heartbeat thread costs up to a second at the end of every run (it sleeps in 1 s steps).
-    """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _has_server() -> bool:
@@ -266,18 +254,20 @@ def _check_rows(
 ) -> None:
     """`fbsflow ledger --audience CSV [--repair]`: rows that are no recipients of the audience,
     and rows outbox runs wrote, per delivering channel; repaired with --repair."""
-    from flows.communicate_externally import borrower_recipients, branch_recipients
     from tasks.audience import import_audience
-    from tasks.ledger_repair import check, repair
-    from tasks.models import Channel
+    from tasks.channels import all_channels
+    from tasks.delivery.keying import borrower_recipients, branch_recipients
+    from tasks.ledger.repair import check, repair
 
     audience = import_audience(Path(args.audience), columns=config.audience.columns)
     keys = {
-        Channel.NEWSLETTER: borrower_recipients(
-            Channel.NEWSLETTER, audience, ledger, config.languages
-        ),
-        Channel.SMS: borrower_recipients(Channel.SMS, audience, ledger, config.languages),
-        Channel.POSTER: branch_recipients(config, ledger),
+        s.channel: (
+            branch_recipients(config, ledger)
+            if s.reaches_branches
+            else borrower_recipients(s.channel, audience, ledger, config.languages)
+        )
+        for s in all_channels()
+        if s.delivers is not None
     }
     print(
         f"Checked against {args.audience} ({'repairing' if args.repair else 'changing nothing'}):"
@@ -465,25 +455,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """The `fbsflow` program: `main()` with the cycle collector off until the imports are done.
+    """The `fbsflow` program: `main()`, with the cycle collector kept off the imports and, at
+    exit, off the heap (`tasks.speed.gcpause`); commands that go on running turn it back on
+    (`_collect_from_here`), short ones end first."""
+    from tasks.speed import gcpause
 
-    Why: the imports (Prefect, SQLAlchemy, FastAPI, pydantic) make ~470k objects that live as
-    long as the process, and the collector walked them again and again while they were made:
-    the imports took 2.0 s with it and 1.6 s without. Commands that go on running turn it back
-    on (`_collect_from_here`); short ones end first. At exit the heap is frozen: else the
-    interpreter runs the collector over all of it again while taking the modules apart (0.8 s
-    here, after the work is done and printed); the atexit handlers still run as always.
-    """
-    gc.disable()
+    gcpause.start_without_collector()
     code = main()
-    gc.freeze()
+    gcpause.freeze_for_exit()
     sys.exit(code)
 
 
 def _collect_from_here() -> None:
     """Turn the cycle collector back on, leaving out what exists now (see `entry`)."""
-    gc.freeze()
-    gc.enable()
+    from tasks.speed.gcpause import collect_from_here
+
+    collect_from_here()
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ from tasks.models import (
 )
 from tasks.output import OutputFolder
 from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
-from tasks.prefetch import audience_source, take_prefetched
 from tasks.render import ChannelContent
 from tasks.settings import prefect_server, settings, variable
+from tasks.speed.prefetch import audience_source, take_prefetched
 
 # Channels that reach named borrowers through a provider; the rest produce files for publishing.
 DELIVERED = borrower_channels()

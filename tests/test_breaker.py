@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from prefect.states import Failed
 
-from flows.communicate_externally import _worth_retrying
 from tasks.breaker import DEFAULT_THRESHOLD, Breaker
 from tasks.delivery import RetryPolicy, deliver_chunk
+from tasks.delivery.chunks import worth_retrying
 from tasks.errors import AmbiguousError, CircuitOpenError, DeliveryError, TransientError
 from tasks.ledger import DeliveryState, Ledger
 from tasks.models import Channel, Language
@@ -83,8 +83,8 @@ def test_opens_after_three_unanswered_in_a_row(
 
 
 def test_prefect_retries_a_transient_chunk_but_never_one_the_breaker_stopped() -> None:
-    assert _worth_retrying(None, None, Failed(data=TransientError("503")))
-    assert not _worth_retrying(None, None, Failed(data=CircuitOpenError("stopped")))
+    assert worth_retrying(None, None, Failed(data=TransientError("503")))
+    assert not worth_retrying(None, None, Failed(data=CircuitOpenError("stopped")))
 
 
 @pytest.fixture

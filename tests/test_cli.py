@@ -55,15 +55,3 @@ def test_malformed_yaml_exits_2(tmp_path: Path) -> None:
     result = fbsflow("plan", str(path))
     assert result.returncode == 2 and "kommune.yaml" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_runs_on_a_temporary_server_send_no_heartbeats() -> None:
-    """Heartbeats let a long-lived server notice a dead run; a temporary one dies with it."""
-    from prefect.settings import get_current_settings
-
-    from flows.cli import _without_heartbeats
-
-    assert get_current_settings().flows.heartbeat_frequency is not None  # Prefect's default: on
-    with _without_heartbeats():
-        assert get_current_settings().flows.heartbeat_frequency is None
-    assert get_current_settings().flows.heartbeat_frequency is not None

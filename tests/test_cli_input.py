@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flows import cli
+from tests.audience.test_audience import export_with_stray_quote
 from tests.support.e2e import clean_env
-from tests.test_audience import export_with_stray_quote
 from tests.test_config import alias_bomb
 
 from .conftest import EXAMPLE_CONFIG, ROOT

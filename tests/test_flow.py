@@ -18,20 +18,18 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import (
-    branch_recipients,
-    communicate_externally,
-    deliver_chunk_task,
-)
-from tasks import prefetch
+from flows.communicate_externally import communicate_externally
 from tasks.config import load_municipality
+from tasks.delivery.chunks import deliver_chunk_task
+from tasks.delivery.keying import branch_recipients
 from tasks.errors import ConfigError
 from tasks.ledger import Ledger
 from tasks.models import Channel
 from tasks.plan import campaign_id
-from tasks.prefetch import prefetch_audience
 from tasks.providers.http import tls_context
 from tasks.providers.sendgrid import SendGridProvider
+from tasks.speed import prefetch
+from tasks.speed.prefetch import prefetch_audience
 from tests.servers.sendgrid_server import Fault, SendGridServer
 from tests.support.tls import self_signed
 
@@ -370,17 +368,18 @@ def test_an_audience_keyed_in_parts_is_sent_exactly_once(
 ) -> None:
     # Parts of at least 100: the example's 645 newsletter recipients are keyed, sorted and
     # registered a part at a time, as a large municipality's are in parts of 50,000 and more.
-    flow_module = importlib.import_module("flows.communicate_externally")
-    monkeypatch.setattr(flow_module, "MIN_PART", 100)
+    keying = importlib.import_module("tasks.delivery.keying")
+    channel = importlib.import_module("tasks.delivery.channel")
+    monkeypatch.setattr(keying, "MIN_PART", 100)
     sizes: list[int] = []
-    keyed_parts = flow_module._keyed_parts
+    keyed_parts = keying.keyed_parts
 
     def counted(*args: Any) -> Iterator[Any]:
         for part in keyed_parts(*args):
             sizes.append(len(part[1]))
             yield part
 
-    monkeypatch.setattr(flow_module, "_keyed_parts", counted)
+    monkeypatch.setattr(channel, "keyed_parts", counted)
     with SendGridServer(keep_bodies=False) as sendgrid:
         monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
         monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)

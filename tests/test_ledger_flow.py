@@ -22,13 +22,14 @@ import pytest
 import yaml
 
 from flows.cli import main as fbsflow
-from flows.communicate_externally import borrower_recipients, communicate_externally
+from flows.communicate_externally import communicate_externally
 from tasks.audience import import_audience
 from tasks.config import load_municipality
+from tasks.delivery.keying import borrower_recipients
 from tasks.errors import ConfigError
 from tasks.ledger import DATABASE_URL_ENV, LEDGER_KEY_ENV, Ledger
-from tasks.ledger_key import key_id
-from tasks.ledger_runs import HOST
+from tasks.ledger.runs import HOST
+from tasks.ledger.secret_key import key_id
 from tasks.models import Channel
 from tasks.plan import campaign_id
 from tasks.steps import data_dir

@@ -532,12 +532,13 @@ def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
     server: Server, tmp_path: Path
 ) -> None:
     """`fbsflow run` with PREFECT_API_URL set: a forked child parses most of a large export
-    while Prefect loads (tasks.audience.start_import); the SMS still reach everyone once."""
-    from tasks.audience import _SPLIT_MIN, import_audience
+    while Prefect loads (tasks.speed.fork_import); the SMS still reach everyone once."""
+    from tasks.audience import import_audience
+    from tasks.speed.fork_import import SPLIT_MIN
     from tasks.synthetic import write_borrowers
 
     borrowers = write_borrowers(tmp_path / "laanere.csv", 150_000)
-    assert borrowers.stat().st_size >= _SPLIT_MIN
+    assert borrowers.stat().st_size >= SPLIT_MIN
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     config["channels"] = {"sms": config["channels"]["sms"]}
     config["audience"] = {}
@@ -546,7 +547,15 @@ def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
     fbsflow = _bin("fbsflow")
     command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
     out = tmp_path / "outbox"
-    args = ["run", str(config_path), "--audience", str(borrowers), "--approve", "--output", str(out)]
+    args = [
+        "run",
+        str(config_path),
+        "--audience",
+        str(borrowers),
+        "--approve",
+        "--output",
+        str(out),
+    ]
     done = subprocess.run(
         [*command, *args],
         cwd=tmp_path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.communicate_externally import MIN_CHUNK_SIZE, _positive_int_env, chunk_size
+from tasks.delivery.chunks import MIN_CHUNK_SIZE, chunk_size, positive_int_env
 from tasks.errors import ConfigError
 from tasks.models import Channel
 from tasks.providers.registry import chunks_at_once
@@ -33,15 +33,15 @@ def test_a_bad_number_in_the_environment_names_the_variable(
 ) -> None:
     monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raw)
     with pytest.raises(ConfigError, match="FBSFLOW_MAX_CONCURRENT_CHUNKS") as caught:
-        _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2)
+        positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2)
     assert "positive whole number" in str(caught.value)
 
 
 def test_an_unset_or_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raising=False)
-    assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+    assert positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
     monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", " ")
-    assert _positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+    assert positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
 
 
 @pytest.mark.parametrize(

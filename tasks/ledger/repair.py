@@ -1,13 +1,4 @@
-"""`fbsflow ledger CONFIG --audience CSV [--repair]`: rows outbox runs left in the real ledger.
-
-Before the outbox got a ledger of its own, an outbox run with FBSFLOW_DATABASE_URL set wrote its
-rows into the real ledger: under a random key (rows no recipient has; a kill left them pending
-or sending, and the channel never completed), or, with FBSFLOW_LEDGER_KEY set, under the real
-key (recipients recorded as sent though nobody received anything). This module tells those rows
-apart and, asked to, repairs them: it removes rows that record no delivery and puts the
-recipients only an outbox run "sent" back to pending. A row that may record a real delivery (a
-borrower who left the audience since, or a run it cannot identify) is never touched.
-"""
+"""`fbsflow ledger CONFIG --audience CSV [--repair]`: rows outbox runs left in the real ledger."""
 
 from __future__ import annotations
 
@@ -19,7 +10,16 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement
 
-from tasks.ledger import DeliveryState, Ledger, deliveries
+from tasks.ledger.core import Ledger
+from tasks.ledger.schema import DeliveryState, deliveries
+
+# Before the outbox got a ledger of its own, an outbox run with FBSFLOW_DATABASE_URL set wrote its
+# rows into the real ledger: under a random key (rows no recipient has; a kill left them pending
+# or sending, and the channel never completed), or, with FBSFLOW_LEDGER_KEY set, under the real
+# key (recipients recorded as sent though nobody received anything). This module tells those rows
+# apart and, asked to, repairs them: it removes rows that record no delivery and puts the
+# recipients only an outbox run "sent" back to pending. A row that may record a real delivery (a
+# borrower who left the audience since, or a run it cannot identify) is never touched.
 
 # The outbox's provider id of a batch is its request file: "<language>-<batch id>.json".
 _OUTBOX_ID = re.compile(r"[a-z]{2,3}-[0-9a-f]{16}\.json")

@@ -1,7 +1,7 @@
 """The import split across two processes gives exactly what a single pass gives.
 
 `start_import` lets a forked child parse the tail of a large export while this process parses
-the head; `_merge` then joins them. The equivalence is checked here on the join itself, in
+the head (`tasks.speed.fork_import`); `merge` then joins them. The equivalence is checked here on the join itself, in
 this process, at every line boundary of dirty files (duplicates across the split, quoted values,
 ragged rows, a stray quote), and for real through fork in a fresh interpreter.
 """
@@ -19,13 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks import audience as imports
 from tasks.audience import Audience, import_audience, start_import
+from tasks.audience.reading import Header
+from tasks.audience.validation import REASONS
 from tasks.errors import ConfigError
+from tasks.speed import fork_import
 from tasks.synthetic import write_borrowers
-from tests.test_audience import export_with_stray_quote
+from tests.audience.test_audience import export_with_stray_quote
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fingerprint(audience: Audience) -> tuple[object, ...]:
@@ -49,12 +51,13 @@ def split_at(path: Path, split: int, **kwargs: object) -> Audience:
     A ConfigError from the tail is what the parent raises too: its single pass finds the same.
     """
     pending = start_import(path, split=False, **kwargs)  # type: ignore[arg-type]
-    header = imports._read_header(pending._lines(), path, None)
-    # As _split_point hands it to the child: rows after `split`, numbered on from there.
+    header = pending.header()
+    # As split_point hands it to the child: rows after `split`, numbered on from there.
     before = pending.text.count(pending.newline, 0, split)
-    tail_header = imports._Header(header.index, header.ncols, before)
-    head = pending._head(split)
-    return pending._join(head, pending._tail(split, tail_header))
+    tail_header = Header(header.index, header.ncols, before)
+    head = pending.parse(0, split)
+    tail = fork_import.parse_tail(pending, split, tail_header)
+    return pending._audience(fork_import.join(head, tail))
 
 
 def outcome(read: Callable[[], Audience]) -> tuple[object, ...] | str:
@@ -69,12 +72,12 @@ def line_starts(path: Path) -> tuple[int, list[int]]:
     """The header's last line number and the character offset of every later line."""
     pending = start_import(path, split=False)
     text, newline = pending.text, pending.newline
-    header = imports._read_header(pending._lines(), path, None)
+    header = pending.header()
     starts, at = [], 0
     while (at := text.find(newline, at)) >= 0:
         at += len(newline)
         starts.append(at)
-    # Not the end of the text: _split_point never splits there.
+    # Not the end of the text: split_point never splits there.
     return header.line_no, [at for at in starts[header.line_no - 1 :] if at < len(text)]
 
 
@@ -138,7 +141,7 @@ def test_duplicates_across_the_split_name_the_first_row(tmp_path: Path) -> None:
         # Ida: the tail's first row with Bo's address; Anna's number repeats Dorte's.
         (11, "email", "same e-mail address as row 3"),
         (11, "mobile", "same mobile number as row 2"),
-        (11, "newsletter_consent", imports._REASONS["invalid_newsletter_consent"][1]),
+        (11, "newsletter_consent", REASONS["invalid_newsletter_consent"][1]),
     ]
     assert audience.report.counts["duplicate_email"] == 3  # Dorte, Ida, Lis
 
@@ -186,9 +189,9 @@ def test_fuzz_split_points_agree_with_a_single_pass(
 
 def test_no_fork_beside_other_threads_or_for_small_files(tmp_path: Path) -> None:
     path = write_borrowers(tmp_path / "small.csv", 200)
-    assert not start_import(path).split  # far below _SPLIT_MIN
+    assert not start_import(path).split  # far below SPLIT_MIN
     big = tmp_path / "big.csv"
-    big.write_bytes(path.read_bytes() + b"\r\n" * (imports._SPLIT_MIN + 1))
+    big.write_bytes(path.read_bytes() + b"\r\n" * (fork_import.SPLIT_MIN + 1))
     stop = threading.Event()
     helper = threading.Thread(target=stop.wait)
     helper.start()
@@ -203,7 +206,7 @@ _FORKED = """
 import os, signal, sys, threading, time
 from tasks.audience import import_audience, start_import
 from tasks.errors import ConfigError
-from tests.test_audience_split import fingerprint
+from tests.speed.test_fork_import import fingerprint
 path = sys.argv[1]
 single = fingerprint(import_audience(path))
 pending = start_import(path)
@@ -211,11 +214,11 @@ assert pending.split, "no child was started"
 assert fingerprint(pending.result()) == single, "forked import differs"
 # A child that dies leaves the import to a single pass.
 pending = start_import(path)
-os.kill(pending._child[0], signal.SIGKILL)
+os.kill(pending.tail.pid, signal.SIGKILL)
 assert fingerprint(pending.result()) == single, "fallback differs"
 # A run that stops before the result leaves no child behind.
 pending = start_import(path)
-pid = pending._child[0]
+pid = pending.tail.pid
 pending.close()
 import time
 for _ in range(100):
@@ -249,6 +252,11 @@ for share in (0.2, 0.8):
         assert str(exc) == message, (str(exc), message)
     else:
         raise AssertionError("the forked import took the stray quote")
+# Switched off: one process, the same audience.
+os.environ["FBSFLOW_SPEED_FORK_IMPORT"] = "0"
+pending = start_import(path)
+assert not pending.split, "a child was started with the switch off"
+assert fingerprint(pending.result()) == single, "the plain path differs"
 print("OK", len(single[0]))
 """
 
@@ -256,7 +264,7 @@ print("OK", len(single[0]))
 def test_forked_import_in_a_fresh_interpreter(tmp_path: Path) -> None:
     """Through os.fork for real: the pytest process has threads, so it is done in a new one."""
     path = write_borrowers(tmp_path / "borrowers.csv", 150_000)
-    assert path.stat().st_size >= imports._SPLIT_MIN
+    assert path.stat().st_size >= fork_import.SPLIT_MIN
     done = subprocess.run(
         [sys.executable, "-c", _FORKED, str(path)],
         cwd=ROOT,
@@ -270,18 +278,19 @@ def test_forked_import_in_a_fresh_interpreter(tmp_path: Path) -> None:
 
 _FORKED_STRAY = """
 import sys, threading, time
-from tasks import audience as imports
+from tasks.audience import start_import
 from tasks.errors import ConfigError
-imports._SPLIT_MIN = 0  # small files: forked all the same
+from tasks.speed import fork_import
+fork_import.SPLIT_MIN = 0  # small files: forked all the same
 for path, row, part in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
     while threading.active_count() > 1:  # the last child's reaper: no fork beside a thread
         time.sleep(0.01)
-    pending = imports.start_import(path)
+    pending = start_import(path)
     assert pending.split, f"no child for {path}"
     text, newline, start = pending.text, pending.newline, 0
     for _ in range(int(row) - 1):  # where the row starts
         start = text.index(newline, start) + len(newline)
-    assert (start >= pending._split) == (part == "tail"), f"row {row} is not in the {part}"
+    assert (start >= pending.tail.split) == (part == "tail"), f"row {row} is not in the {part}"
     try:
         pending.result()
     except ConfigError as exc:
@@ -327,4 +336,4 @@ def test_a_stray_quote_stops_the_forked_import_in_every_delimiter_and_encoding(
 def test_a_file_of_only_a_header_is_not_split(tmp_path: Path, rows: int) -> None:
     path = write_borrowers(tmp_path / "tiny.csv", rows)
     pending = start_import(path, split=False)
-    assert pending._split_point() is None or rows == 1
+    assert fork_import.split_point(pending) is None or rows == 1

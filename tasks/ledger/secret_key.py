@@ -1,10 +1,4 @@
-"""The ledger's hashing key: where it comes from, and the check value that binds it to one ledger.
-
-A ledger stores an HMAC of each address under a secret key. A run with another key computes
-other recipient keys, finds none of them in the ledger and sends to everyone again. So the first
-open of a ledger records a check value of its key (an HMAC of a fixed label under the key, never
-the key), and every later open compares: a run with another key stops before it sends anything.
-"""
+"""The ledger's hashing key: where it comes from, and the check value that binds it to one ledger."""
 
 from __future__ import annotations
 
@@ -131,6 +125,11 @@ def refuse_a_new_key(conn: Connection, deliveries_table: str, where: str, data_d
 
 def verify(conn: Connection, *, postgres: bool, secret: bytes, origin: str, where: str) -> None:
     """Record the key's check value in a ledger that has none; else ConfigError on a mismatch.
+
+    A ledger stores an HMAC of each address under a secret key. A run with another key computes
+    other recipient keys, finds none of them in the ledger and sends to everyone again. So the first
+    open of a ledger records a check value of its key (an HMAC of a fixed label under the key, never
+    the key), and every later open compares: a run with another key stops before it sends anything.
 
     In the caller's transaction. Two processes recording at once: one insert wins (the primary
     key), and the other then compares against it like any later open.

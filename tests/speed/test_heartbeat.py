@@ -7,12 +7,13 @@ import time
 from typing import Any
 from uuid import UUID
 
+import pytest
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.settings import get_current_settings
 
-from tasks.heartbeat import HEARTBEAT_EVENT, flow_heartbeats, handed_over
+from tasks.speed.heartbeat import HEARTBEAT_EVENT, flow_heartbeats, handed_over, run_heartbeats
 
 
 @task
@@ -91,3 +92,38 @@ def test_without_handing_over_the_flow_leaves_heartbeats_to_prefect(prefect_harn
     while not (events := _heartbeats_of(result["run_id"])) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(events) == 1  # Prefect's own, at the start of the run
+
+
+def test_a_temporary_server_gets_no_heartbeats_unless_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Heartbeats let a long-lived server notice a dead run; a temporary one dies with it."""
+    prefects = get_current_settings().flows.heartbeat_frequency
+    assert prefects is not None  # Prefect's default: on
+    with run_heartbeats(temporary_server=True):
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == prefects
+    monkeypatch.setenv("FBSFLOW_SPEED_HEARTBEAT", "0")
+    for temporary_server in (True, False):
+        with run_heartbeats(temporary_server=temporary_server):
+            assert get_current_settings().flows.heartbeat_frequency == prefects
+
+
+def test_switched_off_prefect_sends_the_same_heartbeat(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain path: nothing handed over, Prefect's engine sends the heartbeat, for the same
+    flow run and related flow as the flow's own sender. (Prefect's may also name a task run that
+    ran before: its events worker's context, which the flow's sender leaves out on purpose.)"""
+    monkeypatch.setenv("FBSFLOW_SPEED_HEARTBEAT", "0")
+    with handed_over() as seconds:
+        assert seconds is None
+        assert get_current_settings().flows.heartbeat_frequency is not None
+        result = _beating(0.3)
+    assert result["senders"] == 0
+    deadline = time.monotonic() + 20
+    while not (events := _heartbeats_of(result["run_id"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [event] = events
+    assert event["resource"]["prefect.resource.id"] == f"prefect.flow-run.{result['run_id']}"
+    assert "flow" in {r["prefect.resource.role"] for r in event["related"]}

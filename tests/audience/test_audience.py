@@ -25,9 +25,7 @@ from tasks.ledger import normalise_address
 from tasks.models import Language
 from tasks.synthetic import HEADER, main, write_borrowers
 
-EXAMPLE = (
-    Path(__file__).resolve().parent.parent / "config" / "municipalities" / "eksempel-laanere.csv"
-)
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "municipalities" / "eksempel-laanere.csv"
 DA_HEADER = ";".join(HEADER)
 
 
@@ -230,16 +228,16 @@ def test_the_quote_check_reads_nothing_ahead(
 ) -> None:
     """The speed path's bound, without timing: a row without a quote never reaches csv.reader,
     a quoted row hands it its own line, and only an open quote makes it ask for one more."""
-    from tasks import audience as imports
+    from tasks.audience import reading
 
     asked: list[bool] = []  # per call of the reader's input: was there a line to give?
-    real = imports._Feed.__next__
+    real = reading.Feed.__next__
 
-    def counted(feed: imports._Feed) -> str:
+    def counted(feed: reading.Feed) -> str:
         asked.append(feed.head is not None)
         return real(feed)
 
-    monkeypatch.setattr(imports._Feed, "__next__", counted)
+    monkeypatch.setattr(reading.Feed, "__next__", counted)
     lines = ["Navn;E-mail;Nyhedsbrev"]
     lines += [f"n{i};n{i}@example.com;Ja" for i in range(900)]
     lines += [f'"Jensen; n{i}";m{i}@example.com;Ja' for i in range(100)]

@@ -1,25 +1,4 @@
-"""The one delivery worker: sends each recipient of a chunk once through a provider and the ledger.
-
-Providers hold no state and never retry; this module does, around each batch:
-
-    claim (pending -> sending; keys another run holds or already handled are skipped)
-    send  TransientError  -> sleep (backoff, or the provider's Retry-After) and resend the same
-                             claimed batch; attempts exhausted -> release (-> pending) and raise
-          PermanentError  -> the whole batch is refused: mark failed, stop the chunk and raise
-                             (the next batches carry the same content and would be refused too)
-          AmbiguousError  -> mark unknown (it may have been accepted), never resend; go on
-          ConfigError     -> nothing was sent: release and raise
-          anything else   -> mark unknown (a bug may strike after the request left), raise
-                             AmbiguousError
-    breaker  every outcome is reported to the channel's Breaker (tasks/breaker.py); once it is
-          open (the provider did not answer N times in a row), no batch is claimed or resent:
-          the claimed one is released and CircuitOpenError raised, the rest stays pending
-    mark  the per-recipient statuses the provider returned, as given; DEFERRED ones (definitely
-          not sent, e.g. an SMTP 4xx) are resent alone after a backoff, like a TransientError
-
-A crash between claim and mark leaves rows in `sending`; `Ledger.resolve_interrupted` turns them
-into `unknown` on the next run once their lease has run out, so nobody is sent to twice.
-"""
+"""The one delivery worker: sends each recipient of a chunk once through a provider and the ledger."""
 
 from __future__ import annotations
 
@@ -189,6 +168,26 @@ def _deliver_batch(
     outcome: ChunkOutcome,
     breaker: Breaker,
 ) -> None:
+    """Claim, send and mark one batch. Providers hold no state and never retry; this does:
+
+        claim (pending -> sending; keys another run holds or already handled are skipped)
+        send  TransientError  -> sleep (backoff, or the provider's Retry-After) and resend the same
+                                 claimed batch; attempts exhausted -> release (-> pending) and raise
+              PermanentError  -> the whole batch is refused: mark failed, stop the chunk and raise
+                                 (the next batches carry the same content and would be refused too)
+              AmbiguousError  -> mark unknown (it may have been accepted), never resend; go on
+              ConfigError     -> nothing was sent: release and raise
+              anything else   -> mark unknown (a bug may strike after the request left), raise
+                                 AmbiguousError
+        breaker  every outcome is reported to the channel's Breaker (tasks/breaker.py); once it is
+              open (the provider did not answer N times in a row), no batch is claimed or resent:
+              the claimed one is released and CircuitOpenError raised, the rest stays pending
+        mark  the per-recipient statuses the provider returned, as given; DEFERRED ones (definitely
+              not sent, e.g. an SMTP 4xx) are resent alone after a backoff, like a TransientError
+
+    A crash between claim and mark leaves rows in `sending`; `Ledger.resolve_interrupted` turns them
+    into `unknown` on the next run once their lease has run out, so nobody is sent to twice.
+    """
     breaker.check()  # before the claim: a batch never started stays pending
     # The ledger row already names the run; a short id keeps each of a million rows small.
     batch_id = uuid.uuid4().hex[:16]

@@ -1,11 +1,4 @@
-"""Who holds a ledger's claims: one row per run (host, process id, heartbeat), not per recipient.
-
-A run killed mid-send leaves rows in `sending` whose lease (10 minutes) has not run out. With
-the holder known, a rerun need not wait for it: a run whose process is gone on this host, or
-that has sent no heartbeat for `STALE_SECONDS` (on any host), is dead, and its rows are judged
-interrupted at once. A claim or a renewal is the heartbeat, written at most every
-`HEARTBEAT_SECONDS`: one small statement now and then, never one per recipient.
-"""
+"""Who holds a ledger's claims: one row per run (host, process id, heartbeat), not per recipient."""
 
 from __future__ import annotations
 
@@ -19,6 +12,12 @@ from sqlalchemy import Column, Connection, Float, Integer, MetaData, String, Tab
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+# A run killed mid-send leaves rows in `sending` whose lease (10 minutes) has not run out. With
+# the holder known, a rerun need not wait for it: a run whose process is gone on this host, or
+# that has sent no heartbeat for `STALE_SECONDS` (on any host), is dead, and its rows are judged
+# interrupted at once. A claim or a renewal is the heartbeat, written at most every
+# `HEARTBEAT_SECONDS`: one small statement now and then, never one per recipient.
+#
 # A live run claims or renews a batch far more often than this (every batch attempt, and an
 # attempt is bounded by the provider's timeouts); a run silent this long has died, or hangs in
 # one request. Its rows are then marked unknown, never sent again: a run that was only slow

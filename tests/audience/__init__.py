@@ -1,0 +1,1 @@
+"""Tests of tasks/audience/: reading, validating and selecting borrowers."""

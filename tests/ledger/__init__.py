@@ -1,0 +1,1 @@
+"""Tests of tasks/ledger/: states, claims, the key, runs, migration and repairs."""
