@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_municipality(config_path)
     audience_path = _audience_path(args, config_path)
     approve = args.approve
-    if not approve and sys.stdin.isatty() and not _has_server():
+    if not approve and sys.stdin.isatty() and not _server():
         answer = input(
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
         )
@@ -93,9 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     # before Prefect is imported (~1 s), and this process parses the rest after. Without a
     # server, Prefect's temporary server boots in a process of its own on the other core, and
     # this process parses the whole file meanwhile.
-    prefetch = (
-        Prefetch.start(config, str(config_path), audience, split=True) if _has_server() else None
-    )
+    prefetch = Prefetch.start(config, str(config_path), audience, split=True) if _server() else None
     try:
         # Booting first: Prefect's server module (~1.1 s to import) is what the boot needs,
         # and most of the flow's own imports come with it.
@@ -116,11 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     # The modules and a million borrowers were built with the cycle collector off (see
     # `entry`); left to it, its next full runs walk them all only to find nothing.
     _collect_from_here()
-    mode = (
-        "Prefect server " + os.environ["PREFECT_API_URL"]
-        if _has_server()
-        else "embedded Prefect (no server)"
-    )
+    server = _server()
+    mode = f"Prefect server {server}" if server else "embedded Prefect (no server)"
     _crash_dead_flow_runs()
     print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
     # Against a server, the flow sends its own heartbeats, which end with it; on its own
@@ -174,9 +169,11 @@ def _crash_dead_flow_runs() -> None:
         )
 
 
-def _has_server() -> bool:
-    """Whether PREFECT_API_URL names a server, as far as the environment tells without Prefect."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+def _server() -> str | None:
+    """The Prefect server PREFECT_API_URL names (tasks.settings.prefect_server), if any."""
+    from tasks.settings import prefect_server
+
+    return prefect_server()
 
 
 def _boot_temporary_server() -> Future[None] | None:
@@ -320,7 +317,7 @@ def _done(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.deployments import resolve, serve_all
 
-    if not os.environ.get("PREFECT_API_URL"):
+    if not _server():
         raise ConfigError(
             "serve needs a Prefect server (fix: start one with `prefect server start` and "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api)"

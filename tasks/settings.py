@@ -285,6 +285,61 @@ class ProviderSettings(_Group):
     )
 
 
+class SpeedSettings(_Group):
+    """The speed tricks' switches (tasks/speed/): each is on; 0 turns it off, to measure what
+    it buys or to rule it out. README: "Speed tricks and their switches"."""
+
+    all: _Switch = _variable(
+        "FBSFLOW_SPEED_ALL", "`0` turns every speed trick below off at once (default: 1)", True
+    )
+    fork_import: _Switch = _variable(
+        "FBSFLOW_SPEED_FORK_IMPORT",
+        "`0`: the borrower file is parsed in one process, not half in a forked child",
+        True,
+    )
+    prefetch: _Switch = _variable(
+        "FBSFLOW_SPEED_PREFETCH",
+        "`0`: the borrower file is parsed by the flow's import step, not before Prefect starts",
+        True,
+    )
+    gc: _Switch = _variable(
+        "FBSFLOW_SPEED_GC",
+        "`0`: Python's cycle collector runs as usual through imports, bulk work and exit",
+        True,
+    )
+    heartbeat: _Switch = _variable(
+        "FBSFLOW_SPEED_HEARTBEAT",
+        "`0`: Prefect's engine sends flow-run heartbeats itself (and stops them up to 1 s late)",
+        True,
+    )
+    ledger_sql: _Switch = _variable(
+        "FBSFLOW_SPEED_LEDGER_SQL",
+        "`0`: the ledger builds every statement with SQLAlchemy (no id-range claims)",
+        True,
+    )
+    hmac_states: _Switch = _variable(
+        "FBSFLOW_SPEED_HMAC_STATES",
+        "`0`: recipient keys through `hmac.digest`, deriving the key's states each time",
+        True,
+    )
+    sqlite_pages: _Switch = _variable(
+        "FBSFLOW_SPEED_SQLITE_PAGES",
+        "`0`: a new SQLite ledger gets SQLite's default page and cache sizes",
+        True,
+    )
+    overlap_register: _Switch = _variable(
+        "FBSFLOW_SPEED_OVERLAP_REGISTER",
+        "`0`: a channel's keys are all made first, then registered in one go",
+        True,
+    )
+    keepalive: _Switch = _variable(
+        "FBSFLOW_SPEED_KEEPALIVE",
+        "`0`: each SendGrid request goes through the SDK's own transport (a new connection and "
+        "TLS handshake each) instead of one kept connection per provider",
+        True,
+    )
+
+
 class PrefectSettings(_Group):
     """The Prefect server, as fbsflow sees it."""
 
@@ -309,6 +364,7 @@ class PrefectSettings(_Group):
 class Settings(
     # Pydantic lists the last base's fields first: these are the groups from the last up, so
     # that the fields (and the README's table) read from storage down to Prefect.
+    SpeedSettings,
     PrefectSettings,
     ProviderSettings,
     NoticeSettings,

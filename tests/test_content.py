@@ -194,9 +194,7 @@ def test_every_channel_says_what_is_true_and_nothing_else(combo: dict[str, Any])
             )
 
 
-@pytest.mark.parametrize(
-    "combo", COMBOS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
-)
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
     config = make_config(combo)
     sms = spec(Channel.SMS).render(config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -23,12 +22,16 @@ from tasks.output import OutputFolder
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import provider_name
+from tasks.settings import DeliverySettings, settings
 from tasks.speed.gcpause import gc_frozen, gc_paused
 from tasks.speed.overlap_register import register_while_keying
 from tasks.steps import DELIVERED, ChannelOutcome
 
-# How long a claimed batch stays claimed without renewal before a rerun may judge its run dead.
-LEASE_SECONDS = float(os.environ.get("FBSFLOW_LEASE_SECONDS", "600"))
+
+def _lease_seconds() -> float:
+    """How long a claimed batch stays claimed without renewal before a rerun may judge its run
+    dead (FBSFLOW_LEASE_SECONDS)."""
+    return settings(DeliverySettings).lease_seconds
 
 
 @task(name="check-ledger-key", cache_policy=NO_CACHE)
@@ -38,7 +41,7 @@ def check_ledger_key(channels: Sequence[Channel], data: Path) -> None:
     for and before any channel sends."""
     delivering = [c for c in channels if spec(c).delivers is not None]
     if any(provider_name(c) != "outbox" for c in delivering):
-        Ledger.open(data, lease_seconds=LEASE_SECONDS).close()
+        Ledger.open(data, lease_seconds=_lease_seconds()).close()
 
 
 @task(name="deliver", cache_policy=NO_CACHE, task_run_name="deliver-{channel.value}")
@@ -130,11 +133,11 @@ def _ledger(provider: str, data: Path) -> Iterator[Ledger]:
     (never the real one, not even with FBSFLOW_DATABASE_URL set), where its rows would pass for
     deliveries. Each outbox run writes all."""
     if provider != "outbox":
-        with Ledger.open(data, lease_seconds=LEASE_SECONDS) as ledger:
+        with Ledger.open(data, lease_seconds=_lease_seconds()) as ledger:
             yield ledger
         return
     with (
         tempfile.TemporaryDirectory() as scratch,
-        Ledger.scratch(Path(scratch), lease_seconds=LEASE_SECONDS) as ledger,
+        Ledger.scratch(Path(scratch), lease_seconds=_lease_seconds()) as ledger,
     ):
         yield ledger

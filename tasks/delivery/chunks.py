@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from itertools import islice
 from typing import Any
@@ -16,12 +15,13 @@ from prefect.utilities.annotations import quote
 
 from tasks.breaker import Breaker
 from tasks.delivery.worker import ChunkOutcome, deliver_chunk
-from tasks.errors import CircuitOpenError, ConfigError, DeliveryError, TransientError
+from tasks.errors import CircuitOpenError, DeliveryError, TransientError
 from tasks.ledger import Ledger
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.output import OutputFolder, PrivateFiles
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import chunks_at_once, make_provider
+from tasks.settings import DeliverySettings, settings
 
 # Recipients per task run: a Prefect task run costs ~10-25 ms, so thousands go in each. Large
 # audiences get about CHUNKS_PER_CHANNEL chunks (the progress artifact's steps), never fewer than
@@ -35,24 +35,10 @@ CHUNKS_PER_CHANNEL = 20
 MAX_WORKERS = 16
 
 
-def positive_int_env(name: str, default: int) -> int:
-    """A positive whole number from env `name`, `default` if it is unset or blank."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} is not a positive whole number; unset it or use e.g. 2")
-    return value
-
-
 def chunk_size(recipients: int) -> int:
     """Recipients per chunk task run for a channel with `recipients` to send."""
     adaptive = max(MIN_CHUNK_SIZE, -(-recipients // CHUNKS_PER_CHANNEL))
-    return positive_int_env("FBSFLOW_CHUNK_SIZE", adaptive)
+    return settings(DeliverySettings).chunk_size or adaptive
 
 
 def cut(recipients: list[Recipient]) -> list[list[Recipient]]:
@@ -126,7 +112,7 @@ def send_chunks(
     delivery errors, one line each."""
     if not chunks:
         return []
-    at_once = positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", chunks_at_once(channel))
+    at_once = settings(DeliverySettings).max_concurrent_chunks or chunks_at_once(channel)
     progress = create_progress_artifact(progress=0.0, description=f"{channel.value}: chunks sent")
     errors: list[str] = []
 

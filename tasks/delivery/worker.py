@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import uuid
@@ -58,14 +57,9 @@ class RetryPolicy:
 
 
 def _scale() -> float:
-    raw = os.environ.get(BACKOFF_SCALE_ENV, "1")
-    try:
-        scale = float(raw)
-    except ValueError:
-        raise ConfigError(f"{BACKOFF_SCALE_ENV} must be a number such as 1 or 0.01") from None
-    if scale < 0:
-        raise ConfigError(f"{BACKOFF_SCALE_ENV} must not be negative")
-    return scale
+    from tasks.settings import DeliverySettings, settings
+
+    return settings(DeliverySettings).backoff_scale
 
 
 @dataclass

@@ -32,6 +32,7 @@ from tasks.ledger.base import DEFAULT_LEASE_SECONDS, CountChanged, LedgerBase
 from tasks.ledger.runs import Interruption
 from tasks.ledger.schema import DeliveryState, deliveries, make_engine, streams, where
 from tasks.ledger.statements import chunks, chunks_of_parts
+from tasks.settings import StorageSettings, settings
 from tasks.speed import ledger_sql
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,10 @@ class Ledger(LedgerBase):
         """
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        url = os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{data_dir / DB_FILE_NAME}"
+        configured = settings(StorageSettings).database_url
+        url = (
+            configured.get_secret_value() if configured else f"sqlite:///{data_dir / DB_FILE_NAME}"
+        )
         key = secret_key.find_key(data_dir)
         if key is None:
             engine = make_engine(url)

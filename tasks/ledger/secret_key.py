@@ -15,6 +15,7 @@ from sqlalchemy import Column, Connection, Float, Integer, MetaData, String, Tab
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from tasks.errors import ConfigError
+from tasks.settings import StorageSettings, settings
 
 LEDGER_KEY_ENV = "FBSFLOW_LEDGER_KEY"
 KEY_FILE_NAME = "ledger.key"
@@ -58,8 +59,8 @@ def key_id(secret: bytes) -> str:
 
 def find_key(data_dir: Path) -> LedgerKey | None:
     """The key from env FBSFLOW_LEDGER_KEY, else from `data_dir/ledger.key`; None if neither."""
-    if from_env := os.environ.get(LEDGER_KEY_ENV):
-        secret = from_env.encode()
+    if from_env := settings(StorageSettings).ledger_key:
+        secret = from_env.get_secret_value().encode()
         if len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"{LEDGER_KEY_ENV} is shorter than {MIN_SECRET_BYTES} characters; set a long "

@@ -17,36 +17,26 @@ it against the stand-in, over HTTP and HTTPS).
 from __future__ import annotations
 
 import http.client
-import os
 import select
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from typing import Any
 
-from tasks.errors import ConfigError
 from tasks.providers.http import Answer, NoAnswer, NotSent, tls_context
+from tasks.speed.switches import enabled
 
-KEEPALIVE_ENV = "FBSFLOW_SPEED_KEEPALIVE"
-_ON, _OFF = {"", "1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 # A kept connection idle longer than this is closed rather than reused: well inside the idle
 # timeouts of servers and load balancers (commonly 60 s and more), so a server closing it just as
 # a request goes out (which would leave that request's fate unknown) is not to be expected.
 KEEP_IDLE_SECONDS = 15.0
 
 
-def keeps_connection(url: str, env: Mapping[str, str] | None = None) -> bool:
-    """Whether requests to `url` should go over a kept connection: switched on, and no proxy."""
-    env = os.environ if env is None else env
-    switch = env.get(KEEPALIVE_ENV, "1").strip().lower()
-    if switch not in _ON | _OFF:
-        raise ConfigError(
-            f"{KEEPALIVE_ENV}={switch!r} is not 1 or 0; fix: write 1 (the default: one kept "
-            "connection per provider) or 0 (a new connection per request, as the SDK ships)"
-        )
-    return switch in _ON and _reached_directly(url)
+def keeps_connection(url: str) -> bool:
+    """Whether requests to `url` should go over a kept connection: switched on
+    (`FBSFLOW_SPEED_KEEPALIVE`), and no proxy in the way."""
+    return enabled("KEEPALIVE") and _reached_directly(url)
 
 
 def _reached_directly(url: str) -> bool:

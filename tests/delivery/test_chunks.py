@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.delivery.chunks import MIN_CHUNK_SIZE, chunk_size, positive_int_env
+from tasks.delivery.chunks import MIN_CHUNK_SIZE, chunk_size
 from tasks.errors import ConfigError
 from tasks.models import Channel
 from tasks.providers.registry import chunks_at_once
+from tasks.settings import DeliverySettings, settings
 
 
 def test_small_audiences_get_chunks_of_the_minimum_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,15 +34,15 @@ def test_a_bad_number_in_the_environment_names_the_variable(
 ) -> None:
     monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raw)
     with pytest.raises(ConfigError, match="FBSFLOW_MAX_CONCURRENT_CHUNKS") as caught:
-        positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2)
+        settings(DeliverySettings)
     assert "positive whole number" in str(caught.value)
 
 
 def test_an_unset_or_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", raising=False)
-    assert positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+    assert settings(DeliverySettings).max_concurrent_chunks is None
     monkeypatch.setenv("FBSFLOW_MAX_CONCURRENT_CHUNKS", " ")
-    assert positive_int_env("FBSFLOW_MAX_CONCURRENT_CHUNKS", 2) == 2
+    assert settings(DeliverySettings).max_concurrent_chunks is None
 
 
 @pytest.mark.parametrize(

@@ -478,7 +478,7 @@ def test_the_sdks_own_transport_still_classifies_and_delivers(
     server: SendGridServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Switched off (or behind a proxy), the SDK sends per request as it ships; same outcomes.
-    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "0")
+    monkeypatch.setenv("FBSFLOW_SPEED_KEEPALIVE", "0")
     provider, batch = make_provider(server), recipients(2)
     assert not provider.keeps_connection
     server.fail_next(Fault.server_error(500), Fault.respond(400, "bad"))
@@ -598,7 +598,7 @@ def test_the_sdks_own_debug_log_shows_a_request_body_as_its_size(
     # Someone debugging turns the SDK's own logger to DEBUG: it logs every request body, which
     # holds up to 1000 addresses, and the headers, which hold the key. The provider hands it a
     # body that prints as its size, and masks the key.
-    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "0")
+    monkeypatch.setenv("FBSFLOW_SPEED_KEEPALIVE", "0")
     caplog.set_level(logging.DEBUG, logger="python_http_client")
     batch = recipients(2)
     send(make_provider(server), batch)
@@ -774,7 +774,7 @@ def test_every_outcome_is_classified_alike_on_both_transports(
     tls: Tls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(keepalive.KEEPALIVE_ENV, "1" if transport == "kept" else "0")
+    monkeypatch.setenv("FBSFLOW_SPEED_KEEPALIVE", "1" if transport == "kept" else "0")
     batch = recipients(2)
     with SendGridServer(tls=tls.server(scheme)) as server:
         provider = staged(situation, server, tls)
@@ -800,7 +800,7 @@ def test_the_sdk_and_the_kept_connection_give_the_same_results(
     ]
     seen = {}
     for transport in ("0", "1"):
-        monkeypatch.setenv(keepalive.KEEPALIVE_ENV, transport)
+        monkeypatch.setenv("FBSFLOW_SPEED_KEEPALIVE", transport)
         with SendGridServer(tls=tls.server(scheme)) as server:
             provider = make_provider(server)
             results: list[object] = [_result(provider, recipients(2))]
