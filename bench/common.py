@@ -313,7 +313,9 @@ def batches(
                 yield messages[language], group[i : i + batch]
 
 
-def sendgrid_bodies(config: Path, recipients: list[Any], messages: dict[Any, Any]) -> Iterator[bytes]:
+def sendgrid_bodies(
+    config: Path, recipients: list[Any], messages: dict[Any, Any]
+) -> Iterator[bytes]:
     """The bare loop's SendGrid request bodies: `encode_payload`, 1000 recipients a request,
     grouped by chunk and language as the flow sends them. Built as they are posted, so that
     building counts in the loop's time; the imports and the config are read now, so they don't."""
@@ -428,7 +430,9 @@ def run_fbsflow(
     started_epoch = time.time()
     t0 = time.perf_counter()
     with log.open("w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
         tree_peak = _sample_tree_rss(proc)
         wall = time.perf_counter() - t0
     try:
@@ -569,17 +573,17 @@ def with_fresh_ledger(env: dict[str, str], folder: Path) -> dict[str, str]:
     return {**env, "FBSFLOW_DATA_DIR": str(folder / "data")}
 
 
-def first_runs(
-    envs: dict[str, dict[str, str]], ws: Path, config: Path, channel: str
-) -> bool:
+def first_runs(envs: dict[str, dict[str, str]], ws: Path, config: Path, channel: str) -> bool:
     """A 100-row run per Prefect mode: a new Prefect database is migrated on first use, so
     that run is measured and reported apart. False (with the log's tail printed) if one failed."""
     tiny = write_audience(ws, 100, channel)
     for mode, env in envs.items():
         folder = ws / f"cold-{mode}"
         cold = run_fbsflow(config, tiny.path, folder, with_fresh_ledger(env, folder), "cold")
-        out(f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
-            f"{cold.returncode}; later runs reuse its database, as a user's runs do.")
+        out(
+            f"\nFirst run, {MODE_TEXT[mode]} (100 rows): {cold.wall:.1f} s wall, exit "
+            f"{cold.returncode}; later runs reuse its database, as a user's runs do."
+        )
         if cold.returncode != 0:
             out(cold.log.read_text(errors="replace")[-3000:])
             return False
@@ -595,20 +599,28 @@ def report_run(
     load: str,
     mode: str = "embedded",
 ) -> None:
-    out(f"\n== {size:,} opted-in rows, {MODE_TEXT[mode]}: {recipients:,} recipients after the "
-        f"import's checks (load average {load} -> {load_average()}) ==")
-    out(f"  end to end `fbsflow run`: {run.wall:.1f} s wall, {rate(recipients, run.wall)}, "
-        f"exit {run.returncode}; stand-in counted {delivered:,} in {requests:,} requests")
-    out(f"  peak RSS: largest process {mib(run.max_rss)} (getrusage); whole tree "
-        f"{mib(run.tree_rss)} (psutil, sampled every 0.1 s)")
+    out(
+        f"\n== {size:,} opted-in rows, {MODE_TEXT[mode]}: {recipients:,} recipients after the "
+        f"import's checks (load average {load} -> {load_average()}) =="
+    )
+    out(
+        f"  end to end `fbsflow run`: {run.wall:.1f} s wall, {rate(recipients, run.wall)}, "
+        f"exit {run.returncode}; stand-in counted {delivered:,} in {requests:,} requests"
+    )
+    out(
+        f"  peak RSS: largest process {mib(run.max_rss)} (getrusage); whole tree "
+        f"{mib(run.tree_rss)} (psutil, sampled every 0.1 s)"
+    )
     t = run.times
     if t is None:
         out(f"  (no Prefect timings found; log {run.log})")
         return
-    out(f"  Prefect reports the flow run took {t.total_run_time:.1f} s; the process "
+    out(
+        f"  Prefect reports the flow run took {t.total_run_time:.1f} s; the process "
         f"{run.wall:.1f} s: {t.flow_start:.1f} s before the flow started (interpreter, imports, "
         f"{'connecting to the server' if mode == 'server' else 'starting a temporary server'}) "
-        f"and {run.wall - t.flow_end:.1f} s after it ended")
+        f"and {run.wall - t.flow_end:.1f} s after it ended"
+    )
     out(f"  timeline (s from process start): {t.timeline()}")
 
 
@@ -637,8 +649,10 @@ def report_mode_run(
     out(bare_line)
     ratios = report_ratios(run, bare_seconds, bare_seconds + import_seconds, ratio_target)
     if not ok:
-        out(f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
-            f"{bare_delivered}) for {recipients} recipients; log {run.log}")
+        out(
+            f"  CHECK FAILED: exit {run.returncode}, stand-in counted {delivered} (bare loop "
+            f"{bare_delivered}) for {recipients} recipients; log {run.log}"
+        )
     return {
         "size": size,
         "mode": mode,
@@ -668,22 +682,28 @@ def report_ratios(
             send = t.send_end - t.send_start
             ratios["deliver_ratio"] = deliver / bare
             ratios["send_ratio"] = send / bare
-            line += (f"\n  delivery phase alone: deliver() {deliver:.2f} s = {deliver / bare:.2f}x "
-                     f"the bare loop; its chunk task runs {send:.2f} s = {send / bare:.2f}x")
+            line += (
+                f"\n  delivery phase alone: deliver() {deliver:.2f} s = {deliver / bare:.2f}x "
+                f"the bare loop; its chunk task runs {send:.2f} s = {send / bare:.2f}x"
+            )
     out(line)
     return ratios
 
 
 def summary(results: list[dict[str, Any]], targets: str) -> None:
     out("\n== Summary ==")
-    out(f"{'rows':>10} {'prefect':>9} {'via':>5} {'recipients':>11} {'e2e s':>7} {'rcpt/s':>8} {'bare s':>7} "
-        f"{'e2e/bare':>8} {'deliver/bare':>12} {'send/bare':>9} {'max RSS':>9} {'tree RSS':>9}")
+    out(
+        f"{'rows':>10} {'prefect':>9} {'via':>5} {'recipients':>11} {'e2e s':>7} {'rcpt/s':>8} {'bare s':>7} "
+        f"{'e2e/bare':>8} {'deliver/bare':>12} {'send/bare':>9} {'max RSS':>9} {'tree RSS':>9}"
+    )
     for r in results:
-        out(f"{r['size']:>10,} {r.get('mode', 'embedded'):>9} {r.get('transport', 'http'):>5} "
+        out(
+            f"{r['size']:>10,} {r.get('mode', 'embedded'):>9} {r.get('transport', 'http'):>5} "
             f"{r['recipients']:>11,} {r['wall']:>7.1f} "
             f"{r['recipients'] / r['wall']:>8,.0f} {r['bare']:>7.2f} {r['e2e_ratio']:>7.2f}x "
             f"{r.get('deliver_ratio', float('nan')):>11.2f}x {r.get('send_ratio', float('nan')):>8.2f}x "
-            f"{mib(r['max_rss']):>9} {mib(r['tree_rss']):>9}")
+            f"{mib(r['max_rss']):>9} {mib(r['tree_rss']):>9}"
+        )
     out(targets)
 
 

@@ -106,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         envs = prefect_modes(args.prefect, env, ws, stack)
         for n, transport in enumerate(transports):
             server = start_server(
-                ["-m", "tests.servers.sendgrid_server", "--port", "0",
-                 *(tls if transport == "https" else [])],
+                [
+                    "-m",
+                    "tests.servers.sendgrid_server",
+                    "--port",
+                    "0",
+                    *(tls if transport == "https" else []),
+                ],
                 ws / f"sg-{transport}.log",
             )
             # Stopped when its transport is done: the next one's runs meet one stand-in only.
@@ -120,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             if n == 0:
                 if not first_runs(envs, ws, config, "newsletter"):
                     return 1
-                out(f"Importing the flow module (fbsflow + Prefect) alone takes "
-                    f"{import_seconds(env):.1f} s.")
+                out(
+                    f"Importing the flow module (fbsflow + Prefect) alone takes "
+                    f"{import_seconds(env):.1f} s."
+                )
             rows: list[dict[str, Any]] = []
             for size in sizes:
                 rows.extend(_one_size(size, ws, config, messages, envs, server))
@@ -177,8 +184,16 @@ def _one_size(
     )
     for mode, (run, stats, load_before) in runs.items():
         row = report_mode_run(
-            size, mode, len(recipients), run, stats["deliveries"], stats["requests"], load_before,
-            bare_line=bare_line, bare_seconds=bare_seconds, bare_delivered=bare_delivered,
+            size,
+            mode,
+            len(recipients),
+            run,
+            stats["deliveries"],
+            stats["requests"],
+            load_before,
+            bare_line=bare_line,
+            bare_seconds=bare_seconds,
+            bare_delivered=bare_delivered,
             import_seconds=import_seconds,
         )
         results.append({**row, "recipients_list": recipients})
@@ -233,7 +248,9 @@ def _sdk(
 
     def ours() -> None:
         for r in recipients:
-            provider.send_batch(message_for(r), [r], campaign="bench", batch_id=uuid.uuid4().hex[:12])
+            provider.send_batch(
+                message_for(r), [r], campaign="bench", batch_id=uuid.uuid4().hex[:12]
+            )
 
     http_json(server.url, "/_reset", "POST")
     seconds, _ = timed(stock)
@@ -247,24 +264,32 @@ def _sdk(
     per_sdk, per_kept = seconds / len(recipients), kept_seconds / len(recipients)
     n = largest["recipients"]
     per_e2e, per_bare = largest["wall"] / n, largest["bare"] / n
-    out(f"\n== SendGrid SDK, one request per recipient over {transport.upper()} "
+    out(
+        f"\n== SendGrid SDK, one request per recipient over {transport.upper()} "
         f"({len(recipients):,} recipients, stand-in counted {stats['deliveries']:,} over "
-        f"{stats['connections']:,} connections) ==")
-    out(f"  {seconds:.2f} s = {per_sdk * 1e3:.2f} ms per recipient; for {n:,} recipients "
-        f"that is {per_sdk * n:,.0f} s")
-    best_case = "" if transport == "https" else "; plain HTTP is the one-per-request loop's best case"
-    out(f"  ratio one-per-request / our end to end ({n:,}, {largest['mode']}, {transport.upper()}): "
+        f"{stats['connections']:,} connections) =="
+    )
+    out(
+        f"  {seconds:.2f} s = {per_sdk * 1e3:.2f} ms per recipient; for {n:,} recipients "
+        f"that is {per_sdk * n:,.0f} s"
+    )
+    best_case = (
+        "" if transport == "https" else "; plain HTTP is the one-per-request loop's best case"
+    )
+    out(
+        f"  ratio one-per-request / our end to end ({n:,}, {largest['mode']}, {transport.upper()}): "
         f"{per_sdk / per_e2e:.1f}x (expected >= 60x{best_case}); / bare batched loop: "
-        f"{per_sdk / per_bare:.0f}x")
-    out(f"  our provider, one recipient per request on its kept connection "
+        f"{per_sdk / per_bare:.0f}x"
+    )
+    out(
+        f"  our provider, one recipient per request on its kept connection "
         f"({kept_stats['deliveries']:,} over {kept_stats['connections']:,} connection(s)): "
         f"{per_kept * 1e3:.2f} ms per recipient; our end to end is {per_kept / per_e2e:.1f}x "
-        "faster than that")
+        "faster than that"
+    )
 
 
-def _smtp(
-    sample: int, task_sample: int, ws: Path, config: Path, env: dict[str, str]
-) -> None:
+def _smtp(sample: int, task_sample: int, ws: Path, config: Path, env: dict[str, str]) -> None:
     """(c) SmtpProvider (one connection, and as the flow runs it) vs prefect-email per message."""
     from tasks.models import Language
     from tasks.providers.base import Recipient
@@ -305,8 +330,15 @@ def _smtp(
             flow_like, sent_flow = timed(lambda: sum(pool.map(send, parts)))
             client_cpu = time.process_time() - cpu_before
         proc = subprocess.run(
-            [PYTHON, "-m", "bench.common", "prefect-email", str(task_sample), str(sink.port),
-             str(config)],
+            [
+                PYTHON,
+                "-m",
+                "bench.common",
+                "prefect-email",
+                str(task_sample),
+                str(sink.port),
+                str(config),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -318,29 +350,37 @@ def _smtp(
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     per_one = ours / sample
     per_ours = flow_like / sample
-    out(f"\n== SMTP against an aiosmtpd server on 127.0.0.1, a process per connection as Postfix "
-        f"runs smtpd (sink counted: {final}) ==")
-    out(f"  SmtpProvider, one connection: {sample:,} messages ({sent:,} accepted) in {ours:.2f} s "
-        f"= {per_one * 1e3:.2f} ms per message")
-    out(f"  SmtpProvider as the flow sends ({at_once} chunks at once, a connection each): "
+    out(
+        f"\n== SMTP against an aiosmtpd server on 127.0.0.1, a process per connection as Postfix "
+        f"runs smtpd (sink counted: {final}) =="
+    )
+    out(
+        f"  SmtpProvider, one connection: {sample:,} messages ({sent:,} accepted) in {ours:.2f} s "
+        f"= {per_one * 1e3:.2f} ms per message"
+    )
+    out(
+        f"  SmtpProvider as the flow sends ({at_once} chunks at once, a connection each): "
         f"{sample:,} messages ({sent_flow:,} accepted) in {flow_like:.2f} s = "
         f"{per_ours * 1e3:.2f} ms per message; the ratios below are to this. Our process used "
-        f"{client_cpu / sample * 1e3:.2f} ms of CPU a message: the rest is the sink's")
+        f"{client_cpu / sample * 1e3:.2f} ms of CPU a message: the rest is the sink's"
+    )
     if proc.returncode != 0 or not lines:
         out(f"  prefect-email run failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
         return
     pe = json.loads(lines[-1])
     per_fn, per_task = pe["fn"] / pe["n"], pe["task"] / pe["n"]
-    out(f"  prefect-email email_send_message as a task run per message ({pe['n']:,}): "
+    out(
+        f"  prefect-email email_send_message as a task run per message ({pe['n']:,}): "
         f"{pe['task']:.2f} s = {per_task * 1e3:.2f} ms per message; ratio {per_task / per_ours:.0f}x "
-        f"(expected >= 20x)")
-    out(f"  prefect-email's function alone (.fn, a new SMTP connection per message, no task run): "
-        f"{pe['fn']:.2f} s = {per_fn * 1e3:.2f} ms per message; ratio {per_fn / per_ours:.1f}x")
+        f"(expected >= 20x)"
+    )
+    out(
+        f"  prefect-email's function alone (.fn, a new SMTP connection per message, no task run): "
+        f"{pe['fn']:.2f} s = {per_fn * 1e3:.2f} ms per message; ratio {per_fn / per_ours:.1f}x"
+    )
 
 
-def _profile(
-    ws: Path, config: Path, messages: dict[Any, Any], server: Server, n: int
-) -> None:
+def _profile(ws: Path, config: Path, messages: dict[Any, Any], server: Server, n: int) -> None:
     """Where the delivery path spends its time, outside Prefect and inside it."""
     import cProfile
     import io
@@ -368,12 +408,16 @@ def _profile(
             for b in audience.newsletter_recipients()
         ]
     )
-    registered, _ = timed(lambda: ledger.register("bench", "newsletter", [r.key for r in recipients]))
+    registered, _ = timed(
+        lambda: ledger.register("bench", "newsletter", [r.key for r in recipients])
+    )
     pending, _ = timed(lambda: set(ledger.pending_keys("bench", "newsletter")))
     per = 100_000 / len(recipients)
-    out(f"\n== Profile: before the first chunk, per 100,000 recipients: keys (HMAC) "
+    out(
+        f"\n== Profile: before the first chunk, per 100,000 recipients: keys (HMAC) "
         f"{keyed * per:.2f} s, ledger.register {registered * per:.2f} s, pending_keys "
-        f"{pending * per:.2f} s ==")
+        f"{pending * per:.2f} s =="
+    )
     provider = SendGridProvider(
         API_KEY, host=server.url, from_email=str(settings.from_email), from_name=settings.from_name
     )
@@ -382,8 +426,15 @@ def _profile(
     seconds, _ = timed(
         lambda: profiler.runcall(
             lambda: [
-                deliver_chunk(provider, ledger, messages, recipients[i : i + per_chunk],
-                              campaign="bench", channel="newsletter", run_id="bench")
+                deliver_chunk(
+                    provider,
+                    ledger,
+                    messages,
+                    recipients[i : i + per_chunk],
+                    campaign="bench",
+                    channel="newsletter",
+                    run_id="bench",
+                )
                 for i in range(0, len(recipients), per_chunk)
             ]
         )
@@ -391,8 +442,10 @@ def _profile(
     ledger.close()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
-    out(f"\n== Profile: deliver_chunk without Prefect, {len(recipients):,} recipients, "
-        f"{seconds:.2f} s ({rate(len(recipients), seconds)}; profiler overhead included) ==")
+    out(
+        f"\n== Profile: deliver_chunk without Prefect, {len(recipients):,} recipients, "
+        f"{seconds:.2f} s ({rate(len(recipients), seconds)}; profiler overhead included) =="
+    )
     out("\n".join(text.getvalue().splitlines()[4:24]))
 
     chunk = recipients[:per_chunk]
@@ -401,10 +454,12 @@ def _profile(
         lambda: visit_collection(chunk, visit_fn=lambda x: x, return_data=True, max_depth=-1)
     )
     whole, _ = timed(lambda: collect_task_run_inputs_sync(audience))
-    out(f"  Prefect walks every task parameter: for one {per_chunk:,}-recipient chunk, collecting "
+    out(
+        f"  Prefect walks every task parameter: for one {per_chunk:,}-recipient chunk, collecting "
         f"task inputs takes {collect:.2f} s and resolving parameters {resolve:.2f} s; the "
         f"Audience passed to make_plan ({len(audience.borrowers):,} borrowers): {whole:.2f} s "
-        f"to collect, about as much again to resolve")
+        f"to collect, about as much again to resolve"
+    )
 
 
 if __name__ == "__main__":

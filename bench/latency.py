@@ -69,9 +69,7 @@ class DelayRelay:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0)
-        )
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
@@ -228,8 +226,10 @@ def _flow(size: int, rtt: float, cert: Path, key: Path) -> int:
     env = clean_env(SENDGRID_API_KEY=API_KEY, SENDGRID_HOST=f"https://127.0.0.1:{relay.port}")
     home = ws / "prefect-server-home"
     default = SendGridProvider.chunks_at_once
-    print(f"\nfbsflow run end to end through the same relay: {size:,} borrower rows, a "
-          "long-lived Prefect server")
+    print(
+        f"\nfbsflow run end to end through the same relay: {size:,} borrower rows, a "
+        "long-lived Prefect server"
+    )
     times = {}
     failed = False
     try:
@@ -238,14 +238,18 @@ def _flow(size: int, rtt: float, cert: Path, key: Path) -> int:
             for at_once in (2, default):
                 http_json(server.url, "/_reset", "POST")
                 workdir = ws / f"run-{at_once}"
-                run_env = {**with_fresh_ledger(env, workdir),
-                           "FBSFLOW_MAX_CONCURRENT_CHUNKS": str(at_once)}
+                run_env = {
+                    **with_fresh_ledger(env, workdir),
+                    "FBSFLOW_MAX_CONCURRENT_CHUNKS": str(at_once),
+                }
                 run = run_fbsflow(config, audience.path, workdir, run_env, "run")
                 stats = http_json(server.url, "/_stats")
                 ok = run.returncode == 0 and stats["duplicate_deliveries"] == 0
-                print(f"  {at_once} chunk task runs at once: {run.wall:.1f} s, exit "
-                      f"{run.returncode}, stand-in counted {stats['deliveries']:,} for "
-                      f"{stats['unique_addresses']:,} addresses{'' if ok else '; CHECK FAILED'}")
+                print(
+                    f"  {at_once} chunk task runs at once: {run.wall:.1f} s, exit "
+                    f"{run.returncode}, stand-in counted {stats['deliveries']:,} for "
+                    f"{stats['unique_addresses']:,} addresses{'' if ok else '; CHECK FAILED'}"
+                )
                 times[at_once] = run.wall
                 failed |= not ok
         bare = _bare_loop(audience.path, config, f"https://127.0.0.1:{relay.port}", server.url)
@@ -253,9 +257,11 @@ def _flow(size: int, rtt: float, cert: Path, key: Path) -> int:
         relay.close()
         server.stop()
     print(f"  the provider's default ({default}) against two: {times[default] / times[2]:.2f}x")
-    print(f"  bare loop through the relay (the same payloads, one kept connection, one request "
-          f"after another, as bench/email.py's): {bare:.1f} s; the default's end to end against "
-          f"it: {times[default] / bare:.2f}x (issue 4 asks <= 1.3x, on loopback)")
+    print(
+        f"  bare loop through the relay (the same payloads, one kept connection, one request "
+        f"after another, as bench/email.py's): {bare:.1f} s; the default's end to end against "
+        f"it: {times[default] / bare:.2f}x (issue 4 asks <= 1.3x, on loopback)"
+    )
     return 1 if failed else 0
 
 
@@ -263,7 +269,10 @@ def _bare_loop(audience: Path, config: Path, url: str, control_url: str) -> floa
     """bench/email.py's bare loop, through the relay: seconds for every payload of the run."""
     recipients = recipients_for(audience, "newsletter")
     bodies = sendgrid_bodies(config, recipients, messages_for(config, "newsletter"))
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json; charset=utf-8"}
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Content-Type": "application/json; charset=utf-8",
+    }
     http_json(control_url, "/_reset", "POST")
     started = time.perf_counter()
     post_all(url, "/v3/mail/send", headers, bodies, ok=(202,))
