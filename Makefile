@@ -37,6 +37,7 @@ bench: $(VENV)/.dev-installed system-deps
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 serve: $(VENV)/.run-installed system-deps
 	$(BIN)/fbsflow serve $(EXAMPLE)
