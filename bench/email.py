@@ -361,7 +361,7 @@ def _profile(
     ledger = Ledger.open(ws / "profile-data")
     from tasks.providers.base import Recipient
 
-    # What deliver() does before the first chunk, step by step.
+    # What a channel's delivery task does before the first chunk, step by step.
     keyed, recipients = timed(
         lambda: [
             Recipient(ledger.recipient_key(b.email), b.email, b.language)

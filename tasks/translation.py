@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.errors import ConfigError, FbsflowError, StorageError
 
-DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"  # as tasks/ledger.py and tasks/checklist.py read it
+DATABASE_URL_ENV = "FBSFLOW_DATABASE_URL"  # as tasks/ledger/ and tasks/checklist.py read it
 URL_EXAMPLE = "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
 # Drivers a URL may name: psycopg is the one fbsflow installs and documents.
 _DRIVERS = {"psycopg", "psycopg2", "psycopg_binary", "asyncpg", "pg8000", "MySQLdb", "pymysql"}
