@@ -13,8 +13,12 @@ from .conftest import EXAMPLE_CONFIG
 
 def fbsflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd,
-        timeout=120, check=False,
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
     )
 
 
@@ -32,9 +36,13 @@ def test_check_accepts_the_example() -> None:
         ("payment_days: 30", "payment_days: tredive", "payment.invoices.payment_days"),
     ],
 )
-def test_check_names_file_and_field_without_traceback(tmp_path: Path, old: str, new: str, field: str) -> None:
+def test_check_names_file_and_field_without_traceback(
+    tmp_path: Path, old: str, new: str, field: str
+) -> None:
     path = tmp_path / "kommune.yaml"
-    path.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    path.write_text(
+        EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8"
+    )
     result = fbsflow("check", str(path))
     assert result.returncode == 2
     assert str(path) in result.stderr and field in result.stderr
@@ -42,8 +50,15 @@ def test_check_names_file_and_field_without_traceback(tmp_path: Path, old: str, 
 
 
 def test_run_with_a_missing_audience_file_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    result = fbsflow("run", str(EXAMPLE_CONFIG), "--audience", str(tmp_path / "nope.csv"),
-                     "--approve", "--output", str(tmp_path / "outbox"))
+    result = fbsflow(
+        "run",
+        str(EXAMPLE_CONFIG),
+        "--audience",
+        str(tmp_path / "nope.csv"),
+        "--approve",
+        "--output",
+        str(tmp_path / "outbox"),
+    )
     assert result.returncode == 2
     assert "nope.csv" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outbox").exists()
