@@ -401,7 +401,7 @@ def _profile(ws: Path, config: Path, messages: dict[Any, Any], server: Server, n
     ledger = Ledger.open(ws / "profile-data")
     from tasks.providers.base import Recipient
 
-    # What deliver() does before the first chunk, step by step.
+    # What a channel's delivery task does before the first chunk, step by step.
     keyed, recipients = timed(
         lambda: [
             Recipient(ledger.recipient_key(b.email), b.email, b.language)

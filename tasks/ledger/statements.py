@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import FromClause
 
 from tasks.ledger.schema import deliveries
-from tasks.speed.ledger_sql import json_array
+from tasks.speed import ledger_sql
 
 # Keys per SQL statement: large enough that 1M keys take 20 statements, small enough that one
 # statement's parameter (a JSON text or an array) stays a few MB.
@@ -71,7 +71,7 @@ class Statements:
         if self.postgres:
             return func.unnest(self.pg_array(values, Text)).table_valued("value").render_derived()
         strings = bool(values) and isinstance(values[0], str)
-        text = json_array(values) if strings else json.dumps(values)  # type: ignore[arg-type]
+        text = ledger_sql.json_array(values) if strings else json.dumps(values)  # type: ignore[arg-type]
         return func.json_each(bindparam("values_json", text)).table_valued("value", "key")
 
     @staticmethod
