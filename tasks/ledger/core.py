@@ -105,11 +105,8 @@ class Ledger(LedgerBase):
             try:
                 with engine.connect() as conn:
                     secret_key.refuse_a_new_key(conn, deliveries.name, where(url), data_dir)
-            except ConfigError:
-                # A run started at the same moment may have made the key file and used the
-                # ledger between our look for the file and this check: it links the file first.
-                key = secret_key.find_key(data_dir)
-                if key is None:
+            except ConfigError:  # unless a run started with us made the key file meanwhile
+                if (key := secret_key.find_key(data_dir)) is None:
                     raise
             finally:
                 engine.dispose()
