@@ -9,6 +9,8 @@ DEMO_CONFIRM := inform.website inform.faq inform.poster.hovedbiblioteket \
 	inform.poster.soeby-bibliotek inform.self_service inform.info_screen inform.social_post
 # Keep Prefect's local database inside the project, not in the user's home.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# Prefect's usage analytics stay off: nothing phones home from a municipal server.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # Tools the project calls outside Python: WeasyPrint's Pango, poppler (PDF text, PDF to PNG),
 # zbar (QR decoding in tests), Chromium (accessibility check, UI screenshot), fonts with æøå.
 APT_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 poppler-utils zbar-tools fonts-dejavu-core chromium

@@ -138,7 +138,16 @@ def prefect_server(home: Path, log: Path) -> Iterator[str]:
     env = clean_env(PREFECT_HOME=str(home))
     env.pop("PYTHONPATH", None)
     prefect = Path(PYTHON).parent / "prefect"
-    cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        str(prefect),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--analytics-off",
+    ]
     with log.open("w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/api"

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 # Embedded mode starts a temporary Prefect server; on a busy 2-core machine it can take longer
 # than Prefect's default 20 s to answer, and a timeout there would fail the whole run.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Prefect's server sends usage analytics to Prefect's servers unless told not to: nothing leaves
+# a municipal server unless its operator turns it on (PREFECT_SERVER_ANALYTICS_ENABLED=true).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _check(args: argparse.Namespace) -> int:
