@@ -106,13 +106,21 @@ def _database_error(error: BaseException) -> FbsflowError | None:
     return _server_error(text, database)
 
 
+_FIX_PLACE = "or set FBSFLOW_DATA_DIR to a writable folder"
+
+
+def read_only_database(file: str) -> StorageError:
+    """The error for a SQLite database that cannot be written."""
+    return StorageError(
+        f"{file}: the database is read-only (fix: make the file and its folder writable "
+        f"for this user, {_FIX_PLACE})"
+    )
+
+
 def _sqlite_error(text: str, file: str) -> FbsflowError:
-    fix_place = "or set FBSFLOW_DATA_DIR to a writable folder"
+    fix_place = _FIX_PLACE
     if "readonly" in text or "read-only" in text:
-        return StorageError(
-            f"{file}: the database is read-only (fix: make the file and its folder writable "
-            f"for this user, {fix_place})"
-        )
+        return read_only_database(file)
     if "unable to open" in text:
         return StorageError(
             f"{file}: the database cannot be opened: its folder is missing or not writable, or "

@@ -173,6 +173,21 @@ def test_a_read_only_ledger_is_one_line_naming_the_file_and_the_log_holds_the_tr
         assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_a_ledger_file_marked_read_only_is_one_line_naming_it_even_for_root(
+    tmp_path: Path,
+) -> None:
+    """chmod a-w on the ledger: root may write any file, yet the operator meant it frozen."""
+    data = tmp_path / "data"
+    env = {"FBSFLOW_DATA_DIR": str(data)}
+    assert cli("ledger", str(EXAMPLE_CONFIG), env=env).returncode == 0  # the ledger exists
+    db = data / "ledger.db"
+    db.chmod(0o444)
+    before = db.read_bytes()
+    result = cli("ledger", str(EXAMPLE_CONFIG), env=env)
+    one_line(result, 1, f"failed: {db}: the database is read-only", "fix:")
+    assert db.read_bytes() == before
+
+
 def test_an_unreachable_database_is_exit_1_with_its_masked_url(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://fbsflow:{PASSWORD}@127.0.0.1:{free_port()}/fbsflow"
     env = {"FBSFLOW_DATA_DIR": str(tmp_path), "FBSFLOW_DATABASE_URL": url}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import stat
 from contextlib import suppress
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from tasks.ledger import runs, secret_key
 from tasks.speed.sqlite_pages import tune_new_database
+from tasks.translation import read_only_database
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +167,8 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        _refuse_a_read_only_file(Path(parsed.database))
     engine = create_engine(
         url,
         # The driver must not open transactions itself: we issue BEGIN IMMEDIATE (below).
@@ -187,3 +192,14 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _refuse_a_read_only_file(path: Path) -> None:
+    """StorageError for a ledger file someone marked read-only (no write bit for anyone).
+
+    SQLite would say so at the first write, but not to root, who may write any file: a run as
+    root would then send from a ledger its operator meant to freeze.
+    """
+    with suppress(FileNotFoundError):
+        if not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            raise read_only_database(str(path))
