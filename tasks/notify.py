@@ -175,10 +175,15 @@ def failure_notice(
         subject, body = build_notice(flow, flow_run, state, env=env)
         sender = _sender(flow_run, env)
         run_id = str(getattr(flow_run, "id", "") or "unknown")
+        from tasks.errors import ConfigError
         from tasks.models import Channel
         from tasks.providers.registry import OUTBOX, provider_name
 
-        name = provider_name(Channel.NEWSLETTER, env)
+        try:
+            name = provider_name(Channel.NEWSLETTER, env)
+        except ConfigError as exc:  # a provider variable is wrong (maybe why the run failed)
+            logger.warning("Failure notice written to a file instead: %s", exc)
+            name = OUTBOX
         provider = None if name == OUTBOX else name
         if provider and sender is None:
             logger.warning(

@@ -284,6 +284,14 @@ class ProviderSettings(_Group):
         "own variable: OpenSSL reads it, fbsflow names it in its fixes)",
     )
 
+    def is_set(self, variable: str) -> bool:
+        """Whether the variable named (e.g. "SENDGRID_API_KEY") is set to something."""
+        for name, field in type(self).model_fields.items():
+            if variable_name(field) == variable:
+                value = getattr(self, name)
+                return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        raise KeyError(f"{variable} is not a provider's variable")
+
 
 class SpeedSettings(_Group):
     """The speed tricks' switches (tasks/speed/): each is on; 0 turns it off, to measure what
@@ -449,6 +457,17 @@ def reload() -> Settings:
     """Read the environment again, whether or not it changed (e.g. after replacing os.environ)."""
     _cache.clear()
     return settings()
+
+
+def credentials(environ: Mapping[str, str] | None = None) -> ProviderSettings:
+    """The providers' credentials: from `environ` when a caller (a test, the failure notice)
+    hands one over, else this process's settings."""
+    return settings(ProviderSettings) if environ is None else load(ProviderSettings, environ)
+
+
+def plain(secret: SecretStr | None) -> str:
+    """A secret's value where it must be used (a request header), "" when unset."""
+    return secret.get_secret_value() if secret is not None else ""
 
 
 def prefect_server() -> str | None:

@@ -110,7 +110,8 @@ class Provider(ABC, Generic[RequestT, AnswerT]):
     @classmethod
     def from_env(cls, settings: Any, env: Mapping[str, str] | None = None) -> Provider[Any, Any]:
         """Build from the channel's settings and the credentials the registry table names for
-        this provider (tasks/providers/registry.py), read from `env` (default: os.environ)."""
+        this provider (tasks/providers/registry.py), read from `env` when given, else from
+        this process's settings (tasks/settings.py: `credentials`)."""
         raise NotImplementedError(f"{cls.__name__} is not built from the environment")
 
     def send_batch(

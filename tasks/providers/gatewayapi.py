@@ -22,7 +22,6 @@ at more than twice the price.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -42,6 +41,7 @@ from tasks.providers.http import (
     Transport,
     tls_context,
 )
+from tasks.settings import credentials, plain
 from tasks.textmetrics import GSM7, sms_info, sms_sender_problem
 
 DEFAULT_URL = "https://gatewayapi.com"
@@ -284,14 +284,14 @@ class GatewayApiProvider(HttpProvider):
         cls, settings: SmsSettings, env: Mapping[str, str] | None = None
     ) -> GatewayApiProvider:
         """A provider from GATEWAYAPI_TOKEN, GATEWAYAPI_URL and the municipality's SMS settings."""
-        env = os.environ if env is None else env
-        token = env.get("GATEWAYAPI_TOKEN", "")
+        given = credentials(env)
+        token = plain(given.gatewayapi_token)
         if not token.strip():
             raise ConfigError(
                 "GATEWAYAPI_TOKEN is not set (fix: create an API token in the GatewayAPI "
                 "dashboard under API Keys and export GATEWAYAPI_TOKEN=<token>)"
             )
-        base_url = env.get("GATEWAYAPI_URL", "").strip() or DEFAULT_URL
+        base_url = (given.gatewayapi_url or "").strip() or DEFAULT_URL
         if problem := _base_url_problem(base_url):
             raise ConfigError(f"GATEWAYAPI_URL: {problem} (fix: unset it to use {DEFAULT_URL})")
         return cls(token, base_url=base_url, sender=settings.sender, max_parts=settings.max_parts)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 import ssl
 import time
@@ -40,6 +39,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 from tasks.errors import AmbiguousError, ConfigError, DeliveryError, PermanentError, TransientError
 from tasks.providers.base import BatchResult, Message, Provider, Recipient
+from tasks.settings import credentials
 
 # Shaped like an e-mail address: what a provider's answer may echo back.
 EMAIL_ADDRESS = re.compile(r"[^\s<>\[\]()\"',;:]+@[^\s<>\[\]()\"',;:]+")
@@ -166,7 +166,7 @@ def tls_context() -> ssl.SSLContext:
     variables) replace it. Once, because loading a CA bundle takes ~0.1 s; and a CA file that
     cannot be loaded is said here, where OpenSSL alone would silently trust nothing.
     """
-    cafile = os.environ.get("SSL_CERT_FILE") or None
+    cafile = credentials().ssl_cert_file
     try:
         context = ssl.create_default_context()
         if cafile:

@@ -9,7 +9,6 @@ have received. The flow and the failure notice (tasks/notify.py) both ask here.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,6 +16,7 @@ from enum import StrEnum
 from tasks.models import Channel, MunicipalityConfig
 from tasks.output import PrivateFiles
 from tasks.providers.base import Provider
+from tasks.settings import credentials
 
 
 class Kind(StrEnum):
@@ -90,10 +90,10 @@ def entry(name: str) -> ProviderEntry:
 
 def provider_name(channel: Channel, env: Mapping[str, str] | None = None) -> str:
     """Which provider a channel will use; decided by which credentials are set."""
-    env = os.environ if env is None else env
+    given = credentials(env)
     kind = _DELIVERIES[channel][0] if channel in _DELIVERIES else None
     for row in PROVIDERS:
-        if kind is not None and row.kind is kind and env.get(row.credentials[0]):
+        if kind is not None and row.kind is kind and given.is_set(row.credentials[0]):
             return row.name
     return OUTBOX
 

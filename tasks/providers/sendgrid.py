@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter
@@ -42,6 +41,7 @@ from tasks.providers.base import (
 )
 from tasks.providers.http import Answer, HttpProvider, Transport
 from tasks.providers.sendgrid_sdk import SdkTransport
+from tasks.settings import credentials, plain
 from tasks.speed import keepalive
 
 DEFAULT_HOST = "https://api.sendgrid.com"
@@ -272,10 +272,10 @@ class SendGridProvider(HttpProvider):
         cls, settings: NewsletterSettings, env: Mapping[str, str] | None = None
     ) -> SendGridProvider:
         """Build from the newsletter settings plus SENDGRID_API_KEY and SENDGRID_HOST."""
-        env = os.environ if env is None else env
+        given = credentials(env)
         return cls(
-            env.get("SENDGRID_API_KEY", ""),
-            host=env.get("SENDGRID_HOST") or DEFAULT_HOST,
+            plain(given.sendgrid_api_key),
+            host=given.sendgrid_host or DEFAULT_HOST,
             from_email=str(settings.from_email),
             from_name=settings.from_name,
             sandbox_mode=settings.sandbox_mode,

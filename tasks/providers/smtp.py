@@ -30,7 +30,6 @@ calls are serialised with a lock.
 from __future__ import annotations
 
 import email.policy
-import os
 import re
 import smtplib
 import ssl
@@ -54,10 +53,9 @@ from tasks.providers.base import (
     Recipient,
     check_headers,
 )
+from tasks.settings import credentials, plain
 
 _PLAIN_ADDRESS = re.compile(r"^[!-~]+@[!-~]+$")  # printable ASCII, no spaces: safe in a header
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class SmtpProvider(Provider[_Copies, _Replies]):
         `sandbox_mode` a relay would really send every message, and without the unsubscribe
         group a borrower who opted out of it would get this one.
         """
-        env = os.environ if env is None else env
+        given = credentials(env)
         for setting, value in (
             ("sandbox_mode", settings.sandbox_mode),
             ("unsubscribe_group_id", settings.unsubscribe_group_id),
@@ -141,25 +139,14 @@ class SmtpProvider(Provider[_Copies, _Replies]):
                     f"nothing was sent; fix: remove {setting} from the municipality's config, "
                     "or send through SendGrid (SENDGRID_API_KEY)"
                 )
-        host = env.get("FBSFLOW_SMTP_HOST", "").strip()
+        host = (given.smtp_host or "").strip()
         if not host:
             raise ConfigError(
                 "FBSFLOW_SMTP_HOST is not set; fix: export FBSFLOW_SMTP_HOST=<the municipality's "
                 "mail relay>, e.g. smtp.eksempel-kommune.dk"
             )
-        port_text = env.get("FBSFLOW_SMTP_PORT", "587").strip() or "587"
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(
-                f"FBSFLOW_SMTP_PORT={port_text!r} is not a port number; fix: use e.g. 587"
-            )
-        starttls_text = env.get("FBSFLOW_SMTP_STARTTLS", "true").strip().lower() or "true"
-        if starttls_text not in _TRUE | _FALSE:
-            raise ConfigError(
-                f"FBSFLOW_SMTP_STARTTLS={starttls_text!r} is not true/false; fix: write true "
-                "(the default) or false"
-            )
-        username = env.get("FBSFLOW_SMTP_USERNAME") or None
-        password = env.get("FBSFLOW_SMTP_PASSWORD") or None
+        username = given.smtp_username or None
+        password = plain(given.smtp_password) or None
         if password and not username:
             raise ConfigError(
                 "FBSFLOW_SMTP_PASSWORD is set but FBSFLOW_SMTP_USERNAME is not; fix: set both, "
@@ -167,8 +154,8 @@ class SmtpProvider(Provider[_Copies, _Replies]):
             )
         return cls(
             host,
-            int(port_text),
-            starttls=starttls_text in _TRUE,
+            given.smtp_port,
+            starttls=given.smtp_starttls,
             username=username,
             password=password,
             from_email=str(settings.from_email),
