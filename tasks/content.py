@@ -272,7 +272,7 @@ class Facts:
     cutoff_field: str  # the field the cut-off rests on
     until: str | None
     old_places: str | None  # where old debts are paid, as a phrase
-    old_places_sms: str | None  # the same, shorter
+    old_places_short: str | None  # the same, shorter
     old_methods: str | None
     reminder_fee: str | None
     above_kr: str | None
@@ -286,7 +286,7 @@ class Facts:
 def _old_places(
     config: MunicipalityConfig, language: Language, site: str, *, compact: bool = False
 ) -> str | None:
-    # compact (SMS): the site without the account page's name, which the site shows anyway.
+    # compact (short texts): the site without the account page's name, which the site shows.
     page = None if compact else config.decisions.routing.account_page
     names = []
     for place in config.decisions.old_debts.where:
@@ -320,7 +320,7 @@ def facts(config: MunicipalityConfig, language: Language) -> Facts:
         cutoff_field="decisions.old_debts.before" if old.before else "go_live",
         until=format_day(old.until, language) if old.until else None,
         old_places=_old_places(config, language, site),
-        old_places_sms=_old_places(config, language, site, compact=True),
+        old_places_short=_old_places(config, language, site, compact=True),
         old_methods=join([method_name(m, language) for m in old.methods], language) or None,
         reminder_fee=format_kr(new.reminder_fee_kr, language)
         if new.reminder_fee_kr is not None
