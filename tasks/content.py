@@ -45,7 +45,8 @@ class Point(StrEnum):
 # Sentences resting on no decision: what the card itself says for every municipality (debts move
 # to the municipality on go-live; library staff take no payment for new debts; why -> the
 # library), the questions, titles and labels. Placeholders are card-level fields only:
-# {go_live} (go_live), {municipality} (municipality.name), {library} (library.name).
+# {go_live} (go_live), {municipality} (municipality.name), {library} (library.name), {billing}
+# (contacts.billing.name: the card routes questions about paying to the collection office).
 FIXED: dict[str, dict[Language, str]] = {
     # Headings and labels
     "title": {
@@ -59,6 +60,7 @@ FIXED: dict[str, dict[Language, str]] = {
     },
     "greeting": {Language.DA: "Kære låner", Language.EN: "Dear borrower"},
     "regards": {Language.DA: "Venlig hilsen {library}", Language.EN: "Kind regards, {library}"},
+    "signature": {Language.DA: "{library}", Language.EN: "{library}"},
     "read_more": {Language.DA: "Læs mere:", Language.EN: "Read more:"},
     "more_questions": {
         Language.DA: "Har du flere spørgsmål? Læs spørgsmål og svar om betaling af gebyrer.",
@@ -69,15 +71,20 @@ FIXED: dict[str, dict[Language, str]] = {
     "button_read": {Language.DA: "Læs om betaling", Language.EN: "Read about paying"},
     # The card's facts, true wherever the debtor integration is switched on
     "intro": {
-        Language.DA: "Fra {go_live} betaler du gebyrer til biblioteket på en ny måde.",
+        Language.DA: "Fra {go_live} skal du betale gebyrer på en ny måde.",
         Language.EN: "From {go_live} you pay library fees in a new way.",
     },
     "moves": {
-        Language.DA: "Fra {go_live} sender {municipality} regningen for nye gebyrer.",
-        Language.EN: "From {go_live}, {municipality} sends the bill for new fees.",
+        Language.DA: "Fra {go_live} får du regningen fra {municipality}, når du får et nyt gebyr.",
+        Language.EN: "From {go_live}, you get the bill from {municipality} when you get a new fee.",
     },
     "moves_short": {
-        Language.DA: "Fra {go_live} betaler du nye gebyrer til kommunen.",
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
+        Language.EN: "From {go_live} you pay new fees to the municipality, not to us.",
+    },
+    # The SMS's own, when the longer one would cost a part (tasks/channels/sms.py picks).
+    "moves_sms": {
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen.",
         Language.EN: "From {go_live} you pay new fees to the municipality.",
     },
     "covers": {
@@ -85,12 +92,16 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "This covers fees for late returns and charges for items you have lost.",
     },
     "staff_no_payment": {
-        Language.DA: "Bibliotekets personale kan ikke tage imod betaling for nye gebyrer.",
-        Language.EN: "Library staff cannot take payment for new fees.",
+        Language.DA: "Vi kan ikke tage imod betaling for nye gebyrer.",
+        Language.EN: "We cannot take payment for new fees.",
     },
     "ask_library": {
         Language.DA: "Har du spørgsmål til et gebyr, så spørg biblioteket.",
         Language.EN: "If you have a question about a fee, ask the library.",
+    },
+    "ask_billing": {
+        Language.DA: "Har du spørgsmål om betaling, så kontakt {billing}.",
+        Language.EN: "If you have a question about paying, contact {billing}.",
     },
     # Questions: the FAQ's and the article's headings
     "q.what_changes": {Language.DA: "Hvad ændrer sig?", Language.EN: "What is changing?"},
@@ -100,8 +111,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "Where can I see what I owe?",
     },
     "q.old_debts": {
-        Language.DA: "Kan jeg stadig betale på biblioteket?",
-        Language.EN: "Can I still pay at the library?",
+        Language.DA: "Kan jeg stadig betale til biblioteket?",
+        Language.EN: "Can I still pay the library?",
     },
     "q.registration_time": {
         Language.DA: "Jeg har betalt. Hvorfor står gebyret der stadig?",
@@ -128,7 +139,7 @@ FIXED: dict[str, dict[Language, str]] = {
 }
 
 # The card-level fields a fixed sentence may name; everything else is a decision.
-CARD_FIELDS = ("go_live", "municipality.name", "library.name")
+CARD_FIELDS = ("go_live", "municipality.name", "library.name", "contacts.billing.name")
 
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 
@@ -225,6 +236,7 @@ def fixed_text(key: str, config: MunicipalityConfig, language: Language, **extra
         go_live=format_day(config.go_live, language),
         municipality=config.municipality.name,
         library=config.library.name,
+        billing=config.contacts.billing.name,
         **extra,
     )
 

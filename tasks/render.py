@@ -108,6 +108,7 @@ def context(
         "points": [p.value for p in points],
         "faq_url": str(faq_url) if faq_url else None,
         "more_url": more_url(config),
+        "tight": False,  # the SMS's shorter wording (tasks/channels/sms.py)
         "claims": log,
         "claim": log.claim,
         "fixed": log.fixed,
