@@ -6,6 +6,7 @@ renders one channel for every language the municipality uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -87,7 +88,9 @@ def context(
 ) -> dict[str, Any]:
     """What every channel template sees: the config, its facts in `language`, the points to say,
     and `claim`/`fixed`, which record each sentence in `claims` (a ClaimLog)."""
-    faq_url = config.channels.faq.page_url if config.channels.faq else None
+    faq = config.channels.faq
+    # A FAQ switched off is not published: no text links to it.
+    faq_url = faq.page_url if faq is not None and faq.enabled else None
     log = ClaimLog(config, language)
     decisions = config.decisions
     methods = decisions.payment_methods
@@ -167,6 +170,8 @@ def web_page(config: MunicipalityConfig, spec: ChannelSpec, name: str) -> Channe
     for lang in config.languages:
         ctx = spec.context(config, lang)
         md = render_template(f"{channel.value}/{lang.value}/{name}.md.j2", ctx)
+        # Points the decisions leave empty leave their blank lines behind; the file is read as is.
+        md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
         title = markup.first_heading(md)
         html = render_template(
             "_layouts/page.html.j2", {**ctx, "title": title, "body": markup.to_html(md)}

@@ -118,7 +118,7 @@ def test_children_from_15_no_channel_says_under_18(fixed_point: MunicipalityConf
 
 
 def test_children_under_18_by_default_reading(folder: Path) -> None:
-    text, _ = channel_texts(example())[("website", "da")]
+    text, _ = channel_texts(example())[("faq", "da")]
     assert "Er dit barn under 18 år, får du som forælder regningen." in text
     assert "selv regningen" not in text
 
@@ -154,19 +154,35 @@ def test_with_every_decision_unset_only_fixed_sentences_remain(bare: Municipalit
 
 
 def test_claims_name_their_fields_and_values() -> None:
-    content = spec(Channel.WEBSITE).render(example())
+    content = spec(Channel.FAQ).render(example())
     claims = {c.text: c for c in content.claims[Language.DA]}
     deadline = claims["Du har 30 dage til at betale."]
     assert deadline.fields == ("decisions.new_debts.payment_days",) and deadline.values == ("30",)
     reminder = next(c for c in claims.values() if "rykker" in c.text)
     assert reminder.fields == ("decisions.new_debts.reminder_fee_kr",)
     assert reminder.values == ("250",)
-    review = claims_review({Channel.WEBSITE: content}, Language.DA)
+    review = claims_review({Channel.FAQ: content}, Language.DA)
     assert "| Du har 30 dage til at betale. | decisions.new\\_debts.payment\\_days | 30 |" in (
         review
     )
     assert "fast tekst (opgavekortet)" in review
     assert review.startswith("# Gennemgang af udsagn (dansk)")
+
+
+def test_the_article_is_news_and_the_faq_answers_the_rest() -> None:
+    """With a FAQ page, the article says what changes, how to pay, old debts and whom to ask, and
+    links to the FAQ; without one, the article answers every question itself."""
+    config = example()
+    texts = channel_texts(config)
+    article, faq = texts[("website", "da")][0], texts[("faq", "da")][0]
+    assert article != faq
+    assert "Mit barn har et gebyr" in faq and "Mit barn har et gebyr" not in article
+    assert "Læs spørgsmål og svar om betaling af gebyrer" in article
+    faq_off = config.channels.faq.model_copy(update={"enabled": False})
+    channels = config.channels.model_copy(update={"faq": faq_off})
+    alone = channel_texts(config.model_copy(update={"channels": channels}))[("website", "da")][0]
+    assert "Mit barn har et gebyr" in alone
+    assert "Læs spørgsmål og svar" not in alone
 
 
 # --- Danish a communications officer signs --------------------------------------------------------
