@@ -217,11 +217,57 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
+# The old `payment:` block's fields and where each lives now (decisions, tasks/decisions.py).
+OLD_PAYMENT_FIELDS = {
+    "self_service": "decisions.new_debts.portal (name, url, login: mitid | nemid | none)",
+    "self_service.requires_mitid": "decisions.new_debts.portal.login (mitid | none)",
+    "invoices": "decisions.new_debts.invoice (digital_post, sent, above_kr)",
+    "invoices.payment_days": "decisions.new_debts.payment_days (leave it out if none is set)",
+    "paper_invoice": "decisions.without_mitid.paper_invoice",
+    "bank_transfer": "decisions.payment_methods: - method: netbank",
+    "betalingsservice": "decisions.payment_methods: - method: betalingsservice",
+    "borgerservice": "decisions.payment_methods: - method: cash_borgerservice",
+    "old_debts.payable_at_library": (
+        "decisions.old_debts.payable (until | open_ended | no) and old_debts.where "
+        "(library_counter | library_website | municipality)"
+    ),
+    "old_debts.until": "decisions.old_debts.until",
+    "library_pages_show": "decisions.routing.account_page_shows (old_only | all)",
+    "reminder_fee_kr": "decisions.new_debts.reminder_fee_kr",
+}
+
+
+def _old_payment_block(path: Path, data: dict[str, Any], root: yaml.Node | None) -> None:
+    """A config written for the model before `decisions:`: name each old field and its new home."""
+    payment = data.get("payment")
+    if payment is None:
+        return
+    line = _node_line(root, ("payment",))
+    where = f"{path}:{line}" if line else str(path)
+    problems = []
+    for dotted, new in OLD_PAYMENT_FIELDS.items():
+        node: Any = payment
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            field_line = _node_line(root, ("payment", *dotted.split(".")))
+            at = f"{path}:{field_line}" if field_line else str(path)
+            problems.append(f"{at}: payment.{dotted}: now {new}")
+    raise ConfigError(
+        f"{where}: payment: this config is written for the old model; the payment decisions "
+        "are now under `decisions:` (fix: move each field below to its new name, see "
+        "config/municipalities/eksempel-kommune.yaml)",
+        problems,
+    )
+
+
 def load_model(path: Path, model: type[M]) -> M:
     """Load one YAML file into `model`, or raise a ConfigError listing every problem."""
     data, root = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of 'key: value' lines at the top level")
+    if model.__name__ == "MunicipalityConfig":
+        _old_payment_block(path, data, root)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

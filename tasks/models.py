@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -21,70 +20,17 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.decisions import Decisions, local_texts
+from tasks.modeltypes import (  # noqa: F401  (re-exported: the models' home names them)
+    _SLUG,
+    HeaderText,
+    HttpsUrl,
+    PlainText,
+    Strict,
+    character_name,
+    header_problem,
+)
 from tasks.textmetrics import sms_sender_problem
-
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-# Free text from config ends up in HTML, SMS and PDF: markup in it is a mistake, not a feature.
-# Markdown link and emphasis marks count too: citizen texts are written in a markdown subset.
-_MARKUP = re.compile(r"<[^>]*>|&[a-zA-Z#0-9]+;|[\[\]*`]")
-
-
-class Strict(BaseModel):
-    """Base for every config model: unknown keys are errors, so typos never pass silently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def _plain_text(value: str) -> str:
-    if _MARKUP.search(value):
-        raise ValueError(
-            "must be plain text without markup (<...>, &...;, [ ], * or `); remove those characters"
-        )
-    return value
-
-
-def _https(url: HttpUrl) -> HttpUrl:
-    if url.scheme != "https":
-        raise ValueError(
-            "must start with https:// (citizens are sent to it); use the https address"
-        )
-    return url
-
-
-# Characters that end a mail header line (or that clients may treat so): in a sender name,
-# "Bibliotek\r\nBcc: ..." would add a header of its own.
-_BREAKS = frozenset({"Cc", "Zl", "Zp"})
-_CHARACTER_NAMES = {"\r": "a carriage return (\\r)", "\n": "a line feed (\\n)", "\t": "a tab"}
-
-
-def character_name(char: str) -> str:
-    """How a message names one character without quoting the text around it."""
-    return _CHARACTER_NAMES.get(char) or f"the character U+{ord(char):04X}"
-
-
-def header_problem(value: str) -> str | None:
-    """Why `value` cannot go into a mail header (None: it can); names the character, not the text."""
-    if value.isprintable():  # the usual case, in C; refuses more than _BREAKS, so look closer
-        return None
-    for position, char in enumerate(value, 1):
-        if unicodedata.category(char) in _BREAKS:
-            return f"holds {character_name(char)} at character {position}"
-    return None
-
-
-def _one_line(value: str) -> str:
-    if problem := header_problem(value):
-        raise ValueError(
-            f"goes into a mail header, which must be one line, but {problem}; "
-            "remove line breaks and control characters"
-        )
-    return value
-
-
-PlainText = Annotated[str, Field(min_length=1), AfterValidator(_plain_text)]
-HeaderText = Annotated[PlainText, AfterValidator(_one_line)]
-HttpsUrl = Annotated[HttpUrl, AfterValidator(_https)]
-
 
 # --- The task card ---------------------------------------------------------------------------
 
@@ -115,11 +61,11 @@ class TaskCard(Strict):
     goal: PlainText
     description: PlainText
     example: str = ""
-    links: list[HttpUrl] = []
+    links: list[HttpUrl] = Field(default=[])
     method_steps: list[MethodStep] = Field(min_length=1)
     recommended_executor: PlainText
     result: PlainText
-    involved_parties: list[PlainText] = []
+    involved_parties: list[PlainText] = Field(default=[])
 
     @field_validator("method_steps")
     @classmethod
@@ -183,65 +129,6 @@ class Library(Strict):
 class Municipality(Strict):
     name: PlainText
     slug: str = Field(pattern=_SLUG.pattern, description="folder name, e.g. eksempel-kommune")
-
-
-class SelfServicePortal(Strict):
-    """The municipality's payment self-service, e.g. "Mit betalingsoverblik"."""
-
-    name: PlainText = "Mit betalingsoverblik"
-    url: HttpsUrl
-    requires_mitid: bool = True
-
-
-class Invoices(Strict):
-    """Invoices sent through Digital Post (e-Boks / mit.dk)."""
-
-    digital_post: bool = True
-    payment_days: int = Field(default=30, ge=1, le=365)
-
-
-class OldDebts(Strict):
-    """Debts from before go-live: still payable at the library for a while, or not."""
-
-    payable_at_library: bool
-    until: date | None = None
-
-    @model_validator(mode="after")
-    def _until_needed(self) -> OldDebts:
-        if self.payable_at_library and self.until is None:
-            raise ValueError("payable_at_library is true: add `until: YYYY-MM-DD`, the last day")
-        if not self.payable_at_library and self.until is not None:
-            raise ValueError("payable_at_library is false: remove `until`, it would be misleading")
-        return self
-
-
-class Payment(Strict):
-    """The municipality's payment decisions; every citizen text follows from these."""
-
-    self_service: SelfServicePortal | None = None
-    invoices: Invoices = Invoices()
-    # For citizens without MitID or exempt from Digital Post.
-    paper_invoice: bool = True
-    bank_transfer: bool = True
-    betalingsservice: bool = False
-    borgerservice: bool = False
-    old_debts: OldDebts
-    library_pages_show: Literal["all", "old_only"] = "old_only"
-    reminder_fee_kr: int | None = Field(default=None, ge=0, le=10_000)
-
-    @model_validator(mode="after")
-    def _some_way_to_pay(self) -> Payment:
-        ways = (
-            self.self_service,
-            self.invoices.digital_post,
-            self.paper_invoice,
-            self.bank_transfer,
-            self.betalingsservice,
-            self.borgerservice,
-        )
-        if not any(ways):
-            raise ValueError("no way to pay is chosen; enable at least one payment option")
-        return self
 
 
 class ChannelSettings(Strict):
@@ -343,7 +230,7 @@ class AudienceSettings(Strict):
     file: str | None = None
     # Header name in the file -> our field (email, mobile, sms_consent, newsletter_consent,
     # language, name, borrower_id), for exports whose headers we do not recognise.
-    columns: dict[str, str] = {}
+    columns: dict[str, str] = Field(default={})
     suppression_file: str | None = None
 
 
@@ -369,7 +256,8 @@ class MunicipalityConfig(Strict):
     # Optional: without it, staff e-mails are signed with the library's name.
     project_leader: ProjectLeader | None = None
     go_live: date
-    payment: Payment
+    # Replaces the old `payment:` block (tasks/config.py explains a config that still has one).
+    decisions: Decisions = Decisions()
     channels: Channels
     audience: AudienceSettings = AudienceSettings()
     languages: list[Language] = Field(default=[Language.DA, Language.EN], min_length=1)
@@ -379,12 +267,24 @@ class MunicipalityConfig(Strict):
     def _coherent(self) -> MunicipalityConfig:
         if Language.DA not in self.languages:
             raise ValueError("languages must include da (Danish is the citizens' first language)")
-        old = self.payment.old_debts
+        old = self.decisions.old_debts
         if old.until is not None and old.until < self.go_live:
             raise ValueError(
-                "payment.old_debts.until is before go_live; old debts can only be paid at the "
-                "library after the switch, so set a later date"
+                "decisions.old_debts.until is before go_live; old debts are paid the old way "
+                "after the switch, so set a later date"
             )
+        if old.before is not None and old.before > self.go_live:
+            raise ValueError(
+                "decisions.old_debts.before is after go_live; debts after the switch are new "
+                "debts, so set go_live or an earlier date"
+            )
+        if Language.EN in self.languages:
+            missing = [path for path, text in local_texts(self.decisions) if text.en is None]
+            if missing:
+                raise ValueError(
+                    f"languages include en but {missing[0]} has no `en:` text; add the English "
+                    "text (or remove en from languages)"
+                )
         if not self.channels.enabled():
             raise ValueError("no channel is enabled; enable at least one under `channels`")
         return self

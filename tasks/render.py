@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from tasks import markup
 from tasks.config import TEMPLATES_DIR
-from tasks.content import Point, facts
+from tasks.content import Claim, ClaimLog, Point, facts, method_name
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.providers.base import Message
 
@@ -33,6 +33,12 @@ class ChannelContent:
     # language -> figures the plan shows (LIX, SMS parts, characters)
     metrics: dict[Language, dict[str, Any]] = field(default_factory=dict)
     key_message: str = ""
+    # language -> every citizen sentence the channel says, with the fields it rests on
+    claims: dict[Language, list[Claim]] = field(default_factory=dict)
+
+    def record_claims(self, language: Language, context: dict[str, Any]) -> None:
+        """Keep the claims a rendering in `language` made with `context` (see `context`)."""
+        self.claims[language] = list(context["claims"].claims)
 
 
 @cache
@@ -60,25 +66,70 @@ def more_url(config: MunicipalityConfig) -> str:
 
 def payment_url(config: MunicipalityConfig) -> str:
     """Where a QR code leads: the payment self-service, else the page to read more."""
-    portal = config.payment.self_service
+    portal = config.decisions.new_debts.portal
     return str(portal.url) if portal else more_url(config)
+
+
+# Field paths the point templates name often, short: P ~ ".name" is the portal's name.
+_PATHS = {
+    "P": "decisions.new_debts.portal",
+    "I": "decisions.new_debts.invoice",
+    "N": "decisions.new_debts",
+    "O": "decisions.old_debts",
+    "R": "decisions.routing",
+}
 
 
 def context(
     config: MunicipalityConfig, language: Language, points: Sequence[Point]
 ) -> dict[str, Any]:
-    """What every channel template sees: the config, its facts in `language`, the points to say."""
+    """What every channel template sees: the config, its facts in `language`, the points to say,
+    and `claim`/`fixed`, which record each sentence in `claims` (a ClaimLog)."""
     faq_url = config.channels.faq.page_url if config.channels.faq else None
+    log = ClaimLog(config, language)
+    decisions = config.decisions
+    methods = decisions.payment_methods
+
+    def methods_in(names: list[str]) -> list[Any]:
+        return [m for m in methods if m.method.value in names]
+
+    def mfield(method: Any, attribute: str = "method") -> str:
+        return f"decisions.payment_methods.{methods.index(method)}.{attribute}"
+
     return {
         "c": config,
-        "pay": config.payment,
-        "portal": config.payment.self_service,
+        "d": decisions,
+        "nd": decisions.new_debts,
+        "od": decisions.old_debts,
+        "portal": decisions.new_debts.portal,
+        "inv": decisions.new_debts.invoice,
         "f": facts(config, language),
         "lang": language.value,
         "points": [p.value for p in points],
         "faq_url": str(faq_url) if faq_url else None,
         "more_url": more_url(config),
+        "claims": log,
+        "claim": log.claim,
+        "fixed": log.fixed,
+        "methods_in": methods_in,
+        "mfield": mfield,
+        "mfields": lambda chosen: [mfield(m) for m in chosen],
+        "names": lambda chosen: _join([method_name(m.method, language) for m in chosen], language),
+        **_PATHS,
     }
+
+
+def _join(items: list[str], language: Language) -> str:
+    from tasks.content import join
+
+    return join(items, language)
+
+
+def point_text(config: MunicipalityConfig, language: Language, point: Point, style: str) -> str:
+    """One point's text on its own (claims recorded in a throw-away log)."""
+    ctx = context(config, language, [point])
+    pt = environment().get_template(f"_points/{language.value}.md.j2").make_module(ctx)
+    return str(getattr(pt, point.value)(style))
 
 
 def render_template(name: str, context: dict[str, Any]) -> str:
@@ -95,10 +146,14 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def short_points(context: dict[str, Any]) -> list[str]:
-    """Each of the context's points in its short form, one plain sentence or two each."""
+def short_points(context: dict[str, Any], channel: Channel | None = None) -> list[str]:
+    """Each of the context's points in its short form, one plain sentence or two each, and the
+    channel's extra sentence last; points the decisions leave empty are left out."""
     pt = environment().get_template(f"_points/{context['lang']}.md.j2").make_module(context)
-    return [squash(str(getattr(pt, p)("short"))) for p in context["points"]]
+    lines = [squash(str(getattr(pt, p)("short"))) for p in context["points"]]
+    if channel is not None:
+        lines.append(squash(str(pt.extra(channel.value))))
+    return [line for line in lines if line]
 
 
 def web_page(config: MunicipalityConfig, spec: ChannelSpec, name: str) -> ChannelContent:
@@ -114,6 +169,7 @@ def web_page(config: MunicipalityConfig, spec: ChannelSpec, name: str) -> Channe
         )
         out.files[f"{name}.{lang.value}.md"] = md
         out.files[f"{name}.{lang.value}.html"] = html
+        out.record_claims(lang, ctx)
         out.metrics[lang] = {"lix": lix_of_html(html)}
         if lang is Language.DA:
             out.key_message = title
@@ -134,6 +190,7 @@ class Picture:
     pdf: bytes  # the page it was drawn from, to read its text back
     lines: list[str]  # the key message first
     lix: float  # of the text as drawn
+    claims: list[Claim]  # every sentence drawn, with its fields
 
 
 def picture(
@@ -153,7 +210,7 @@ def picture(
     from tasks.textmetrics import lix
 
     ctx = spec.context(config, language)
-    lines = short_points(ctx)
+    lines = short_points(ctx, spec.channel)
     width, height = size
     html = render_template(
         f"{spec.channel.value}/{language.value}/{name}.html.j2",
@@ -168,4 +225,4 @@ def picture(
         },
     )
     png, pdf = render_png(html, width, height, base_url=str(TEMPLATES_DIR))
-    return Picture(png, pdf, lines, round(lix(pdf_text(pdf)), 1))
+    return Picture(png, pdf, lines, round(lix(pdf_text(pdf)), 1), list(ctx["claims"].claims))

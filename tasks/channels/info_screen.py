@@ -28,6 +28,7 @@ class InfoScreen(ChannelSpec):
         for lang in config.languages:
             slide = picture(config, self, lang, NAME, SIZE, qr_url=payment_url(config))
             out.files[f"{NAME}.{lang.value}.png"] = slide.png
+            out.claims[lang] = slide.claims
             # The words on the slide, for checking them and as its text alternative.
             out.files[f"{NAME}.{lang.value}.txt"] = "\n".join(slide.lines) + "\n"
             out.metrics[lang] = {"lix": slide.lix, "size": "x".join(map(str, SIZE))}

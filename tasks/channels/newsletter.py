@@ -24,14 +24,13 @@ from tasks.render import ChannelContent, lix_of_html, render_template, squash
 class Newsletter(ChannelSpec):
     channel = Channel.NEWSLETTER
     settings = NewsletterSettings
-    # The essentials; the children's point and registration time are on the website.
+    # The essentials; children, lost items and not paying are on the website and in the FAQ.
     points = (
         Point.WHAT_CHANGES,
         Point.HOW_TO_PAY,
-        Point.LOGIN,
         Point.WHERE_TO_SEE,
         Point.OLD_DEBTS,
-        Point.FEES_UNCHANGED,
+        Point.FEES,
         Point.NO_MITID,
         Point.WHO_TO_ASK,
     )
@@ -57,6 +56,7 @@ class Newsletter(ChannelSpec):
                 )
             )
             text = markup.to_text(md)
+            out.record_claims(lang, ctx)
             out.messages[lang] = Message(self.channel, lang, text=text, subject=subject, html=html)
             out.files[f"{lang.value}/subject.txt"] = subject + "\n"
             out.files[f"{lang.value}/body.html"] = html

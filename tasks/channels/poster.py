@@ -19,7 +19,7 @@ from tasks.channels.base import (
     View,
 )
 from tasks.config import TEMPLATES_DIR
-from tasks.content import Point, facts
+from tasks.content import Claim, Point, facts
 from tasks.models import Channel, Language, MunicipalityConfig, PosterSettings, StepKind
 from tasks.providers.base import Attachment, Message
 from tasks.render import ChannelContent, payment_url, render_template, short_points
@@ -36,14 +36,16 @@ def branch_slug(name: str) -> str:
     return _NON_SLUG.sub("-", text).strip("-") or "filial"
 
 
-def poster_html(config: MunicipalityConfig, language: Language) -> tuple[str, list[str]]:
-    """The poster as print HTML, and its short lines (the key message first)."""
+def poster_html(
+    config: MunicipalityConfig, language: Language
+) -> tuple[str, list[str], list[Claim]]:
+    """The poster as print HTML, its short lines (the key message first) and its claims."""
     from tasks.pdf import qr_svg
 
     settings = config.channels.poster
     paper = settings.paper if settings else "A4"
     ctx = Poster().context(config, language)
-    short = short_points(ctx)
+    short = short_points(ctx, Channel.POSTER)
     url = payment_url(config)
     html = render_template(
         f"poster/{language.value}/poster.html.j2",
@@ -56,7 +58,7 @@ def poster_html(config: MunicipalityConfig, language: Language) -> tuple[str, li
             "qr_url": url,
         },
     )
-    return html, short
+    return html, short, list(ctx["claims"].claims)
 
 
 class Poster(ChannelSpec):
@@ -79,7 +81,8 @@ class Poster(ChannelSpec):
         assert settings is not None
         out = ChannelContent(self.channel)
         for lang in config.languages:
-            html, short = poster_html(config, lang)
+            html, short, claims = poster_html(config, lang)
+            out.claims[lang] = claims
             pdf = render_pdf(html, base_url=str(TEMPLATES_DIR))
             out.files[f"{NAME}.{lang.value}.html"] = html
             out.files[f"{NAME}.{lang.value}.pdf"] = pdf

@@ -10,6 +10,7 @@ import yaml
 
 from tasks.channels.base import ChannelSpec, GalleryView, Labels, Step, View
 from tasks.content import Point
+from tasks.decisions import OldDebtPlace, Payable
 from tasks.models import Channel, Language, MunicipalityConfig, SelfServiceSettings, StepKind
 from tasks.render import ChannelContent, render_template, squash
 
@@ -21,8 +22,8 @@ class SelfService(ChannelSpec):
     settings = SelfServiceSettings
     points = (
         Point.WHERE_TO_SEE,
-        Point.HOW_TO_PAY,
         Point.OLD_DEBTS,
+        Point.HOW_TO_PAY,
         Point.REGISTRATION_TIME,
         Point.WHO_TO_ASK,
     )
@@ -38,7 +39,7 @@ class SelfService(ChannelSpec):
         """DPL CMS config-sync YAML (Danish, with an English config translation) and DDB CMS variables."""
         settings = config.channels.self_service
         assert settings is not None
-        portal = config.payment.self_service
+        portal = config.decisions.new_debts.portal
         out = ChannelContent(self.channel)
         texts: dict[Language, dict[str, str]] = {}
         for lang in config.languages:
@@ -52,6 +53,7 @@ class SelfService(ChannelSpec):
                 ),
                 "more_url": ctx["faq_url"] or ctx["more_url"],
             }
+            out.record_claims(lang, ctx)
         da = texts[Language.DA]
         pay_url = str(portal.url) if portal else da["more_url"]
         if settings.cms in ("dpl", "both"):
@@ -61,7 +63,7 @@ class SelfService(ChannelSpec):
                 "ding_debt_show_introtext": 1,
                 "ding_debt_introtext": da["body"],
                 # "internal" is payment on the library site itself: only for old debts, while allowed.
-                "ding_debt_enable_internal": int(config.payment.old_debts.payable_at_library),
+                "ding_debt_enable_internal": int(_old_debts_paid_on_site(config)),
                 "ding_debt_enable_external": int(portal is not None),
                 "ding_debt_enable_external_button": int(portal is not None),
                 "ding_debt_external_button_text": da["button"],
@@ -86,6 +88,15 @@ class SelfService(ChannelSpec):
         settings = config.channels.self_service
         cms = _CMS_NAMES[settings.cms] if settings is not None else _CMS_NAMES["both"]
         return [self.step(StepKind.MANUAL, f"Opdatér selvbetjeningssiderne i {cms}")]
+
+
+def _old_debts_paid_on_site(config: MunicipalityConfig) -> bool:
+    """Whether old debts can still be paid on the library website's self-service."""
+    old = config.decisions.old_debts
+    return (
+        old.payable in (Payable.UNTIL, Payable.OPEN_ENDED)
+        and OldDebtPlace.LIBRARY_WEBSITE in old.where
+    )
 
 
 def _dpl_files(

@@ -24,8 +24,9 @@ NAME = "sms"
 class Sms(ChannelSpec):
     channel = Channel.SMS
     settings = SmsSettings
-    # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
-    points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY)
+    # The short form of HOW_TO_PAY already says "with MitID" where login is needed; old debts
+    # (with their cut-off date) because a borrower may owe both kinds.
+    points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
     audience = "Borrowers in the library's SMS scheme"
     labels = Labels(da="SMS", en="SMS")
     gallery = GalleryView(View.TEXT_MESSAGE, NAME)
@@ -39,9 +40,9 @@ class Sms(ChannelSpec):
         assert settings is not None
         out = ChannelContent(self.channel)
         for lang in config.languages:
-            raw = squash(
-                render_template(f"sms/{lang.value}/sms.txt.j2", self.context(config, lang))
-            )
+            ctx = self.context(config, lang)
+            raw = squash(render_template(f"sms/{lang.value}/sms.txt.j2", ctx))
+            out.record_claims(lang, ctx)
             try:
                 text = to_gsm7(raw)
             except NotGsm7Error as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.channels.base import ChannelSpec, GalleryView, Labels, Step, View
-from tasks.content import Point
+from tasks.content import Claim, Point
 from tasks.errors import ConfigError
 from tasks.models import Channel, Language, MunicipalityConfig, SocialPostSettings, StepKind
 from tasks.render import ChannelContent, picture, render_template, squash
@@ -45,8 +45,9 @@ class SocialPost(ChannelSpec):
 
         out = ChannelContent(self.channel)
         for lang in config.languages:
-            text = self.text(config, lang)
+            text, claims = self.text_and_claims(config, lang)
             image = picture(config, self, lang, IMAGE, SIZE)
+            out.claims[lang] = claims + [c for c in image.claims if c not in claims]
             out.files[f"{NAME}.{lang.value}.txt"] = text
             out.files[f"{IMAGE}.{lang.value}.png"] = image.png
             # The words on the image: paste them as its alt text when publishing.
@@ -63,6 +64,12 @@ class SocialPost(ChannelSpec):
 
     def text(self, config: MunicipalityConfig, language: Language) -> str:
         """The post's text in `language`; ConfigError when it is longer than TEXT_LIMIT."""
+        return self.text_and_claims(config, language)[0]
+
+    def text_and_claims(
+        self, config: MunicipalityConfig, language: Language
+    ) -> tuple[str, list[Claim]]:
+        """The post's text and the claims it makes; ConfigError when longer than TEXT_LIMIT."""
         settings = config.channels.social_post
         hashtags = list(settings.hashtags) if settings else []
         ctx = {**self.context(config, language), "hashtags": hashtags}
@@ -74,7 +81,7 @@ class SocialPost(ChannelSpec):
                 f"than {TEXT_LIMIT} (fix: use fewer channels.social_post.hashtags, or "
                 "shorten the names in the municipality config)"
             )
-        return text
+        return text, list(ctx["claims"].claims)
 
     def checklist_steps(self, config: MunicipalityConfig) -> list[Step]:
         platforms = " og ".join(_platform_names(config))
