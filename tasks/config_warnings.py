@@ -25,6 +25,8 @@ SMS_HOURS = (time(8, 0), time(20, 0))
 # library can answer the questions the message brings.
 _SENT_ON_A_DAY = {Channel.SMS: "SMS'en", Channel.NEWSLETTER: "Nyhedsbrevet"}
 
+# The readability the citizen texts aim at (LIX 25-34 is "easy"); a free text above it is told.
+LIX_LIMIT = 35.0
 # "frem til 31. marts" and "indtil 31. marts" are read both as "up to and including" and as "up
 # to, not including": a citizen who pays on the day may be told too late. A phrase counts when a
 # date follows within a few words (a digit: "31. marts", "2027-03-31", "31/3").
@@ -114,6 +116,32 @@ def _texts(value: object, path: str) -> Iterator[tuple[str, str]]:
             yield from _texts(item, f"{path}[{index}]")
 
 
+def old_debts_warnings(config: MunicipalityConfig) -> Iterator[ConfigWarning]:
+    until = config.decisions.old_debts.until
+    if until is not None and until < config.go_live:
+        yield ConfigWarning(
+            "decisions.old_debts.until",
+            f"gamle gebyrer kan betales til og med {_long_day(until)}, men det er før "
+            f"go-live {_long_day(config.go_live)}. Ret datoen, eller sæt payable: no.",
+        )
+
+
+def readability_warnings(config: MunicipalityConfig) -> Iterator[ConfigWarning]:
+    """Free texts (extra sentences, FAQ entries, restrictions) above the LIX the texts aim at."""
+    from tasks.decisions import local_texts
+    from tasks.textmetrics import lix
+
+    for path, text in local_texts(config.decisions):
+        for language in config.languages:
+            value = text.get(language.value)
+            if value and (score := lix(value)) > LIX_LIMIT:
+                yield ConfigWarning(
+                    f"{path}.{language.value}",
+                    f"teksten har LIX {score:.0f}, over {LIX_LIMIT:.0f}: svær at læse. "
+                    "Skriv kortere sætninger og kortere ord.",
+                )
+
+
 def phrase_warnings(config: MunicipalityConfig) -> Iterator[ConfigWarning]:
     for field, text in _texts(config.model_dump(mode="json"), ""):
         for match in _TWO_WAY_DA.finditer(text):
@@ -145,5 +173,7 @@ def config_warnings(
         *go_live_warnings(config, today),
         *send_day_warnings(config),
         *sms_time_warnings(config, sms_send_time),
+        *old_debts_warnings(config),
+        *readability_warnings(config),
         *phrase_warnings(config),
     ]
