@@ -170,6 +170,22 @@ EXPECTATIONS: dict[str, Expect] = {
                    "Gældsstyrelsen", "under 18", "days to pay"],
         },
     ),
+    # Old debts payable the old way until a set last day, on the website and at the counter.
+    "alleroed": Expect(
+        must={
+            "da": ["7. juni 2023", "til og med 30. juni 2023", "på biblioteket", "Digital Post",
+                   "netbank", "kontant i Borgerservice", "MobilePay"],
+            "en": ["7 June 2023", "until 30 June 2023 inclusive", "at the library",
+                   "Digital Post", "Borgerservice", "MobilePay"],
+        },
+        everywhere={"da": ["7. juni 2023"], "en": ["7 June 2023"]},
+        must_not={
+            "da": ["betalingsoverblik", "logger ind med", "Gældsstyrelsen", "under 18", "rykker",
+                   "betale dem med kontant", "dage til at betale", "1. juli 2023"],
+            "en": ["betalingsoverblik", "log in with", "Gældsstyrelsen", "under 18", "reminder",
+                   "pay them with cash", "days to pay", "1 July 2023"],
+        },
+    ),
     # The fixed point: old debts from before a cut-off years before go-live, payable
     # with no end date on the library website, never at the counter; children from 15 invoiced.
     "roedovre": Expect(
