@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.channels import render_channel
+from tasks.channels import render_channel, spec
 from tasks.config import load_municipality
 from tasks.models import Channel, Language
 from tasks.render import ChannelContent
@@ -108,3 +108,24 @@ def test_every_channel_states_the_facts_it_must_all_carry(name: str, language: L
         if (lacking := [p for p in phrases if p not in _texts(name, channel, language)])
     }
     assert not missing, f"{name} ({language.value}): channels without {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_branch_mail_greets_its_branches_and_is_signed_by_a_person_or_the_library(
+    name: str,
+) -> None:
+    config = load_municipality(HERE / f"{name}.yaml")
+    mail = spec(Channel.POSTER).branch_messages(config, _contents(name)[Channel.POSTER])
+    text = mail[Language.DA].text
+    reached = [b.name for b in config.library.branches if b.contact_email]
+    greeting = text.splitlines()[0]
+    assert greeting.startswith("Kære ") and all(b in greeting for b in reached), greeting
+    assert not [b.name for b in config.library.branches if b.name not in reached and b.name in text]
+    signature = text.split("Venlig hilsen\n", 1)[1].splitlines()
+    leader = config.project_leader
+    assert signature[0] == (leader.name if leader else config.library.name)
+    assert "Filialledere" not in text  # the poster channel's `responsible` in every config
+    assert [a.filename for a in mail[Language.DA].attachments] == [
+        f"plakat-{language.value}.pdf" for language in config.languages
+    ]
