@@ -45,7 +45,8 @@ class Point(StrEnum):
 # Sentences resting on no decision: what the card itself says for every municipality (debts move
 # to the municipality on go-live; library staff take no payment for new debts; why -> the
 # library), the questions, titles and labels. Placeholders are card-level fields only:
-# {go_live} (go_live), {municipality} (municipality.name), {library} (library.name).
+# {go_live} (go_live), {municipality} (municipality.name), {library} (library.name), {billing}
+# (contacts.billing.name: the card routes questions about paying to the collection office).
 FIXED: dict[str, dict[Language, str]] = {
     # Headings and labels
     "title": {
@@ -59,6 +60,7 @@ FIXED: dict[str, dict[Language, str]] = {
     },
     "greeting": {Language.DA: "Kære låner", Language.EN: "Dear borrower"},
     "regards": {Language.DA: "Venlig hilsen {library}", Language.EN: "Kind regards, {library}"},
+    "signature": {Language.DA: "{library}", Language.EN: "{library}"},
     "read_more": {Language.DA: "Læs mere:", Language.EN: "Read more:"},
     "more_questions": {
         Language.DA: "Har du flere spørgsmål? Læs spørgsmål og svar om betaling af gebyrer.",
@@ -69,15 +71,20 @@ FIXED: dict[str, dict[Language, str]] = {
     "button_read": {Language.DA: "Læs om betaling", Language.EN: "Read about paying"},
     # The card's facts, true wherever the debtor integration is switched on
     "intro": {
-        Language.DA: "Fra {go_live} betaler du gebyrer til biblioteket på en ny måde.",
+        Language.DA: "Fra {go_live} skal du betale gebyrer på en ny måde.",
         Language.EN: "From {go_live} you pay library fees in a new way.",
     },
     "moves": {
-        Language.DA: "Fra {go_live} sender {municipality} regningen for nye gebyrer.",
-        Language.EN: "From {go_live}, {municipality} sends the bill for new fees.",
+        Language.DA: "Fra {go_live} får du regningen fra {municipality}, når du får et nyt gebyr.",
+        Language.EN: "From {go_live}, you get the bill from {municipality} when you get a new fee.",
     },
     "moves_short": {
-        Language.DA: "Fra {go_live} betaler du nye gebyrer til kommunen.",
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
+        Language.EN: "From {go_live} you pay new fees to the municipality, not to us.",
+    },
+    # The SMS's own, when the longer one would cost a part (tasks/channels/sms.py picks).
+    "moves_sms": {
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen.",
         Language.EN: "From {go_live} you pay new fees to the municipality.",
     },
     "covers": {
@@ -85,12 +92,16 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "This covers fees for late returns and charges for items you have lost.",
     },
     "staff_no_payment": {
-        Language.DA: "Bibliotekets personale kan ikke tage imod betaling for nye gebyrer.",
-        Language.EN: "Library staff cannot take payment for new fees.",
+        Language.DA: "Vi kan ikke tage imod betaling for nye gebyrer.",
+        Language.EN: "We cannot take payment for new fees.",
     },
     "ask_library": {
         Language.DA: "Har du spørgsmål til et gebyr, så spørg biblioteket.",
         Language.EN: "If you have a question about a fee, ask the library.",
+    },
+    "ask_billing": {
+        Language.DA: "Har du spørgsmål om betaling, så kontakt {billing}.",
+        Language.EN: "If you have a question about paying, contact {billing}.",
     },
     # Questions: the FAQ's and the article's headings
     "q.what_changes": {Language.DA: "Hvad ændrer sig?", Language.EN: "What is changing?"},
@@ -100,8 +111,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "Where can I see what I owe?",
     },
     "q.old_debts": {
-        Language.DA: "Kan jeg stadig betale på biblioteket?",
-        Language.EN: "Can I still pay at the library?",
+        Language.DA: "Kan jeg stadig betale til biblioteket?",
+        Language.EN: "Can I still pay the library?",
     },
     "q.registration_time": {
         Language.DA: "Jeg har betalt. Hvorfor står gebyret der stadig?",
@@ -128,7 +139,7 @@ FIXED: dict[str, dict[Language, str]] = {
 }
 
 # The card-level fields a fixed sentence may name; everything else is a decision.
-CARD_FIELDS = ("go_live", "municipality.name", "library.name")
+CARD_FIELDS = ("go_live", "municipality.name", "library.name", "contacts.billing.name")
 
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 
@@ -225,6 +236,7 @@ def fixed_text(key: str, config: MunicipalityConfig, language: Language, **extra
         go_live=format_day(config.go_live, language),
         municipality=config.municipality.name,
         library=config.library.name,
+        billing=config.contacts.billing.name,
         **extra,
     )
 
@@ -272,7 +284,7 @@ class Facts:
     cutoff_field: str  # the field the cut-off rests on
     until: str | None
     old_places: str | None  # where old debts are paid, as a phrase
-    old_places_sms: str | None  # the same, shorter
+    old_places_short: str | None  # the same, shorter
     old_methods: str | None
     reminder_fee: str | None
     above_kr: str | None
@@ -286,7 +298,7 @@ class Facts:
 def _old_places(
     config: MunicipalityConfig, language: Language, site: str, *, compact: bool = False
 ) -> str | None:
-    # compact (SMS): the site without the account page's name, which the site shows anyway.
+    # compact (short texts): the site without the account page's name, which the site shows.
     page = None if compact else config.decisions.routing.account_page
     names = []
     for place in config.decisions.old_debts.where:
@@ -320,7 +332,7 @@ def facts(config: MunicipalityConfig, language: Language) -> Facts:
         cutoff_field="decisions.old_debts.before" if old.before else "go_live",
         until=format_day(old.until, language) if old.until else None,
         old_places=_old_places(config, language, site),
-        old_places_sms=_old_places(config, language, site, compact=True),
+        old_places_short=_old_places(config, language, site, compact=True),
         old_methods=join([method_name(m, language) for m in old.methods], language) or None,
         reminder_fee=format_kr(new.reminder_fee_kr, language)
         if new.reminder_fee_kr is not None

@@ -4,7 +4,8 @@
 to the channel folders: web pages and e-mails are embedded with `<iframe srcdoc>` (so the page
 works when opened on its own, and the embedded document keeps its own styles and `lang`), posters
 as PNG previews of page 1, texts and config files as preformatted text; every piece also links
-to its file, relative to the gallery. `gallery_markdown` is the short form for a Prefect artifact.
+to its file, relative to the gallery. `gallery_markdown` is the short form for a Prefect artifact. The claims review (every citizen
+sentence with the decision fields it rests on, tasks/review.py) comes first, per language.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tasks.channels import all_channels, spec
 from tasks.channels.base import GalleryView, View
 from tasks.models import Channel, Language
 from tasks.render import ChannelContent
+from tasks.review import claims_review_html
 from tasks.textmetrics import lix_band
 
 # Poster preview resolution: enough to judge layout and read the headline, small enough that a
@@ -379,6 +381,10 @@ def _metrics_table(page: _Page, contents: Mapping[Channel, ChannelContent]) -> N
     )
 
 
+def _claim_languages(contents: Mapping[Channel, ChannelContent]) -> list[Language]:
+    return [lang for lang in Language if any(lang in c.claims for c in contents.values())]
+
+
 def build_gallery(
     contents: Mapping[Channel, ChannelContent], *, title: str, lang: str = "en"
 ) -> str:
@@ -400,6 +406,8 @@ def build_gallery(
         f'<nav aria-label="{escape(labels["contents"])}"><ul>{nav}</ul></nav></header>\n<main>'
     )
     _metrics_table(page, contents)
+    for review_lang in _claim_languages(contents):
+        page.add(claims_review_html(contents, review_lang))
     for content in ordered:
         channel = content.channel
         page.add(

@@ -108,6 +108,7 @@ def context(
         "points": [p.value for p in points],
         "faq_url": str(faq_url) if faq_url else None,
         "more_url": more_url(config),
+        "tight": False,  # the SMS's shorter wording (tasks/channels/sms.py)
         "claims": log,
         "claim": log.claim,
         "fixed": log.fixed,
@@ -182,6 +183,9 @@ def lix_of_html(html: str) -> float:
     return round(lix(html_to_text(html)), 1)
 
 
+_PICTURE_CHARS = 200
+
+
 @dataclass(frozen=True)
 class Picture:
     """An image for a screen or a feed, and the words drawn on it."""
@@ -212,6 +216,10 @@ def picture(
     ctx = spec.context(config, language)
     lines = short_points(ctx, spec.channel)
     width, height = size
+    # More facts, smaller type, so that every line stays on the picture: full size up to
+    # _PICTURE_CHARS characters, then shrinking with the square root of the excess.
+    characters = sum(len(line) for line in lines)
+    scale = min(1.0, (_PICTURE_CHARS / characters) ** 0.5) if characters else 1.0
     html = render_template(
         f"{spec.channel.value}/{language.value}/{name}.html.j2",
         {
@@ -222,6 +230,7 @@ def picture(
             "lines": lines[1:],
             "qr": Markup(qr_svg(qr_url)) if qr_url else None,
             "qr_url": qr_url,
+            "scale": scale,
         },
     )
     png, pdf = render_png(html, width, height, base_url=str(TEMPLATES_DIR))

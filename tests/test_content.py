@@ -1,231 +1,269 @@
-"""Citizen texts for every combination of a municipality's payment choices, every channel and language.
+"""Citizen texts say what the municipality decided and nothing else, in every channel and language.
 
-Each text must say what is true for the municipality and nothing that is not: a table of phrases
-ties each choice to the words that state it, per language and per channel that carries the point.
+The fixed points of issue 17: old debts from before a cut-off years before go-live, payable on the
+library website with no end date; no payment deadline; children invoiced from 15. Every sentence
+is a recorded claim or a fixed card-level sentence, and the quality gates (LIX, GSM-7, SMS parts)
+hold for each config.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from datetime import date
-from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tasks.channels import all_channels, spec
 from tasks.channels.poster import poster_html
-from tasks.config import load_municipality
-from tasks.content import Point, applies
+from tasks.content import CARD_FIELDS, FIXED, Point, format_day, format_kr, is_set, resolve
 from tasks.models import Channel, Language, MunicipalityConfig
+from tasks.review import claims_review
 from tasks.textmetrics import html_to_text, is_gsm7, lix
 
-from .conftest import EXAMPLE_CONFIG
+from .channels.helpers import DROP, channel_texts, example, raw_example, uncovered, variant
 
-PORTAL = "Mit betalingsoverblik"
+PORTAL = {"name": "Mit Betalingsoverblik", "url": "https://www.faxe.dk/betalingsoverblik"}
+CUT_OFF = date(2023, 1, 1)  # four years before the example's go-live, 14 December 2026
 
-# (choice is on) -> phrase that must appear, per language, on channels carrying the point.
-# A phrase must be absent when its choice is off.
-PHRASES: list[tuple[str, Point, dict[Language, str]]] = [
-    (
-        "digital_post",
-        Point.HOW_TO_PAY,
-        {
-            Language.DA: "faktura, du får i Digital Post",
-            Language.EN: "invoice you get in Digital Post",
-        },
-    ),
-    ("paper_invoice", Point.HOW_TO_PAY, {Language.DA: "girokort", Language.EN: "giro slip"}),
-    (
-        "bank_transfer",
-        Point.HOW_TO_PAY,
-        {Language.DA: "overførsel fra din bank", Language.EN: "bank transfer"},
-    ),
-    (
-        "betalingsservice",
-        Point.HOW_TO_PAY,
-        {Language.DA: "Betalingsservice", Language.EN: "Betalingsservice"},
-    ),
-    (
-        "borgerservice",
-        Point.HOW_TO_PAY,
-        {Language.DA: "Borgerservice", Language.EN: "Borgerservice"},
-    ),
-    ("portal", Point.HOW_TO_PAY, {Language.DA: PORTAL, Language.EN: PORTAL}),
-    ("mitid", Point.LOGIN, {Language.DA: "med MitID", Language.EN: "with MitID"}),
-    ("no_login", Point.LOGIN, {Language.DA: "ikke logge ind", Language.EN: "not need to log in"}),
-    (
-        "old_payable",
-        Point.OLD_DEBTS,
-        {Language.DA: "stadig betale på biblioteket", Language.EN: "still pay them at the library"},
-    ),
-    (
-        "old_not_payable",
-        Point.OLD_DEBTS,
-        {
-            Language.DA: "kan ikke betale dem på biblioteket",
-            Language.EN: "cannot pay them at the library",
-        },
-    ),
-    (
-        "pages_old_only",
-        Point.WHERE_TO_SEE,
-        {Language.DA: "kun gamle gebyrer", Language.EN: "only see old fees"},
-    ),
-    (
-        "pages_all",
-        Point.WHERE_TO_SEE,
-        {
-            Language.DA: "også se alle dine gebyrer under Mine sider",
-            Language.EN: "also see all your fees under My pages",
-        },
-    ),
-]
+# The fixed point: old debts from before a cut-off years before go-live, payable with no end
+# date on the library website and never at the counter; no deadline; the child invoiced from 15.
+FIXED_POINT: dict[str, Any] = {
+    "old_debts": {
+        "before": CUT_OFF.isoformat(),
+        "payable": "open_ended",
+        "where": ["library_website"],
+    },
+    "new_debts": {"portal": PORTAL, "invoice": {"digital_post": True}},
+    "payment_methods": [{"method": "card"}, {"method": "mobilepay"}],
+    "children": {"adult_invoiced_under_age": 15},
+    "routing": {"account_page": "Min side", "account_page_shows": "old_only"},
+}
 
 
-def combinations() -> list[dict[str, Any]]:
-    combos = []
-    for portal, dp, paper, bank, bs, borger, old, pages in itertools.product(
-        (None, "mitid", "no_login"), *([(True, False)] * 6), ("all", "old_only")
-    ):
-        if not (portal or dp or paper or bank or bs or borger):
-            continue  # no way to pay: the config refuses it (tested in test_config)
-        combos.append(
-            dict(
-                portal=portal,
-                digital_post=dp,
-                paper_invoice=paper,
-                bank_transfer=bank,
-                betalingsservice=bs,
-                borgerservice=borger,
-                old_payable=old,
-                pages=pages,
-            )
-        )
-    return combos
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("content")
 
 
-COMBOS = combinations()
+@pytest.fixture(scope="module")
+def fixed_point(folder: Path) -> MunicipalityConfig:
+    return variant(folder, {"decisions": FIXED_POINT}, "fixed-point")
 
 
-@cache
-def _base() -> dict[str, Any]:
-    return load_municipality(EXAMPLE_CONFIG).model_dump(mode="json")
+@pytest.fixture(scope="module")
+def bare(folder: Path) -> MunicipalityConfig:
+    """Every optional decision unset."""
+    return variant(folder, {"decisions": DROP}, "bare")
 
 
-def make_config(combo: dict[str, Any]) -> MunicipalityConfig:
-    data = _base()
-    data = {**data, "payment": dict(data["payment"])}
-    pay = data["payment"]
-    pay["self_service"] = (
-        None
-        if combo["portal"] is None
-        else {
-            "name": PORTAL,
-            "url": "https://www.eksempel.dk/betalingsoverblik",
-            "requires_mitid": combo["portal"] == "mitid",
-        }
-    )
-    pay["invoices"] = {"digital_post": combo["digital_post"], "payment_days": 30}
-    for key in ("paper_invoice", "bank_transfer", "betalingsservice", "borgerservice"):
-        pay[key] = combo[key]
-    pay["old_debts"] = (
-        {"payable_at_library": True, "until": "2027-03-31"}
-        if combo["old_payable"]
-        else {"payable_at_library": False}
-    )
-    pay["library_pages_show"] = combo["pages"]
-    return MunicipalityConfig.model_validate(data)
-
-
-def truth(combo: dict[str, Any], key: str) -> bool:
-    return {
-        "portal": combo["portal"] is not None,
-        "mitid": combo["portal"] == "mitid",
-        "no_login": combo["portal"] == "no_login",
-        "old_payable": combo["old_payable"],
-        "old_not_payable": not combo["old_payable"],
-        "pages_old_only": combo["pages"] == "old_only",
-        "pages_all": combo["pages"] == "all",
-    }.get(key, combo.get(key))
-
-
-def full_texts(config: MunicipalityConfig) -> dict[Channel, dict[Language, str]]:
-    """Every full-form channel's visible text per language."""
-    texts: dict[Channel, dict[Language, str]] = {}
-    for channel, name in ((Channel.WEBSITE, "article"), (Channel.FAQ, "faq")):
-        out = spec(channel).render(config)
-        texts[channel] = {
-            lang: html_to_text(out.files[f"{name}.{lang.value}.html"]) for lang in config.languages
-        }
-    news = spec(Channel.NEWSLETTER).render(config)
-    texts[Channel.NEWSLETTER] = {lang: m.text for lang, m in news.messages.items()}
+def _texts(config: MunicipalityConfig) -> dict[tuple[str, str], tuple[str, list[Any]]]:
+    texts = channel_texts(config)
+    # Every enabled channel in every language is read.
+    assert {c for c, _ in texts} == {c.value for c in config.channels.enabled()}
+    assert {lang for _, lang in texts} == {lang.value for lang in config.languages}
     return texts
 
 
-def test_there_are_many_combinations() -> None:
-    # Minus the 4 with no way to pay at all (no portal, every option off, x old debts x pages).
-    assert len(COMBOS) == 3 * 2**7 - 4
+# --- The fixed points ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_every_channel_says_what_is_true_and_nothing_else(combo: dict[str, Any]) -> None:
-    config = make_config(combo)
-    texts = full_texts(config)
-    for channel, per_lang in texts.items():
-        carried = set(spec(channel).points_for(config))
-        for lang, text in per_lang.items():
-            for key, point, phrase in PHRASES:
-                present = phrase[lang] in text
-                if point in carried and truth(combo, key):
-                    assert present, f"{channel}/{lang}: '{phrase[lang]}' missing for {key}"
-                if not truth(combo, key) and key not in ("portal",):
-                    assert not present, (
-                        f"{channel}/{lang}: '{phrase[lang]}' present but {key} is off"
-                    )
-            if combo["portal"] is None:
-                assert PORTAL not in text
-            # The reminder fee is an amount in Danish form, and only where it is stated.
-            if Point.FEES_UNCHANGED in carried:
-                assert ("250 kr." if lang is Language.DA else "DKK 250") in text
-            assert (
-                "14. december 2026" in text if lang is Language.DA else "14 December 2026" in text
-            )
+def test_old_debts_on_the_website_without_end_date(fixed_point: MunicipalityConfig) -> None:
+    for (channel, lang), (text, _) in _texts(fixed_point).items():
+        where = f"{channel}/{lang}"
+        # Every channel names the cut-off date, and no other date than it and go-live.
+        assert format_day(CUT_OFF, Language(lang)) in text, where
+        allowed = {format_day(d, Language(lang)) for d in (CUT_OFF, fixed_point.go_live)}
+        assert set(_dates(text, Language(lang))) <= allowed, where
+        # No end date: nothing "until", no "frem til", no "til og med".
+        for phrase in ("til og med", "frem til", "until", "up to and including"):
+            assert phrase not in text, (where, phrase)
+        # Never paid at the library (the counter) or "hos os"; the portal never shows "all".
+        for phrase in ("på biblioteket", "at the library", "hos os", "Ikke til os"):
+            assert phrase not in text, (where, phrase)
+        for phrase in ("alle dine gebyrer", "all your fees"):
+            assert phrase not in text, (where, phrase)
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_short_channels_are_plain_short_and_gsm7(combo: dict[str, Any]) -> None:
-    config = make_config(combo)
+def test_no_deadline_set_no_channel_mentions_one(fixed_point: MunicipalityConfig) -> None:
+    assert fixed_point.decisions.new_debts.payment_days is None
+    for (channel, lang), (text, _) in _texts(fixed_point).items():
+        for word in (
+            "frist",
+            "dage til at betale",
+            "deadline",
+            "days to pay",
+            "30 dage",
+            "30 days",
+        ):
+            assert word not in text.lower(), (channel, lang, word)
+
+
+def test_a_deadline_set_is_said_where_invoices_are_explained(folder: Path) -> None:
+    config = variant(folder, {"decisions.new_debts.payment_days": 14}, "deadline")
+    for channel in (Channel.WEBSITE, Channel.FAQ, Channel.NEWSLETTER):
+        for lang in (Language.DA, Language.EN):
+            text, _ = channel_texts(config)[(channel.value, lang.value)]
+            assert ("Du har 14 dage til at betale." if lang is Language.DA
+                    else "You have 14 days to pay.") in text  # fmt: skip
+
+
+def test_children_from_15_no_channel_says_under_18(fixed_point: MunicipalityConfig) -> None:
+    texts = _texts(fixed_point)
+    for (channel, lang), (text, _) in texts.items():
+        assert "18" not in text, (channel, lang)
+    assert "Fra 15 år får barnet selv regningen." in texts[("faq", "da")][0]
+    assert "From 15, the child gets the bill." in texts[("faq", "en")][0]
+
+
+def test_children_under_18_by_default_reading(folder: Path) -> None:
+    text, _ = channel_texts(example())[("website", "da")]
+    assert "Er dit barn under 18 år, får du som forælder regningen." in text
+    assert "selv regningen" not in text
+
+
+# --- Every sentence rests on a claim -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["example", "fixed_point", "bare"])
+def test_every_sentence_is_a_recorded_claim(case: str, request: pytest.FixtureRequest) -> None:
+    config = example() if case == "example" else request.getfixturevalue(case)
+    for (channel, lang), (text, claims) in _texts(config).items():
+        assert uncovered(text, claims) == "", (channel, lang)
+        for claim in claims:
+            if claim.fixed is not None:
+                assert claim.fixed in FIXED and not claim.fields
+            else:
+                assert claim.fields, claim
+                assert all(is_set(resolve(config, f)) for f in claim.fields), claim
+
+
+def test_with_every_decision_unset_only_fixed_sentences_remain(bare: MunicipalityConfig) -> None:
+    seen_fixed = set()
+    for (channel, lang), (_, claims) in _texts(bare).items():
+        for claim in claims:
+            # The contact details the config must hold (contacts.*) are the one exception.
+            assert claim.fixed is not None or all(
+                f.startswith("contacts.") for f in claim.fields
+            ), (channel, lang, claim)
+            seen_fixed.add(claim.fixed)
+    # The card's own sentences are what is left: the change, who to ask.
+    assert {"moves", "covers", "staff_no_payment", "ask_library", "ask_billing"} <= seen_fixed
+    assert all(field in CARD_FIELDS for field in ("go_live", "contacts.billing.name"))
+
+
+def test_claims_name_their_fields_and_values() -> None:
+    content = spec(Channel.WEBSITE).render(example())
+    claims = {c.text: c for c in content.claims[Language.DA]}
+    deadline = claims["Du har 30 dage til at betale."]
+    assert deadline.fields == ("decisions.new_debts.payment_days",) and deadline.values == ("30",)
+    reminder = next(c for c in claims.values() if "rykker" in c.text)
+    assert reminder.fields == ("decisions.new_debts.reminder_fee_kr",)
+    assert reminder.values == ("250",)
+    review = claims_review({Channel.WEBSITE: content}, Language.DA)
+    assert "| Du har 30 dage til at betale. | decisions.new\\_debts.payment\\_days | 30 |" in (
+        review
+    )
+    assert "fast tekst (opgavekortet)" in review
+    assert review.startswith("# Gennemgang af udsagn (dansk)")
+
+
+# --- Danish a communications officer signs --------------------------------------------------------
+
+
+def test_danish_wording() -> None:
+    texts = channel_texts(example())
+    article = texts[("website", "da")][0]
+    assert article.startswith("Ny måde at betale gebyrer på fra 14. december 2026")
+    assert "gebyrer for sen aflevering" in article
+    assert "Nye gebyrer ser og betaler du i Mit betalingsoverblik." in article
+    assert "Betal fakturaen fra Digital Post i din netbank." in article
+    short = " ".join(texts[("self_service", "da")][0].split())
+    assert (
+        "Har du spørgsmål til et gebyr, så spørg biblioteket. Har du spørgsmål om betaling, så "
+        "kontakt Opkrævningen i Eksempel Kommune." in short
+    )
+    assert "View and pay your new fees in Mit betalingsoverblik." in texts[("website", "en")][0]
+    for (channel, lang), (text, _) in texts.items():
+        assert "Ikke til os" not in text and "Not to us" not in text, (channel, lang)
+        # A reminder fee is a new cost, never hidden under "the fees are the same".
+        if "rykker" in text:
+            assert "ny udgift" in text, channel
+
+
+def test_reminder_fee_is_a_new_cost_in_both_languages() -> None:
+    texts = channel_texts(example())
+    assert (
+        "Men der er en ny udgift: Betaler du for sent, får du en rykker. Den koster 250 kr."
+        in (texts[("faq", "da")][0])
+    )
+    assert (
+        "But there is a new cost: if you pay late, you get a reminder. It costs DKK 250."
+        in (texts[("faq", "en")][0])
+    )
+
+
+# --- Quality gates for each config ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["example", "fixed_point", "bare"])
+def test_sms_poster_and_article_are_easy_to_read(case: str, request: pytest.FixtureRequest) -> None:
+    config = example() if case == "example" else request.getfixturevalue(case)
     sms = spec(Channel.SMS).render(config)
     website = spec(Channel.WEBSITE).render(config)
     for lang in config.languages:
         text = sms.messages[lang].text
-        assert is_gsm7(text) and len(text) <= 306
-        assert sms.metrics[lang]["parts"] <= 2
+        assert is_gsm7(text) and sms.metrics[lang]["parts"] <= 2, (lang, text)
         assert not re.search(r"\d+ ?kr\.|DKK", text), "no amounts in SMS"
         assert lix(text) <= 35, (lang, text)
-        poster, _ = poster_html(config, lang)
+        poster, _, _ = poster_html(config, lang)
         assert lix(html_to_text(poster)) <= 35
-        post = spec(Channel.SOCIAL_POST).text(config, lang)  # its image shows the poster's lines
-        assert lix(post) <= 35 and len(post) <= 500 and not re.search(r"\d+ ?kr\.|DKK", post)
+        post = spec(Channel.SOCIAL_POST).text(config, lang)
+        assert lix(post) <= 35 and len(post) <= 500
         assert website.metrics[lang]["lix"] <= 35
-    selfservice = spec(Channel.SELF_SERVICE).render(config)
-    assert selfservice.files  # DPL and DDB files for every combination
 
 
-def test_points_table_covers_every_point_and_channel() -> None:
+def test_sms_is_one_part_where_the_facts_allow(folder: Path) -> None:
+    # A portal and nothing about old debts: the change, where to pay and where to read more.
+    config = variant(folder, {"decisions": {"new_debts": {"portal": PORTAL}}}, "one-part")
+    sms = spec(Channel.SMS).render(config)
+    for lang in config.languages:
+        assert sms.metrics[lang]["parts"] == 1, sms.messages[lang].text
+        assert sms.metrics[lang]["characters"] <= 160
+
+
+def test_an_extra_sentence_appears_in_its_channel_only(folder: Path) -> None:
+    extra = {"da": "Spørg os, hvis du er i tvivl.", "en": "Ask us if you are in doubt."}
+    decisions = {**FIXED_POINT, "extra": {"sentences": {"sms": extra}}}
+    config = variant(folder, {"decisions": decisions}, "extra-sms")
+    for (channel, lang), (text, _) in channel_texts(config).items():
+        assert (extra[lang] in text) == (channel == "sms"), (channel, lang)
+
+
+def test_every_channel_declares_points_and_the_faq_asks_them_all() -> None:
     assert {s.channel for s in all_channels()} == set(Channel)
-    assert all(s.points for s in all_channels())
     assert set(spec(Channel.FAQ).points) == set(Point)
-    config = make_config(COMBOS[0])
-    assert all(applies(p, config) for p in (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.CHILDREN))
+    assert all(f"q.{p.value}" in FIXED for p in Point)
+    # Every channel carries the old debts, so every channel names a cut-off date when set.
+    assert all(Point.OLD_DEBTS in s.points for s in all_channels())
 
 
 def test_dates_and_amounts_in_danish_form() -> None:
-    from tasks.content import format_day, format_kr
-
     assert format_day(date(2026, 11, 30), Language.DA) == "30. november 2026"
     assert format_kr(250, Language.DA) == "250 kr."
     assert format_kr(1250, Language.DA) == "1.250 kr."
     assert format_day(date(2026, 11, 30), Language.EN) == "30 November 2026"
+    assert raw_example()["decisions"]["new_debts"]["reminder_fee_kr"] == 250
+
+
+_MONTHS = {
+    Language.DA: "januar|februar|marts|april|maj|juni|juli|august|september|oktober|november|december",
+    Language.EN: "January|February|March|April|May|June|July|August|September|October|November|December",
+}
+
+
+def _dates(text: str, lang: Language) -> list[str]:
+    """Every date in `text` as Babel writes it in `lang`."""
+    pattern = r"\d{1,2}\. (?:%s) \d{4}" if lang is Language.DA else r"\d{1,2} (?:%s) \d{4}"
+    return re.findall(pattern % _MONTHS[lang], text)

@@ -25,6 +25,8 @@ from tasks.providers.base import Attachment, Message
 from tasks.render import ChannelContent, payment_url, render_template, short_points
 
 NAME = "poster"
+_POSTER_CHARS = 300  # at full size up to this many characters of text
+_MIN_SCALE = 0.9
 _TRANSLITERATE = str.maketrans({"æ": "ae", "ø": "oe", "å": "aa", "Æ": "ae", "Ø": "oe", "Å": "aa"})
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -47,6 +49,9 @@ def poster_html(
     ctx = Poster().context(config, language)
     short = short_points(ctx, Channel.POSTER)
     url = payment_url(config)
+    # More facts, smaller type, down to a floor that is still read from a few metres away.
+    characters = sum(len(line) for line in short)
+    scale = max(_MIN_SCALE, min(1.0, (_POSTER_CHARS / characters) ** 0.5)) if characters else 1.0
     html = render_template(
         f"poster/{language.value}/poster.html.j2",
         {
@@ -56,6 +61,7 @@ def poster_html(
             "lines": short[1:],
             "qr": Markup(qr_svg(url)),
             "qr_url": url,
+            "scale": scale,
         },
     )
     return html, short, list(ctx["claims"].claims)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tasks.channels.base import (
     ChannelSpec,
     Delivery,
@@ -19,6 +21,7 @@ from tasks.providers.base import Message
 from tasks.render import ChannelContent, render_template, squash
 
 NAME = "sms"
+_LIX_LIMIT = 35  # easy to read (tests/test_content.py holds every SMS to it)
 
 
 class Sms(ChannelSpec):
@@ -34,28 +37,21 @@ class Sms(ChannelSpec):
     step_order = 40
 
     def render(self, config: MunicipalityConfig) -> ChannelContent:
-        from tasks.textmetrics import NotGsm7Error, lix, sms_info, to_gsm7
+        from tasks.textmetrics import lix, sms_info
 
         settings = config.channels.sms
         assert settings is not None
         out = ChannelContent(self.channel)
         for lang in config.languages:
-            ctx = self.context(config, lang)
-            raw = squash(render_template(f"sms/{lang.value}/sms.txt.j2", ctx))
+            ctx, text = self._fitting(config, lang)
             out.record_claims(lang, ctx)
-            try:
-                text = to_gsm7(raw)
-            except NotGsm7Error as exc:
-                raise ConfigError(
-                    f"SMS text ({lang.value}) has characters SMS cannot carry: {exc} "
-                    "(fix: remove them from the names and texts in the municipality config)"
-                ) from None
             info = sms_info(text)
             if info.parts > settings.max_parts:
                 raise ConfigError(
                     f"SMS text ({lang.value}) needs {info.parts} parts ({info.septets_or_chars} characters); "
                     f"channels.sms.max_parts is {settings.max_parts} "
-                    "(fix: shorten the library or municipality name, or raise max_parts)"
+                    "(fix: shorten decisions.extra.sentences.sms, the portal's or the library's "
+                    "name or address, or raise max_parts)"
                 )
             out.messages[lang] = Message(self.channel, lang, text=text)
             out.files[f"{NAME}.{lang.value}.txt"] = text + "\n"
@@ -68,6 +64,29 @@ class Sms(ChannelSpec):
             if lang is Language.DA:
                 out.key_message = text
         return out
+
+    def _fitting(
+        self, config: MunicipalityConfig, language: Language
+    ) -> tuple[dict[str, Any], str]:
+        """The SMS in its fullest wording that costs the fewest parts, easy reading preferred:
+        the longer sentence about the change ("... og ikke til os") only where it is free."""
+        from tasks.textmetrics import NotGsm7Error, lix, sms_info, to_gsm7
+
+        candidates = []
+        for tight in (False, True):
+            ctx = {**self.context(config, language), "tight": tight}
+            raw = squash(render_template(f"sms/{language.value}/sms.txt.j2", ctx))
+            try:
+                text = to_gsm7(raw)
+            except NotGsm7Error as exc:
+                raise ConfigError(
+                    f"SMS text ({language.value}) has characters SMS cannot carry: {exc} "
+                    "(fix: remove them from the names and texts in the municipality config)"
+                ) from None
+            candidates.append((sms_info(text).parts, lix(text) > _LIX_LIMIT, tight, ctx, text))
+        # Fewest parts, then easy to read, then the fuller wording (tight False sorts first).
+        _, _, _, ctx, text = min(candidates, key=lambda c: c[:3])
+        return ctx, text
 
     def checklist_steps(self, config: MunicipalityConfig) -> list[Step]:
         return [self.step(StepKind.AUTOMATED, "Send sms til lånere i sms-ordningen")]

@@ -6,6 +6,7 @@ Configs are the example municipality with a few fields changed, written to YAML 
 
 from __future__ import annotations
 
+import re
 import shutil
 from functools import cache
 from html.parser import HTMLParser
@@ -128,3 +129,84 @@ def parse(html: str) -> _Blocks:
 
 def squash(text: str) -> str:
     return " ".join(text.split())
+
+
+# --- Every channel's citizen text, without drawing PDFs or pictures ------------------------------
+
+
+def channel_texts(config: MunicipalityConfig) -> dict[tuple[str, str], tuple[str, list[Any]]]:
+    """(channel, language) -> (the text citizens read, the claims it was rendered from).
+
+    Web pages and e-mails as their visible text; SMS and posts as sent; posters, slides and
+    images as their lines, headline and QR caption (the words drawn; drawing them is tested in
+    the channels' own tests); the self-service pages as their body and button.
+    """
+    from tasks.channels import spec
+    from tasks.channels.poster import poster_html
+    from tasks.models import Channel
+    from tasks.render import render_template, short_points
+    from tasks.textmetrics import html_to_text
+
+    enabled = config.channels.enabled()
+    out: dict[tuple[str, str], tuple[str, list[Any]]] = {}
+    for channel, name in ((Channel.WEBSITE, "article"), (Channel.FAQ, "faq")):
+        if channel in enabled:
+            content = spec(channel).render(config)
+            for lang in config.languages:
+                html = str(content.files[f"{name}.{lang.value}.html"])
+                out[(channel.value, lang.value)] = (html_to_text(html), content.claims[lang])
+    rendered = {
+        c: spec(c).render(config)
+        for c in (Channel.NEWSLETTER, Channel.SMS, Channel.SELF_SERVICE)
+        if c in enabled
+    }
+    for channel, content in rendered.items():
+        for lang in config.languages:
+            if channel is Channel.SELF_SERVICE:
+                ctx = spec(channel).context(config, lang)
+                text = " ".join(
+                    render_template(f"self_service/{lang.value}/{part}", ctx)
+                    for part in ("fee_list_body.md.j2", "button_label.txt.j2")
+                )
+            else:
+                message = content.messages[lang]
+                text = f"{message.subject or ''}\n{message.text}"
+            out[(channel.value, lang.value)] = (text, content.claims[lang])
+    for lang in config.languages:
+        if Channel.POSTER in enabled:
+            html, _, claims = poster_html(config, lang)
+            out[("poster", lang.value)] = (html_to_text(html), claims)
+        for channel in (Channel.INFO_SCREEN, Channel.SOCIAL_POST):
+            if channel not in enabled:
+                continue
+            ctx = spec(channel).context(config, lang)
+            lines = short_points(ctx, channel)
+            # The picture's headline and caption, as its template draws them.
+            drawn = [ctx["fixed"]("headline"), *lines]
+            if channel is Channel.INFO_SCREEN:
+                drawn.append(ctx["fixed"]("scan_pay" if ctx["portal"] else "scan_read"))
+            text = "\n".join(drawn)
+            claims = list(ctx["claims"].claims)
+            if channel is Channel.SOCIAL_POST:
+                post, post_claims = spec(channel).text_and_claims(config, lang)
+                text += "\n" + post
+                claims += [c for c in post_claims if c not in claims]
+            out[(channel.value, lang.value)] = (text, claims)
+    return out
+
+
+_LINK_ADDRESS = re.compile(r" \((?:https?://|mailto:)[^)]*\)")
+_URL = re.compile(r"https?://\S+|\S+@\S+\.\w+")
+_MD = re.compile(r"[\[\]()#*•\-:|]")
+
+
+def uncovered(text: str, claims: list[Any]) -> str:
+    """What is left of `text` when every claim's sentence (and every address) is taken out:
+    words here are citizen text that no claim recorded."""
+    # A text part writes a link as "label (address)": the address is not part of the sentence.
+    rest = _LINK_ADDRESS.sub("", " ".join(text.split()))
+    for claim in sorted(claims, key=lambda c: -len(c.text)):
+        rest = rest.replace(claim.text, " ")
+    rest = _URL.sub(" ", rest)
+    rest = _MD.sub(" ", rest)
+    return " ".join(rest.replace(".", " ").replace(",", " ").split())

@@ -53,7 +53,7 @@ def test_slide_qr_leads_to_the_payment_self_service(lang: Language) -> None:
 
     png = slides().files[f"slide.{lang.value}.png"]
     assert isinstance(png, bytes)
-    assert png_qr_codes(png) == [raw_example()["payment"]["self_service"]["url"]]
+    assert png_qr_codes(png) == [raw_example()["decisions"]["new_debts"]["portal"]["url"]]
 
 
 @needs_pdf_tools
@@ -63,9 +63,10 @@ def test_slide_says_the_change_in_danish_first() -> None:
     text = pdf_text(slide(Language.DA).pdf)
     for words in (
         "Nyt om gebyrer",
-        "Fra 14. december 2026 skal du betale gebyrer til kommunen. Ikke til os.",
-        "Se og betal i Mit betalingsoverblik. Log ind med MitID.",
-        "Gamle gebyrer kan du stadig betale hos os til 31. marts 2027.",
+        "Fra 14. december 2026 betaler du nye gebyrer til kommunen.",
+        "Se og betal dem i Mit betalingsoverblik. Log ind med MitID.",
+        "Har du gebyrer fra før 14. december 2026? Dem kan du betale på biblioteket eller på "
+        "https://bibliotek.eksempel.dk til og med 31. marts 2027.",
         "Scan koden og betal",
         "https://www.eksempel.dk/betalingsoverblik",
         "Eksempel Bibliotekerne",
@@ -85,7 +86,9 @@ def test_without_a_portal_the_qr_leads_to_the_article_and_the_slide_says_so(
 ) -> None:
     from tasks.pdf import pdf_text, png_qr_codes
 
-    config = variant(variants, {"payment.self_service": DROP, "languages": ["da"]}, "no-portal")
+    config = variant(
+        variants, {"decisions.new_debts.portal": DROP, "languages": ["da"]}, "no-portal"
+    )
     out = INFO_SCREEN.render(config)
     assert set(out.files) == {"slide.da.png", "slide.da.txt"}
     png = out.files["slide.da.png"]
@@ -95,7 +98,7 @@ def test_without_a_portal_the_qr_leads_to_the_article_and_the_slide_says_so(
         picture(config, INFO_SCREEN, Language.DA, NAME, SIZE, qr_url=payment_url(config)).pdf
     )
     # æøå as written, and no word of a payment self-service the municipality does not have.
-    assert "Scan koden og læs mere" in text and "Du får en regning i Digital Post." in text
+    assert "Scan koden og læs mere" in text and "Du får en faktura i Digital Post." in text
     assert "betalingsoverblik" not in text.lower()
 
 

@@ -61,14 +61,14 @@ def test_poster_qr_leads_to_the_payment_self_service(lang: Language) -> None:
     from tasks.pdf import pdf_qr_codes
 
     pdf = example_posters().files[f"poster.{lang.value}.pdf"]
-    assert pdf_qr_codes(pdf) == [raw_example()["payment"]["self_service"]["url"]]
+    assert pdf_qr_codes(pdf) == [raw_example()["decisions"]["new_debts"]["portal"]["url"]]
 
 
 @needs_pdf_tools
 def test_poster_qr_without_a_portal_leads_to_the_website_article(variants: Path) -> None:
     from tasks.pdf import pdf_qr_codes, pdf_text
 
-    config = variant(variants, _one_language({"payment.self_service": DROP}), "no-portal")
+    config = variant(variants, _one_language({"decisions.new_debts.portal": DROP}), "no-portal")
     pdf = render_poster(config).files["poster.da.pdf"]
     page_url = raw_example()["channels"]["website"]["page_url"]
     assert pdf_qr_codes(pdf) == [page_url]
@@ -101,7 +101,7 @@ def test_poster_type_is_large(paper: str) -> None:
         update={"channels": example().channels.model_copy(
             update={"poster": example().channels.poster.model_copy(update={"paper": paper})})}
     )  # fmt: skip
-    html, _ = poster_html(config, Language.DA)
+    html, _, _ = poster_html(config, Language.DA)
     css = "".join(parse(html).styles)
     root = _css_size_pt(css, "html", 0)
     # Read from a few metres away: headline ≥ 30 pt, the text ≥ 18 pt (larger still on A3).

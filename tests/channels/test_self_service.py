@@ -31,11 +31,11 @@ def test_dpl_config_holds_exactly_the_real_keys_with_the_config_urls() -> None:
     dpl = yaml.safe_load(out.files["dpl/dpl_fees.settings.yml"])
     assert set(dpl) == DPL_KEYS
     assert all(isinstance(v, str) and v for v in dpl.values())
-    portal_url = raw["payment"]["self_service"]["url"]
+    portal_url = raw["decisions"]["new_debts"]["portal"]["url"]
     assert dpl["payment_site_url"] == portal_url
     assert dpl["blocked_patron_e_link_url"] == portal_url
     assert dpl["fees_and_replacement_costs_url"] == raw["channels"]["faq"]["page_url"]
-    assert raw["payment"]["self_service"]["name"] in dpl["payment_site_button_label"]
+    assert raw["decisions"]["new_debts"]["portal"]["name"] in dpl["payment_site_button_label"]
     assert "MitID" in dpl["fee_list_body_text"] and "gebyr" in dpl["fee_list_body_text"]
 
     english = yaml.safe_load(out.files["dpl/language/en/dpl_fees.settings.yml"])
@@ -53,7 +53,10 @@ def test_ddb_variables_are_the_real_ding_debt_ones() -> None:
     out = render_self_service(example())
     ddb = json.loads(out.files["ddb/ding_debt.json"])
     assert set(ddb) == DDB_KEYS
-    assert ddb["ding_debt_external_button_url"] == raw_example()["payment"]["self_service"]["url"]
+    assert (
+        ddb["ding_debt_external_button_url"]
+        == raw_example()["decisions"]["new_debts"]["portal"]["url"]
+    )
     flags = [k for k in DDB_KEYS if k.startswith(("ding_debt_enable", "ding_debt_show"))
              or k.endswith("show_extra_information")]  # fmt: skip
     assert all(ddb[k] in (0, 1) for k in flags)
@@ -97,7 +100,7 @@ def test_drush_script_sets_every_variable_exactly(tmp_path: Path) -> None:
 
 def test_drush_script_quotes_texts_with_quotes_and_shell_characters(tmp_path: Path) -> None:
     tricky = 'Kim\'s "Betaling"; $HOME $(id) \\ ø'
-    config = variant(tmp_path, {"payment.self_service.name": tricky,
+    config = variant(tmp_path, {"decisions.new_debts.portal.name": tricky,
                                 "contacts.billing.name": "Opkrævningen's team"})  # fmt: skip
     out = render_self_service(config)
     values = _run_drush_script(out.files["ddb/ding_debt.drush.sh"], tmp_path / "run")
