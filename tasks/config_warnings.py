@@ -53,15 +53,21 @@ def _long_day(day: date) -> str:
 
 
 @cache
-def _danish_holidays(year: int) -> dict[date, str]:
+def _danish_holidays(year: int, category: str) -> dict[date, str]:
     import holidays  # imported here: `fbsflow check` is the only user
 
-    return dict(holidays.country_holidays("DK", years=year, language="da"))
+    return dict(holidays.country_holidays("DK", years=year, language="da", categories=category))
 
 
 def holiday_name(day: date) -> str | None:
     """The Danish public holiday on `day` (its Danish name), or None."""
-    return _danish_holidays(day.year).get(day)
+    return _danish_holidays(day.year, "public").get(day)
+
+
+def day_off_name(day: date) -> str | None:
+    """A day many Danes have off without it being a public holiday (Juleaftensdag,
+    Grundlovsdag, Nytårsaften, 1. maj), or None: a message then reaches closed libraries too."""
+    return _danish_holidays(day.year, "optional").get(day)
 
 
 def go_live_warnings(config: MunicipalityConfig, today: date) -> Iterator[ConfigWarning]:
@@ -88,6 +94,10 @@ def send_day_warnings(config: MunicipalityConfig) -> Iterator[ConfigWarning]:
         elif (holiday := holiday_name(day)) is not None:
             yield ConfigWarning(
                 field, f"{name} sendes {_long_day(day)}, som er en helligdag ({holiday}). {fix}"
+            )
+        elif (day_off := day_off_name(day)) is not None:
+            yield ConfigWarning(
+                field, f"{name} sendes {_long_day(day)}, som er {day_off}: mange har fri. {fix}"
             )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config_warnings import config_warnings, holiday_name
+from tasks.config_warnings import config_warnings, day_off_name, holiday_name
 from tasks.models import MunicipalityConfig
 
 from .channels.helpers import DROP, variant, write_variant
@@ -63,6 +63,14 @@ def test_a_newsletter_on_a_public_holiday_is_named_with_the_holiday(variants: Pa
     assert len(found) == 1, found
     assert found[0].startswith("channels.newsletter.offset_days: Nyhedsbrevet sendes onsdag")
     assert "2030-12-25" in found[0] and "Juledag" in found[0]
+
+
+def test_a_newsletter_on_christmas_eve_is_warned_about_as_a_day_off(variants: Path) -> None:
+    # Tuesday 24 December 2030: no public holiday, but libraries are closed.
+    changes = _on_weekdays({"go_live": "2031-01-07", "channels.sms.offset_days": -5})
+    found = _warnings(variant(variants, changes, "christmas-eve"), today=date(2030, 1, 1))
+    assert len(found) == 1, found
+    assert "2030-12-24" in found[0] and "Juleaftensdag: mange har fri" in found[0]
 
 
 def test_a_switched_off_channel_is_not_warned_about(variants: Path) -> None:
@@ -156,6 +164,12 @@ def test_a_hard_free_text_is_warned_about_with_its_lix(variants: Path) -> None:
 )
 def test_danish_holidays_have_danish_names(day: date, name: str | None) -> None:
     assert holiday_name(day) == name
+
+
+def test_days_off_are_not_public_holidays() -> None:
+    assert day_off_name(date(2027, 6, 5)) == "Grundlovsdag"
+    assert holiday_name(date(2027, 6, 5)) is None
+    assert day_off_name(date(2027, 12, 25)) is None  # Juledag is a public holiday
 
 
 def test_check_prints_no_warning_line_for_a_clean_config(variants: Path) -> None:
