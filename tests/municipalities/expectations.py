@@ -24,8 +24,8 @@ class Expect:
 # None of the pages sets a 30-day deadline, and none of the texts may read two ways, speak as
 # "os" about paying, sign as "Filialledere" or leak a template's placeholders.
 COMMON_MUST_NOT: Phrases = {
-    "da": ["30 dage", "frem til", "hos os", "Filialledere", "None", "{{", "}}"],
-    "en": ["30 days", "with us", "Filialledere", "None", "{{", "}}"],
+    "da": ["30 dage til at betale", "frem til", "hos os", "Filialledere", "None", "{{", "}}"],
+    "en": ["30 days to pay", "with us", "Filialledere", "None", "{{", "}}"],
 }
 
 # A table: one phrase list per line reads better than one phrase per line.
@@ -47,9 +47,10 @@ EXPECTATIONS: dict[str, Expect] = {
     "kolding": Expect(
         must={
             "da": ["Digital Post", "girokort", "netbank", "Gældsstyrelsen", "200 kr.", "7 dage",
-                   "under 18", "Book en tid hos Borgerservice"],
+                   "under 18", "Book en tid hos Borgerservice", "79 79 11 00",
+                   "fra 31. dag: 230 kr."],
             "en": ["Digital Post", "Gældsstyrelsen", "DKK 200", "7 days", "under 18",
-                   "Book an appointment"],
+                   "Book an appointment", "79 79 11 00", "from day 31: DKK 230"],
         },
         must_not={
             "da": ["betalingsoverblik", "logger ind med", "MobilePay", "betalingskort", "NemID",
