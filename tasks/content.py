@@ -75,8 +75,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "From {go_live} you pay library fees in a new way.",
     },
     "moves": {
-        Language.DA: "Fra {go_live} får du regningen fra {municipality}, når du får et nyt gebyr.",
-        Language.EN: "From {go_live}, you get the bill from {municipality} when you get a new fee.",
+        Language.DA: "Når du får et nyt gebyr, sender {municipality} dig regningen.",
+        Language.EN: "When you get a new fee, {municipality} sends you the bill.",
     },
     "moves_short": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
@@ -250,17 +250,21 @@ def format_kr(amount: int, language: Language) -> str:
     return f"{number} kr." if language is Language.DA else f"DKK {number}"
 
 
+# How each method is said after "betale"/"pay", with its preposition.
 _METHOD_NAMES = {
-    Method.CARD: {Language.DA: "betalingskort", Language.EN: "payment card"},
-    Method.MOBILEPAY: {Language.DA: "MobilePay", Language.EN: "MobilePay"},
-    Method.NETBANK: {Language.DA: "netbank", Language.EN: "online banking"},
-    Method.BETALINGSSERVICE: {Language.DA: "Betalingsservice", Language.EN: "Betalingsservice"},
-    Method.GIRO_SLIP: {Language.DA: "girokort", Language.EN: "giro slip"},
+    Method.CARD: {Language.DA: "med betalingskort", Language.EN: "by card"},
+    Method.MOBILEPAY: {Language.DA: "med MobilePay", Language.EN: "with MobilePay"},
+    Method.NETBANK: {Language.DA: "i din netbank", Language.EN: "in your online bank"},
+    Method.BETALINGSSERVICE: {
+        Language.DA: "med Betalingsservice",
+        Language.EN: "by Betalingsservice (direct debit)",
+    },
+    Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a giro slip"},
     Method.CASH_BORGERSERVICE: {
         Language.DA: "kontant i Borgerservice",
-        Language.EN: "cash at Borgerservice",
+        Language.EN: "in cash at Borgerservice",
     },
-    Method.CASH_BANK: {Language.DA: "kontant i en bank", Language.EN: "cash at a bank"},
+    Method.CASH_BANK: {Language.DA: "kontant i en bank", Language.EN: "in cash at a bank"},
 }
 _AND = {Language.DA: "og", Language.EN: "and"}
 _OR = {Language.DA: "eller", Language.EN: "or"}
@@ -333,7 +337,7 @@ def facts(config: MunicipalityConfig, language: Language) -> Facts:
         until=format_day(old.until, language) if old.until else None,
         old_places=_old_places(config, language, site),
         old_places_short=_old_places(config, language, site, compact=True),
-        old_methods=join([method_name(m, language) for m in old.methods], language) or None,
+        old_methods=join([method_name(m, language) for m in old.methods], language, _OR) or None,
         reminder_fee=format_kr(new.reminder_fee_kr, language)
         if new.reminder_fee_kr is not None
         else None,

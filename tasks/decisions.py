@@ -36,7 +36,7 @@ class Payable(StrEnum):
 
     UNTIL = "until"  # until a set date (`until`, the last day)
     OPEN_ENDED = "open_ended"  # no end date
-    NO = "no"  # not any more
+    NO = "no"  # not to the library any more
 
 
 class OldDebtPlace(StrEnum):

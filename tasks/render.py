@@ -53,6 +53,8 @@ def environment() -> Environment:
     )
     # "250 kr." already ends a sentence; a second full stop would read as a typo.
     env.filters["sentence"] = lambda text: text if str(text).endswith(".") else f"{text}."
+    # A paragraph built from optional sentences: one space between those that are there.
+    env.filters["squash"] = lambda text: " ".join(str(text).split())
     return env
 
 
@@ -121,9 +123,10 @@ def context(
 
 
 def _join(items: list[str], language: Language) -> str:
+    """ "a, b eller c": the ways to pay are alternatives."""
     from tasks.content import join
 
-    return join(items, language)
+    return join(items, language, {Language.DA: "eller", Language.EN: "or"})
 
 
 def point_text(config: MunicipalityConfig, language: Language, point: Point, style: str) -> str:

@@ -37,27 +37,26 @@ WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 CASES: dict[str, dict[str, Any]] = {
     "example": {},
     "paper-only": {
-        "payment.self_service": DROP,
-        "payment.invoices.digital_post": False,
-        "payment.betalingsservice": False,
-        "payment.borgerservice": False,
-        "payment.old_debts": {"payable_at_library": False},
-        "payment.library_pages_show": "all",
-        "payment.reminder_fee_kr": DROP,
+        "decisions.new_debts.portal": DROP,
+        "decisions.new_debts.invoice": {"digital_post": False},
+        "decisions.payment_methods": [{"method": "giro_slip"}],
+        "decisions.old_debts": {"payable": "no"},
+        "decisions.routing.account_page_shows": "all",
+        "decisions.new_debts.reminder_fee_kr": DROP,
     },
     "portal-without-login": {
-        "payment.self_service.requires_mitid": False,
-        "payment.paper_invoice": False,
-        "payment.bank_transfer": False,
-        "payment.borgerservice": False,
+        "decisions.new_debts.portal.login": "none",
+        "decisions.without_mitid": DROP,
+        "decisions.payment_methods": [{"method": "card"}],
     },
     "danish-only-without-faq": {
         "languages": ["da"],
         "channels.faq": DROP,
-        "payment.self_service": DROP,
-        "payment.paper_invoice": False,
-        "payment.library_pages_show": "all",
+        "decisions.new_debts.portal": DROP,
+        "decisions.without_mitid.paper_invoice": False,
+        "decisions.routing.account_page_shows": "all",
     },
+    "no-decisions": {"decisions": DROP},
 }
 
 

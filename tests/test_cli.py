@@ -33,7 +33,7 @@ def test_check_accepts_the_example() -> None:
     [
         ("go_live: 2026-12-14", "go_live: 14/12/2026", "go_live"),
         ("  sms:\n", "  sms_besked:\n", "channels.sms_besked"),
-        ("payment_days: 30", "payment_days: tredive", "payment.invoices.payment_days"),
+        ("payment_days: 30", "payment_days: tredive", "decisions.new_debts.payment_days"),
     ],
 )
 def test_check_names_file_and_field_without_traceback(

@@ -72,19 +72,19 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         (
             "url: https://www.eksempel.dk/betalingsoverblik",
             "url: http://www.eksempel.dk/betalingsoverblik",
-            ["payment.self_service.url", "https"],
+            ["decisions.new_debts.portal.url", "https"],
         ),
         (
             "payment_days: 30",
             "payment_days: 0",
-            ["payment.invoices.payment_days", "greater than or equal to 1"],
+            ["decisions.new_debts.payment_days", "greater than or equal to 1"],
         ),
         (
             "name: Eksempel Kommune\n",
             "name: Eksempel <b>Kommune</b>\n",
             ["municipality.name", "markup"],
         ),
-        ("    until: 2027-03-31\n", "", ["payment.old_debts", "until"]),
+        ("    until: 2027-03-31\n", "", ["decisions.old_debts", "until"]),
         # A header field with a line break would add headers of its own (Bcc) to every e-mail.
         (
             "from_name: Eksempel Bibliotekerne",
@@ -230,7 +230,7 @@ def test_the_nesting_a_config_needs_is_allowed(tmp_path: Path) -> None:
     ("old", "new", "field"),
     [
         ("go_live: 2026-12-14", "go_live: 2026-02-30", "go_live"),
-        ("until: 2027-03-31", "until: 2027-02-29", "payment.old_debts.until"),
+        ("until: 2027-03-31", "until: 2027-02-29", "decisions.old_debts.until"),
         ("go_live: 2026-12-14", "go_live: 2026-13-01", "go_live"),
     ],
 )

@@ -426,7 +426,7 @@ def test_another_municipality_config_runs_the_same_way(
 ) -> None:
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     data["municipality"] = {"name": "Andeby Kommune", "slug": "andeby-kommune"}
-    data["payment"]["self_service"] = None
+    data["decisions"]["new_debts"]["portal"] = None
     data["channels"] = {"website": data["channels"]["website"], "sms": data["channels"]["sms"]}
     data["audience"] = {"file": str(EXAMPLE_AUDIENCE)}
     path = isolated / "andeby.yaml"

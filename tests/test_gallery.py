@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from markupsafe import escape
 
 from tasks.channels import render_channel
 from tasks.config import load_municipality
@@ -233,7 +234,7 @@ def test_markdown_summary_per_channel() -> None:
     assert headings == ["Website article", "FAQ", "Newsletter", "Poster", "SMS",
                         "Self-service pages (DPL CMS / DDB CMS)", "Info screen",
                         "Social media post"]  # fmt: skip
-    assert "**Key message:** Sådan betaler du gebyrer til biblioteket fra 14. december 2026" in md
+    assert "**Key message:** Ny måde at betale gebyrer på fra 14. december 2026" in md
     sms = contents()[Channel.SMS]
     for lang in Language:
         m = sms.metrics[lang]
@@ -250,3 +251,20 @@ def test_markdown_escapes_text_that_would_be_markup() -> None:
                              key_message="Spørg | *her* <b> [link](x)")  # fmt: skip
     md = gallery_markdown({Channel.FAQ: content})
     assert r"Spørg \| \*her\* \<b\> \[link\](x)" in md
+
+
+@pytest.mark.parametrize("lang", list(Language))
+def test_the_claims_review_lists_every_sentence_with_its_fields(lang: Language) -> None:
+    """The project leader checks facts: each sentence in a table with its fields and values."""
+    page = gallery()
+    title = "Gennemgang af udsagn (dansk)" if lang is Language.DA else "Claims review (English)"
+    assert f'<h2 id="claims-{lang.value}">{title}</h2>' in page
+    deadline = (
+        "Du har 30 dage til at betale." if lang is Language.DA else "You have 30 days to pay."
+    )
+    assert (
+        f"<tr><td>{deadline}</td><td>decisions.new_debts.payment_days</td><td>30</td></tr>" in page
+    )
+    for content in contents().values():
+        for claim in content.claims[lang]:
+            assert str(escape(claim.text)) in page, claim

@@ -63,7 +63,7 @@ def test_slide_says_the_change_in_danish_first() -> None:
     text = pdf_text(slide(Language.DA).pdf)
     for words in (
         "Nyt om gebyrer",
-        "Fra 14. december 2026 betaler du nye gebyrer til kommunen.",
+        "Fra 14. december 2026 skal du betale nye gebyrer til kommunen og ikke til os.",
         "Se og betal dem i Mit betalingsoverblik. Log ind med MitID.",
         "Har du gebyrer fra før 14. december 2026? Dem kan du betale på biblioteket eller på "
         "https://bibliotek.eksempel.dk til og med 31. marts 2027.",
