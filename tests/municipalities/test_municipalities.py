@@ -129,3 +129,24 @@ def test_the_branch_mail_greets_its_branches_and_is_signed_by_a_person_or_the_li
     assert [a.filename for a in mail[Language.DA].attachments] == [
         f"plakat-{language.value}.pdf" for language in config.languages
     ]
+
+
+@pytest.mark.xfail(
+    reason="templates/_points: a card or MobilePay restriction is said where the method stands "
+    "in the list, after other methods' sentences, not right after 'Du kan betale med MobilePay' "
+    "(/work/notes/decisions-gaps.md)",
+    strict=False,
+)
+@pytest.mark.parametrize(
+    ("language", "adjacent"),
+    [
+        (Language.DA, "MobilePay. Send til 447369."),
+        (Language.EN, "MobilePay. Send to 447369."),
+    ],
+)
+def test_a_payment_methods_restriction_follows_the_method(
+    language: Language, adjacent: str
+) -> None:
+    # Faxe lists MobilePay last, after the giro slip and the netbank: its restriction ("send to
+    # 447369 with your borrower number") is about MobilePay and must read so.
+    assert adjacent in _texts("faxe", Channel.WEBSITE, language)
