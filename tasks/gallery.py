@@ -4,8 +4,9 @@
 to the channel folders: web pages and e-mails are embedded with `<iframe srcdoc>` (so the page
 works when opened on its own, and the embedded document keeps its own styles and `lang`), posters
 as PNG previews of page 1, texts and config files as preformatted text; every piece also links
-to its file, relative to the gallery. `gallery_markdown` is the short form for a Prefect artifact. The claims review (every citizen
-sentence with the decision fields it rests on, tasks/review.py) comes first, per language.
+to its file, relative to the gallery. `gallery_markdown` is the short form for a Prefect artifact.
+After the readability table comes the claims review per language (tasks/review.py): every citizen
+sentence with the config fields it rests on and their values.
 """
 
 from __future__ import annotations
