@@ -37,7 +37,17 @@ def _check(args: argparse.Namespace) -> int:
         f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
         f"go-live {config.go_live.isoformat()}, channels: {channels}"
     )
+    _print_warnings(config)
     return 0
+
+
+def _print_warnings(config: MunicipalityConfig) -> None:
+    """Likely mistakes in a valid config (tasks/config_warnings.py): told, never an exit code."""
+    from tasks.config_warnings import config_warnings
+    from tasks.plan import SEND_TIME
+
+    for warning in config_warnings(config, sms_send_time=SEND_TIME):
+        print(f"Advarsel: {warning}")
 
 
 def _audience_path(args: argparse.Namespace, config_path: Path) -> Path | None:

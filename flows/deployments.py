@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from prefect import serve
 from prefect.client.orchestration import get_client
@@ -31,11 +30,8 @@ from flows.communicate_externally import communicate_externally
 from flows.inform_channel import inform_channel
 from tasks.config import load_municipality
 from tasks.models import Channel
-from tasks.plan import channel_day
+from tasks.plan import COPENHAGEN, SEND_TIME, channel_day
 
-COPENHAGEN = ZoneInfo("Europe/Copenhagen")
-# Channel runs start at 9 in the morning, Danish time: citizens read news in the day, not at night.
-SEND_TIME = time(9, 0)
 CARD_DEPLOYMENT = "card"
 
 

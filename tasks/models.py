@@ -239,12 +239,22 @@ class Contacts(Strict):
     billing: Contact  # questions about paying (opkrævningen / debitor)
 
 
+class ProjectLeader(Strict):
+    """The library's project leader, who signs the e-mails to staff (the branches' poster mail)."""
+
+    name: HeaderText
+    role: HeaderText = Field(description="e.g. Projektleder, Udviklingskonsulent")
+    email: EmailStr | None = None
+
+
 class MunicipalityConfig(Strict):
     """Everything one municipality decides; the project leader edits only this file."""
 
     municipality: Municipality
     library: Library
     contacts: Contacts
+    # Optional: without it, staff e-mails are signed with the library's name.
+    project_leader: ProjectLeader | None = None
     go_live: date
     # Replaces the old `payment:` block (tasks/config.py explains a config that still has one).
     decisions: Decisions = Decisions()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tasks.channels import spec
 from tasks.models import Channel, MunicipalityConfig, TaskCard
+
+COPENHAGEN = ZoneInfo("Europe/Copenhagen")
+# Channel runs start at 9 in the morning, Danish time: citizens read news in the day, not at night.
+# Here, not in flows/deployments.py, so that `fbsflow check` can warn about it without Prefect.
+SEND_TIME = time(9, 0)
 
 
 @dataclass

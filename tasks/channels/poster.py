@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from babel import Locale
 from markupsafe import Markup
 
 from tasks.channels.base import (
@@ -121,23 +122,49 @@ class Poster(ChannelSpec):
     def branch_messages(
         self, config: MunicipalityConfig, content: ChannelContent
     ) -> dict[Language, Message]:
-        """The e-mail to each branch with the poster PDFs attached, for printing (in Danish)."""
+        """The e-mail to the branches with the poster PDFs attached, for printing (in Danish).
+
+        It names exactly the attachments it carries, greets the branches it goes to (those with
+        a contact e-mail) and is signed by the project leader, or by the library when the config
+        names none. One e-mail goes to every branch (the delivery sends one message per
+        language), so a library with several branches is greeted branch by branch in one line.
+        """
+        attachments = tuple(a for m in content.messages.values() for a in m.attachments)
+        if not attachments:
+            raise ValueError("the poster content holds no PDF to attach; render the posters first")
+        posters = [
+            f"{a.filename} ({language_name(lang)})"
+            for lang, m in content.messages.items()
+            for a in m.attachments
+        ]
+        steps = self.checklist_steps(config)
+        # The branches the e-mail reaches, each with the checklist step it confirms.
+        branches = [
+            (branch.name, step.id)
+            for branch, step in zip(config.library.branches, steps, strict=True)
+            if branch.contact_email
+        ]
         settings = config.channels.poster
         context = {
             "c": config,
             "f": facts(config, Language.DA),
             "paper": settings.paper if settings else "A4",
-            # The steps the branch confirms, so the reply can name them.
-            "step_ids": ", ".join(s.id for s in self.checklist_steps(config)),
-            "responsible": settings.responsible if settings else config.library.name,
+            "posters": posters,
+            "branches": branches,
+            "leader": config.project_leader,
         }
         text = render_template("poster/da/branch_mail.txt.j2", {**context, "lang": "da"})
-        attachments = tuple(a for m in content.messages.values() for a in m.attachments)
+        noun = "Plakat" if len(attachments) == 1 else "Plakater"
         mail = Message(
             self.channel,
             Language.DA,
             text=text,
-            subject="Plakater om ny betaling af gebyrer til ophængning",
+            subject=f"{noun} om ny betaling af gebyrer til ophængning",
             attachments=attachments,
         )
         return {Language.DA: mail}
+
+
+def language_name(language: Language) -> str:
+    """The language's name in Danish, as the branch e-mail says it: "dansk", "engelsk"."""
+    return Locale("da").languages[language.value]
