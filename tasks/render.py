@@ -56,6 +56,10 @@ def environment() -> Environment:
     env.filters["sentence"] = lambda text: text if str(text).endswith(".") else f"{text}."
     # A paragraph built from optional sentences: one space between those that are there.
     env.filters["squash"] = lambda text: " ".join(str(text).split())
+    # A section's paragraphs as they are, without the double spaces an empty claim leaves.
+    env.filters["tidy"] = lambda text: "\n".join(
+        " ".join(line.split()) for line in str(text).strip().splitlines()
+    )
     return env
 
 
