@@ -131,12 +131,6 @@ def test_the_branch_mail_greets_its_branches_and_is_signed_by_a_person_or_the_li
     ]
 
 
-@pytest.mark.xfail(
-    reason="templates/_points: a card or MobilePay restriction is said where the method stands "
-    "in the list, after other methods' sentences, not right after 'Du kan betale med MobilePay' "
-    "(/work/notes/decisions-gaps.md)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     ("language", "adjacent"),
     [
