@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from flows import exits
+from tasks import operator_text
 from tasks.errors import ConfigError, FbsflowError
+from tasks.operator_text import say
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -29,14 +31,25 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 def _check(args: argparse.Namespace) -> int:
     from tasks.config import load_card, load_municipality
+    from tasks.operator_text import day
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     channels = ", ".join(c.value for c in config.channels.enabled())
     print(
-        f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
-        f"go-live {config.go_live.isoformat()}, channels: {channels}"
+        say(
+            "cli.check_ok",
+            path=args.config,
+            name=config.municipality.name,
+            title=card.title,
+            day=day(config.go_live),
+            channels=channels,
+        )
     )
+    for channel, reason in config.channels.not_used().items():
+        if reason is not None:  # switched off: say so, with the config's reason
+            print(say("cli.check_off", channel=channel.value, reason=reason))
     return 0
 
 
@@ -66,6 +79,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     config = load_municipality(config_path)
+    operator_text.adopt(config)
     audience_path = _audience_path(args, config_path)
     audience = (
         import_audience(audience_path, columns=config.audience.columns) if audience_path else None
@@ -81,13 +95,11 @@ def _run(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     # Validate before Prefect starts, so a user's mistake gets a message, not a traceback.
     config = load_municipality(config_path)
+    operator_text.adopt(config)
     audience_path = _audience_path(args, config_path)
     approve = args.approve
     if not approve and sys.stdin.isatty() and not _server():
-        answer = input(
-            "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
-        )
-        approve = answer.strip().lower() in ("y", "yes", "j", "ja")
+        approve = _yes(input(say("cli.approve_prompt")))
     from tasks.speed.heartbeat import run_heartbeats
     from tasks.speed.prefetch import Prefetch
 
@@ -118,9 +130,9 @@ def _run(args: argparse.Namespace) -> int:
     # `entry`); left to it, its next full runs walk them all only to find nothing.
     _collect_from_here()
     server = _server()
-    mode = f"Prefect server {server}" if server else "embedded Prefect (no server)"
+    mode = say("cli.mode_server", server=server) if server else say("cli.mode_embedded")
     _crash_dead_flow_runs()
-    print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
+    print(say("cli.running", name=config.municipality.name, mode=mode), flush=True)
     # Against a server, the flow sends its own heartbeats, which end with it; on its own
     # temporary server, none (tasks/speed/heartbeat.py).
     with run_heartbeats(temporary_server=booting is not None):
@@ -134,13 +146,18 @@ def _run(args: argparse.Namespace) -> int:
             confirmed_by=args.by,
         )
     out = Path(args.output) / config.municipality.slug
-    print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
+    status = say(f"card.{record['status']}").upper()
+    print("\n" + say("cli.card_status", title=record["card_title"], status=status))
     for name, channel in record["channels"].items():
         counts = ", ".join(f"{k} {v}" for k, v in channel["counts"].items() if v)
-        print(f"  {name:<13} {channel['status']:<18} {channel['provider']:<10} {counts}")
+        word = operator_text.status_word(channel["status"])
+        print(f"  {name:<13} {word:<20} {channel['provider']:<10} {counts}")
+    for name, unused in record.get("channels_not_used", {}).items():
+        if unused["switched_off"]:
+            print(f"  {name:<13} {say('channel.off', reason=unused['reason'])}")
     for reason in record["reasons"]:
-        print(f"  open: {reason}")
-    print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
+        print(say("cli.open_reason", reason=reason))
+    print(say("cli.output", out=out))
     code, line = exits.run_outcome(record, str(config_path))
     if code == exits.OK:
         print(line)
@@ -165,11 +182,8 @@ def _crash_dead_flow_runs() -> None:
         logging.getLogger(__name__).warning("flow runs of dead processes not swept", exc_info=True)
         return
     if crashed:
-        runs = "flow run" if len(crashed) == 1 else "flow runs"
-        print(
-            f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",
-            flush=True,
-        )
+        key = "cli.crashed_one" if len(crashed) == 1 else "cli.crashed_many"
+        print(say(key, count=len(crashed), runs=", ".join(crashed)), flush=True)
 
 
 def _server() -> str | None:
@@ -289,13 +303,18 @@ def _checklist(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     with Checklist.open(data_dir(args.config)) as checklist:
         steps = checklist.steps(card, config)
         complete, open_steps = checklist.complete(card, config)
     print(f"{card.title} ({config.municipality.name})\n")
     print(render_table(steps))
-    print("\nComplete." if complete else f"\nOpen: {', '.join(open_steps)}")
+    print(
+        "\n" + say("checklist.complete")
+        if complete
+        else "\n" + say("checklist.open", steps=", ".join(open_steps))
+    )
     return exits.OK if complete else exits.OPEN_STEPS
 
 
@@ -305,6 +324,7 @@ def _done(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     state = StepState.SKIPPED if args.skip else StepState.DONE
     with Checklist.open(data_dir(args.config)) as checklist:
@@ -312,8 +332,42 @@ def _done(args: argparse.Namespace) -> int:
             config, card, args.step, state, by=args.by, how="cli", note=args.note
         )
         complete, open_steps = checklist.complete(card, config)
-    print(f"{step.id}: {step.state.value} by {step.by}")
-    print("The card is complete." if complete else f"Still open: {', '.join(open_steps)}")
+    state_word = operator_text.state_word(step.state.value)
+    print(say("cli.step_set", step=step.id, state=state_word, by=step.by))
+    print(say("cli.card_done") if complete else say("cli.still_open", steps=", ".join(open_steps)))
+    return 0
+
+
+def _yes(answer: str) -> bool:
+    """A yes on the terminal, in Danish or English; anything else (Enter too) is a no."""
+    return answer.strip().lower() in ("y", "yes", "j", "ja")
+
+
+def _reset(args: argparse.Namespace) -> int:
+    """Forget a municipality's checklist state (who confirmed what), after asking; never the
+    delivery ledger or its key: without them the next run would send to every borrower again."""
+    from tasks.checklist import Checklist
+    from tasks.config import load_card, load_municipality
+    from tasks.steps import data_dir
+
+    config = load_municipality(args.config)
+    operator_text.adopt(config)
+    card = load_card(config.card)
+    slug = config.municipality.slug
+    with Checklist.open(data_dir(args.config)) as checklist:
+        stored = checklist.stored(config, card)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(
+                    f"reset asks before it clears {slug}'s checklist, but nobody can answer "
+                    "here (fix: add --yes)"
+                )
+            question = say("cli.reset_ask", name=config.municipality.name, slug=slug, count=stored)
+            if not _yes(input(question)):
+                print(say("cli.reset_kept"))
+                return 0
+        removed = checklist.reset(config, card)
+    print(say("cli.reset_done", slug=slug, count=removed))
     return 0
 
 
@@ -350,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     debug = "print tracebacks on the terminal too (they always go to the log)"
     parser.add_argument("--debug", action="store_true", help=debug)
+    lang = "the language fbsflow speaks to you in: da or en (default: operator_language in the config, else da)"
+    parser.add_argument("--lang", choices=operator_text.LANGUAGES, help=lang)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a municipality config")
     check.add_argument("config")
@@ -431,14 +487,26 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = sub.add_parser("schedule", help="schedule channel runs on the plan's dates")
     schedule.add_argument("config")
     schedule.set_defaults(func=_schedule)
+    reset = sub.add_parser(
+        "reset",
+        help="clear a municipality's checklist state (who confirmed what), after asking; "
+        "never the delivery ledger or its key",
+    )
+    reset.add_argument("config")
+    reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.set_defaults(func=_reset)
     for command in sub.choices.values():
         # After the command too; SUPPRESS: left out, it keeps the value given before the command.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+        command.add_argument(
+            "--lang", choices=operator_text.LANGUAGES, default=argparse.SUPPRESS, help=lang
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    operator_text.choose(args.lang)
 
     def places() -> list[Path]:
         """The folders this command writes, data dir first (see exits.run_command)."""

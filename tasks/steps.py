@@ -45,8 +45,17 @@ from tasks.models import (
     StepKind,
     TaskCard,
 )
+from tasks.operator_text import language, say, status_word
 from tasks.output import OutputFolder
-from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
+from tasks.plan import (
+    TIMELINE_FILE,
+    Plan,
+    PlannedChannel,
+    campaign_id,
+    channel_day,
+    not_used_reason,
+    png_data_uri,
+)
 from tasks.render import ChannelContent
 from tasks.settings import prefect_server, settings, variable
 from tasks.speed.prefetch import audience_source, take_prefetched
@@ -157,7 +166,7 @@ def build_plan(
                 channel=channel,
                 day=channel_day(config, channel),
                 responsible=config.channels.settings(channel).responsible,
-                audience=spec(channel).audience_label(config),
+                audience=spec(channel).audience_label(config, language(config)),
                 key_message=content.key_message,
                 recipients=recipients,
                 excluded=excluded,
@@ -175,12 +184,23 @@ def make_plan(
     audience: Audience | None,
     out: OutputFolder,
 ) -> Plan:
-    """The card's first step: the plan, as plan.md and as Prefect artifacts."""
+    """The card's first step: the plan, as plan.md (with its timeline image beside it) and as
+    Prefect artifacts, in the operator language."""
     plan = build_plan(config, card, contents, audience)
-    markdown = plan.to_markdown()
-    out.write("plan.md", markdown)
+    lang = language(config)
+    png = _timeline_png(plan, lang)
+    if png is not None:
+        out.write(TIMELINE_FILE, png)
+    out.write("plan.md", plan.to_markdown(lang, timeline=TIMELINE_FILE if png else None))
+    # The artifact carries the image in itself (a data: URI): the file is on the run's machine.
+    # The file is named too, in case a Prefect UI does not show data: images.
+    artifact = plan.to_markdown(lang, timeline=png_data_uri(png) if png else None)
+    if png is not None:
+        artifact += "\n" + say("plan.timeline_file", lang, file=TIMELINE_FILE) + "\n"
     create_markdown_artifact(
-        key=_artifact_key(config, "plan"), markdown=markdown, description="Communication plan"
+        key=_artifact_key(config, "plan"),
+        markdown=artifact,
+        description=say("artifact.plan", lang),
     )
     sms = [
         {
@@ -196,9 +216,21 @@ def make_plan(
     ]
     if sms:
         create_table_artifact(
-            key=_artifact_key(config, "sms"), table=sms, description="SMS: parts and LIX"
+            key=_artifact_key(config, "sms"), table=sms, description=say("artifact.sms", lang)
         )
     return plan
+
+
+def _timeline_png(plan: Plan, lang: str) -> bytes | None:
+    """The plan's timeline as a PNG; None (with a warning) when it cannot be drawn here, e.g.
+    without poppler-utils: the plan itself must not fail for want of its picture."""
+    try:
+        return plan.timeline_png(lang)
+    except Exception as exc:
+        get_run_logger().warning(
+            "The plan's timeline was not drawn (%s: %s)", type(exc).__name__, str(exc)[:300]
+        )
+        return None
 
 
 @task(name="publish-files", cache_policy=NO_CACHE)
@@ -269,7 +301,9 @@ def write_previews(
 ) -> Path:
     """One gallery page with every channel's output, and a markdown preview artifact."""
     title = f"{config.municipality.name}: previews before approval"
-    path = out.write("gallery.html", build_gallery(contents, title=title))
+    timeline = out.path(TIMELINE_FILE)  # drawn by make_plan, when it could be
+    png = timeline.read_bytes() if timeline.is_file() else None
+    path = out.write("gallery.html", build_gallery(contents, title=title, timeline=png))
     create_markdown_artifact(
         key=_artifact_key(config, "previews"),
         markdown=gallery_markdown(contents),
@@ -365,8 +399,8 @@ def record_checklist(
         steps = checklist.steps(card, config)
     create_table_artifact(
         key=_artifact_key(config, "checklist"),
-        table=table_rows(steps),
-        description=f"Checklist: {card.title}",
+        table=table_rows(steps, language(config)),
+        description=say("artifact.checklist", language(config), title=card.title),
     )
     return steps
 
@@ -386,12 +420,19 @@ def mark_complete(
     checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
+    lang = language(config)
     unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
     awaiting = open_steps(checklist)
     reasons = [
-        f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
+        say(
+            "complete.channel_reason",
+            lang,
+            channel=o.channel.value,
+            status=status_word(o.status, lang),
+        )
+        + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
-    ] + [f"step {s} is not done: awaiting confirmation" for s in awaiting]
+    ] + [say("complete.step_open", lang, step=s) for s in awaiting]
     record = {
         "card_id": card.id,
         "card_title": card.title,
@@ -406,6 +447,15 @@ def mark_complete(
             for s in checklist
         },
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
+        # Nothing vanishes: every channel the run did not use, and why (the config's reason for
+        # one switched off; `switched_off` false: not set up in the config at all).
+        "channels_not_used": {
+            channel.value: {
+                "switched_off": reason is not None,
+                "reason": reason if reason is not None else not_used_reason(None, lang),
+            }
+            for channel, reason in config.channels.not_used().items()
+        },
         "approval": approval.record(),
         "triggered_by": triggered,
         "flow_run_id": flow_run_id,
@@ -425,7 +475,12 @@ def mark_complete(
     create_table_artifact(
         key=_artifact_key(config, "delivery"),
         table=rows,
-        description=f"Card '{card.title}': {record['status']} (counts only, no personal data)",
+        description=say(
+            "complete.delivery",
+            lang,
+            title=card.title,
+            status=say(f"card.{record['status']}", lang),
+        ),
     )
     logger = get_run_logger()
     logger.info("Card %s for %s: %s", card.id, config.municipality.slug, record["status"])

@@ -88,7 +88,7 @@ def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: P
     assert record["status"] == "complete", record["reasons"]
     for channel in Channel:
         assert (out / channel.value).is_dir(), channel
-    assert (out / "plan.md").read_text(encoding="utf-8").startswith("# Communication plan")
+    assert (out / "plan.md").read_text(encoding="utf-8").startswith("# Kommunikationsplan")
     assert (out / "gallery.html").is_file()
     completion = json.loads((out / "completion.json").read_text(encoding="utf-8"))
     assert completion["status"] == "complete"

@@ -53,7 +53,7 @@ def municipality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    data["channels"]["poster"]["enabled"] = False
+    data["channels"]["poster"].update(enabled=False, reason="Ingen plakater i denne test")
     data["audience"]["file"] = str(EXAMPLE_AUDIENCE)
     folder = tmp_path / "config"
     folder.mkdir()

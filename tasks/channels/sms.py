@@ -26,7 +26,9 @@ class Sms(ChannelSpec):
     settings = SmsSettings
     # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY)
-    audience = "Borrowers in the library's SMS scheme"
+    audience = Labels(
+        da="Lånere i bibliotekets SMS-ordning", en="Borrowers in the library's SMS scheme"
+    )
     labels = Labels(da="SMS", en="SMS")
     gallery = GalleryView(View.TEXT_MESSAGE, NAME)
     delivers = Delivery(Medium.SMS, Reach.BORROWERS, "mobile", "sms_consent")

@@ -14,7 +14,9 @@ class Website(ChannelSpec):
     channel = Channel.WEBSITE
     settings = PageSettings
     points = tuple(Point)
-    audience = "Everyone visiting the library website"
+    audience = Labels(
+        da="Alle, der besøger bibliotekets hjemmeside", en="Everyone visiting the library website"
+    )
     labels = Labels(da="Artikel på hjemmesiden", en="Website article")
     gallery = GalleryView(View.PAGE, NAME)
     # DPL CMS has no API for news articles: a person publishes the ready-made article.
