@@ -193,7 +193,8 @@ def make_plan(
         out.write(TIMELINE_FILE, png)
     out.write("plan.md", plan.to_markdown(lang, timeline=TIMELINE_FILE if png else None))
     # The artifact carries the image in itself (a data: URI): the file is on the run's machine.
-    # The file is named too, in case a Prefect UI does not show data: images.
+    # Prefect's UI (its markdown renderer, as bundled with Prefect 3) makes an image token an
+    # <img src> as written, so the data: URI shows; the file is named too, for other readers.
     artifact = plan.to_markdown(lang, timeline=png_data_uri(png) if png else None)
     if png is not None:
         artifact += "\n" + say("plan.timeline_file", lang, file=TIMELINE_FILE) + "\n"
