@@ -231,6 +231,7 @@ def _ledger(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     campaign = campaign_id(config)
     if args.expect is not None and not args.accept_unknown:
         raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
@@ -250,13 +251,16 @@ def _ledger(args: argparse.Namespace) -> int:
                 campaign, args.accept_unknown, by=args.by.strip(), expect=args.expect
             )
             print(
-                f"Accepted {accepted} unknown {args.accept_unknown} recipients as delivered "
-                f"(by {args.by.strip()}). The next approved run that includes "
-                f"{args.accept_unknown} records the channel as done."
+                say(
+                    "cli.accepted_unknown",
+                    count=accepted,
+                    channel=args.accept_unknown,
+                    by=args.by.strip(),
+                )
             )
         if args.audience:
             _check_rows(args, config, campaign, ledger)
-        print(f"Campaign {campaign}")
+        print(say("cli.campaign", campaign=campaign))
         for channel in (c.value for c in borrower_channels()):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
@@ -283,9 +287,8 @@ def _check_rows(
         for s in all_channels()
         if s.delivers is not None
     }
-    print(
-        f"Checked against {args.audience} ({'repairing' if args.repair else 'changing nothing'}):"
-    )
+    how = say("cli.repairing") if args.repair else say("cli.changing_nothing")
+    print(say("cli.checked_against", audience=args.audience, how=how))
     for channel, recipients in keys.items():
         found = check(ledger, campaign, channel.value, (r.key for r in recipients))
         if args.repair:
@@ -293,7 +296,7 @@ def _check_rows(
             lines = found.lines(removed=removed, requeued=requeued)
         else:
             lines = found.lines()
-        for line in lines or [f"{channel.value}: every row is a recipient of this audience"]:
+        for line in lines or [say("cli.every_row_a_recipient", channel=channel.value)]:
             print(f"  {line}")
 
 
@@ -390,8 +393,12 @@ def _schedule(args: argparse.Namespace) -> int:
     from flows.deployments import resolve, schedule_channel_runs
 
     for run in schedule_channel_runs(resolve(args.config)):
-        note = f"flow run {run.flow_run_id}" if run.flow_run_id else "date has passed"
-        print(f"{run.deployment:<28} {run.at:%Y-%m-%d %H:%M %Z}  {note}")
+        note = (
+            say("cli.scheduled_run", id=run.flow_run_id)
+            if run.flow_run_id
+            else say("cli.date_passed")
+        )
+        print(f"{run.deployment:<28} {operator_text.when(run.at):<24}  {note}")
     return 0
 
 

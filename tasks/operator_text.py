@@ -146,10 +146,6 @@ CATALOG: dict[str, dict[str, str]] = {
     },
     "plan.go_live_mark": {"da": "Driftsstart", "en": "Go-live"},
     "channel.off": {"da": "slået fra: {reason}", "en": "switched off: {reason}"},
-    "channel.off_no_reason": {
-        "da": "slået fra (ingen begrundelse i konfigurationen)",
-        "en": "switched off (no reason in the config)",
-    },
     "channel.absent": {"da": "ikke sat op i konfigurationen", "en": "not set up in the config"},
     # The checklist (tasks/checklist.py render_table, `fbsflow checklist`).
     "checklist.columns": {
@@ -183,6 +179,18 @@ CATALOG: dict[str, dict[str, str]] = {
         "da": "Opgavekort '{title}': {status} (kun antal, ingen persondata)",
         "en": "Card '{title}': {status} (counts only, no personal data)",
     },
+    "delivery.channel": {"da": "kanal", "en": "channel"},
+    "delivery.status": {"da": "status", "en": "status"},
+    "delivery.provider": {"da": "udbyder", "en": "provider"},
+    "delivery.pending": {"da": "venter", "en": "pending"},
+    "delivery.sending": {"da": "sendes", "en": "sending"},
+    "delivery.sent": {"da": "sendt", "en": "sent"},
+    "delivery.failed": {"da": "fejlet", "en": "failed"},
+    "delivery.unknown": {"da": "ukendt", "en": "unknown"},
+    "gallery.title": {
+        "da": "{name}: forhåndsvisning før godkendelse",
+        "en": "{name}: previews before approval",
+    },
     "card.complete": {"da": "færdig", "en": "complete"},
     "card.incomplete": {"da": "ikke færdig", "en": "incomplete"},
     "status.done": {"da": "udført", "en": "done"},
@@ -194,10 +202,6 @@ CATALOG: dict[str, dict[str, str]] = {
     "artifact.plan": {"da": "Kommunikationsplan", "en": "Communication plan"},
     "artifact.sms": {"da": "SMS: dele og LIX", "en": "SMS: parts and LIX"},
     "artifact.checklist": {"da": "Tjekliste: {title}", "en": "Checklist: {title}"},
-    "artifact.timeline": {
-        "da": "Tidslinje for kommunikationsplanen",
-        "en": "Timeline of the communication plan",
-    },
     # The command line (flows/cli.py) and how a command ends (flows/exits.py).
     "cli.check_ok": {
         "da": "OK: {path}: {name}, opgavekort '{title}', driftsstart {day}, kanaler: {channels}",
@@ -237,6 +241,25 @@ CATALOG: dict[str, dict[str, str]] = {
     "cli.step_set": {"da": "{step}: {state} af {by}", "en": "{step}: {state} by {by}"},
     "cli.card_done": {"da": "Opgavekortet er færdigt.", "en": "The card is complete."},
     "cli.still_open": {"da": "Stadig åbne: {steps}", "en": "Still open: {steps}"},
+    "cli.accepted_unknown": {
+        "da": "{count} ukendte {channel}-modtagere er registreret som leveret (af {by}). Næste "
+        "godkendte kørsel med {channel} registrerer kanalen som udført.",
+        "en": "Accepted {count} unknown {channel} recipients as delivered (by {by}). The next "
+        "approved run that includes {channel} records the channel as done.",
+    },
+    "cli.campaign": {"da": "Kampagne {campaign}", "en": "Campaign {campaign}"},
+    "cli.checked_against": {
+        "da": "Kontrolleret mod {audience} ({how}):",
+        "en": "Checked against {audience} ({how}):",
+    },
+    "cli.repairing": {"da": "repareres", "en": "repairing"},
+    "cli.changing_nothing": {"da": "intet ændres", "en": "changing nothing"},
+    "cli.every_row_a_recipient": {
+        "da": "{channel}: hver række er en modtager i denne låneroversigt",
+        "en": "{channel}: every row is a recipient of this audience",
+    },
+    "cli.scheduled_run": {"da": "flow-kørsel {id}", "en": "flow run {id}"},
+    "cli.date_passed": {"da": "datoen er passeret", "en": "date has passed"},
     "cli.reset_ask": {
         "da": "Slet tjeklistens tilstand for {name} ({slug}), {count} trin? Leveringsloggen og "
         "dens nøgle bevares. [j/N] ",

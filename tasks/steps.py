@@ -300,11 +300,14 @@ server_mode = prefect_server
 def write_previews(
     config: MunicipalityConfig, contents: dict[Channel, ChannelContent], out: OutputFolder
 ) -> Path:
-    """One gallery page with every channel's output, and a markdown preview artifact."""
-    title = f"{config.municipality.name}: previews before approval"
+    """One gallery page with every channel's output (its own words in the operator language),
+    and a markdown preview artifact."""
+    lang = language(config)
+    title = say("gallery.title", lang, name=config.municipality.name)
     timeline = out.path(TIMELINE_FILE)  # drawn by make_plan, when it could be
     png = timeline.read_bytes() if timeline.is_file() else None
-    path = out.write("gallery.html", build_gallery(contents, title=title, timeline=png))
+    gallery = build_gallery(contents, title=title, lang=lang, timeline=png)
+    path = out.write("gallery.html", gallery)
     create_markdown_artifact(
         key=_artifact_key(config, "previews"),
         markdown=gallery_markdown(contents),
@@ -464,12 +467,16 @@ def mark_complete(
         "finished_at": datetime.now(UTC).isoformat(),
     }
     out.write_json("completion.json", record)
+    # Column names and words in the operator language: this table is read, not parsed.
     rows = [
         {
-            "channel": o.channel.value,
-            "status": o.status.value,
-            "provider": o.provider,
-            **{state.value: o.counts.get(state, 0) for state in DeliveryState},
+            say("delivery.channel", lang): spec(o.channel).labels[lang],
+            say("delivery.status", lang): status_word(o.status, lang),
+            say("delivery.provider", lang): o.provider,
+            **{
+                say(f"delivery.{state.value}", lang): o.counts.get(state, 0)
+                for state in DeliveryState
+            },
         }
         for o in outcomes
     ]

@@ -175,7 +175,7 @@ def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
         assert "Traceback" not in refused
         assert fbsflow([*accept, "--expect", str(unknown)]) == 0
         printed = capsys.readouterr().out
-        assert f"Accepted {news['counts']['unknown']} unknown newsletter recipients" in printed
+        assert f"{news['counts']['unknown']} ukendte newsletter-modtagere er registreret" in printed
         [counts] = [line for line in printed.splitlines() if line.strip().startswith("newsletter")]
         assert "unknown 0" in counts
         assert f"sent {news['counts']['sent'] + news['counts']['unknown']}" in counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,21 @@ def test_dates_read_as_danish_dates() -> None:
     assert day(date(2026, 12, 14), "da", weekday=True) == "mandag d. 14. december 2026"
     assert day(date(2026, 12, 14), "en") == "14 December 2026"
     assert operator_text.short_day(date(2026, 12, 4), "da") == "04.12.2026"
+
+
+def test_every_message_is_said_somewhere() -> None:
+    # Keys made from a value (a state, a status, a kind) are looked up by prefix.
+    made = ("state.", "status.", "kind.", "card.", "delivery.")
+    root = Path(__file__).resolve().parent.parent
+    source = "".join(
+        p.read_text(encoding="utf-8")
+        for folder in ("tasks", "flows")
+        for p in (root / folder).rglob("*.py")
+        if p.name != "operator_text.py"
+    )
+    unused = [
+        key
+        for key in CATALOG
+        if f'"{key}"' not in source and f"'{key}'" not in source and not key.startswith(made)
+    ]
+    assert unused == []
