@@ -146,12 +146,12 @@ def _run(args: argparse.Namespace) -> int:
             confirmed_by=args.by,
         )
     out = Path(args.output) / config.municipality.slug
-    status = say(f"card.{record['status']}").upper()
+    status = operator_text.word("card", record["status"]).upper()
     print("\n" + say("cli.card_status", title=record["card_title"], status=status))
     for name, channel in record["channels"].items():
         counts = ", ".join(f"{k} {v}" for k, v in channel["counts"].items() if v)
-        word = operator_text.status_word(channel["status"])
-        print(f"  {name:<13} {word:<20} {channel['provider']:<10} {counts}")
+        said = operator_text.word("status", channel["status"])
+        print(f"  {name:<13} {said:<20} {channel['provider']:<10} {counts}")
     for name, unused in record.get("channels_not_used", {}).items():
         if unused["switched_off"]:
             print(f"  {name:<13} {say('channel.off', reason=unused['reason'])}")
@@ -335,8 +335,8 @@ def _done(args: argparse.Namespace) -> int:
             config, card, args.step, state, by=args.by, how="cli", note=args.note
         )
         complete, open_steps = checklist.complete(card, config)
-    state_word = operator_text.state_word(step.state.value)
-    print(say("cli.step_set", step=step.id, state=state_word, by=step.by))
+    shown = operator_text.word("state", step.state.value)
+    print(say("cli.step_set", step=step.id, state=shown, by=step.by))
     print(say("cli.card_done") if complete else say("cli.still_open", steps=", ".join(open_steps)))
     return 0
 

@@ -44,7 +44,7 @@ from tasks.channels import all_channels
 from tasks.channels.base import INFORM_STEP
 from tasks.errors import ConfigError
 from tasks.models import MunicipalityConfig, StepKind, TaskCard
-from tasks.operator_text import kind_word, language, say, state_word, when
+from tasks.operator_text import language, say, when, word
 from tasks.settings import settings
 
 DB_FILE_NAME = "fbsflow.db"
@@ -402,8 +402,8 @@ def table_rows(steps: Sequence[ChecklistStep], lang: str | None = None) -> list[
                 columns,
                 (
                     s.id,
-                    state_word(s.state.value, lang),
-                    kind_word(s.kind.value, lang),
+                    word("state", s.state.value, lang),
+                    word("kind", s.kind.value, lang),
                     s.channel or "",
                     s.by or "",
                     when(s.at, lang),
@@ -427,8 +427,8 @@ def render_table(steps: Sequence[ChecklistStep], lang: str | None = None) -> str
     rows = [
         (
             ("  " if s.parent else "") + s.id,
-            state_word(s.state.value, lang),
-            kind_word(s.kind.value, lang),
+            word("state", s.state.value, lang),
+            word("kind", s.kind.value, lang),
             (say("checklist.off_by", lang) if s.how == OFF_HOW else s.by) or "",
             when(s.at, lang),
             s.text + (f" ({s.note})" if s.note and s.state is StepState.SKIPPED else ""),

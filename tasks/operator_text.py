@@ -327,19 +327,9 @@ CATALOG: dict[str, dict[str, str]] = {
 }
 
 
-def state_word(state: str, lang: str | None = None) -> str:
-    """A checklist step state ("open", "done", ...) in the operator language."""
-    key = f"state.{state}"
-    return say(key, lang) if key in CATALOG else state
-
-
-def status_word(status: str, lang: str | None = None) -> str:
-    """A channel status ("done", "awaiting_approval", ...) in the operator language."""
-    key = f"status.{status}"
-    return say(key, lang) if key in CATALOG else status
-
-
-def kind_word(kind: str, lang: str | None = None) -> str:
-    """A step kind ("automated", "manual") in the operator language."""
-    key = f"kind.{kind}"
-    return say(key, lang) if key in CATALOG else kind
+def word(group: str, value: str, lang: str | None = None) -> str:
+    """A value fbsflow keeps in English (a step state, a channel status, a step kind, a card
+    status) as a word in the operator language: `word("state", "done")` -> "udført". A value
+    the catalog does not know is shown as it is, so a new status never breaks a command."""
+    key = f"{group}.{value}"
+    return say(key, lang) if key in CATALOG else value

@@ -45,7 +45,7 @@ from tasks.models import (
     StepKind,
     TaskCard,
 )
-from tasks.operator_text import language, say, status_word
+from tasks.operator_text import language, say, word
 from tasks.output import OutputFolder
 from tasks.plan import (
     TIMELINE_FILE,
@@ -376,7 +376,9 @@ def record_checklist(
             evidence={"artifact": _artifact_key(config, "plan")},
         )
         for d in definitions:
-            if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel:
+            # A channel switched off since an earlier run may still bring that run's outcome
+            # (tasks/delivery/status.py previous_outcomes): its step follows the config.
+            if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel or d.off_reason:
                 continue
             outcome = by_channel[d.channel]
             done = outcome.status is ChannelStatus.DONE
@@ -432,7 +434,7 @@ def mark_complete(
             "complete.channel_reason",
             lang,
             channel=o.channel.value,
-            status=status_word(o.status, lang),
+            status=word("status", o.status, lang),
         )
         + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
@@ -471,7 +473,7 @@ def mark_complete(
     rows = [
         {
             say("delivery.channel", lang): spec(o.channel).labels[lang],
-            say("delivery.status", lang): status_word(o.status, lang),
+            say("delivery.status", lang): word("status", o.status, lang),
             say("delivery.provider", lang): o.provider,
             **{
                 say(f"delivery.{state.value}", lang): o.counts.get(state, 0)
@@ -487,7 +489,7 @@ def mark_complete(
             "complete.delivery",
             lang,
             title=card.title,
-            status=say(f"card.{record['status']}", lang),
+            status=word("card", record["status"], lang),
         ),
     )
     logger = get_run_logger()

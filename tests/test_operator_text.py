@@ -93,3 +93,13 @@ def test_every_message_is_said_somewhere() -> None:
         if f'"{key}"' not in source and f"'{key}'" not in source and not key.startswith(made)
     ]
     assert unused == []
+
+
+def test_values_kept_in_english_are_shown_as_danish_words_and_unknown_ones_as_they_are() -> None:
+    from tasks.operator_text import word
+
+    assert word("state", "skipped") == "sprunget over"
+    assert word("status", "awaiting_approval") == "afventer godkendelse"
+    assert word("status", "awaiting_approval", "en") == "awaiting approval"
+    assert word("card", "incomplete") == "ikke færdig"
+    assert word("card", "a-status-added-later") == "a-status-added-later"

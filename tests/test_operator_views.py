@@ -266,3 +266,36 @@ def test_make_run_keeps_the_demo_state_apart_from_real_runs() -> None:
     assert "FBSFLOW_DATA_DIR=$(DEMO_DATA_DIR)" in run and "Projektleder (demo)" in run
     [demo] = re.findall(r"(?m)^DEMO_DATA_DIR := (.*)$", makefile)
     assert demo.endswith(".fbsflow-demo")
+
+
+def test_the_gallery_shows_the_timeline_first_with_its_words_in_danish() -> None:
+    from tasks.gallery import build_gallery
+
+    config = example()
+    contents = {Channel.SMS: render_channel(Channel.SMS, config)}
+    png = b"\x89PNG\r\n\x1a\n" + b"timeline"  # the gallery embeds the bytes as they are
+    html = build_gallery(contents, title="Eksempel Kommune", lang="da", timeline=png)
+    timeline = html.index('id="timeline"')
+    assert timeline < html.index('id="sms"')
+    assert '<h2 id="timeline-h">Tidslinje</h2>' in html
+    assert 'alt="Planens kanaler efter dato, driftsstart markeret"' in html
+    assert "data:image/png;base64,iVBORw0KGgp0aW1lbGluZQ==" in html
+    assert 'id="timeline"' not in build_gallery(contents, title="Eksempel Kommune", lang="da")
+
+
+def test_a_channel_switched_off_after_a_run_is_skipped_with_its_reason_in_the_next(
+    prefect_harness: None, isolated: Path
+) -> None:
+    before = write_variant(isolated, LIGHT, name="kommune")
+    run = {"audience": str(EXAMPLE_AUDIENCE), "output_root": str(isolated / "outbox")}
+    first = communicate_externally(config_path=str(before), approve=False, **run)
+    assert first["channels"]["sms"]["status"] == "awaiting_approval"
+    after = write_variant(
+        isolated,
+        {**LIGHT, "channels.sms.enabled": False, "channels.sms.reason": SMS_OFF},
+        name="kommune",
+    )
+    second = communicate_externally(config_path=str(after), approve=False, **run)
+    assert second["channels_not_used"]["sms"] == {"switched_off": True, "reason": SMS_OFF}
+    assert second["steps"]["inform.sms"]["state"] == "skipped"
+    assert second["steps"]["inform.sms"]["note"] == SMS_OFF
