@@ -103,6 +103,19 @@ def short_day(d: date, lang: str | None = None) -> str:
     return f"{d:%d.%m.%Y}" if lang == "da" else d.isoformat()
 
 
+def number(value: float | int | str | None, lang: str | None = None) -> str:
+    """A figure as the operator reads it: "1.234" and "27,7" in Danish, "1,234" and "27.7" in
+    English; empty for None, a text as it is."""
+    from babel.numbers import format_decimal
+
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        return value
+    lang = lang if lang in LANGUAGES else language()
+    return format_decimal(value, locale=_LOCALES[lang])
+
+
 # --- The catalog -----------------------------------------------------------------------------
 # Keys: <where>.<what>. Keep both languages in one entry so a missing translation shows here.
 

@@ -16,7 +16,7 @@ from markupsafe import escape
 
 from tasks.channels import spec
 from tasks.models import Channel, MunicipalityConfig, TaskCard
-from tasks.operator_text import day, language, say, short_day
+from tasks.operator_text import day, language, number, say, short_day
 
 TIMELINE_FILE = "plan-timeline.png"
 
@@ -80,9 +80,8 @@ class Plan:
             say("plan.columns", lang),
             "| --- | --- | --- | ---: | --- | --- |",
         ]
-        sep = "." if lang == "da" else ","
         for p in self.ordered():
-            recipients = "" if p.recipients is None else f"{p.recipients:,}".replace(",", sep)
+            recipients = number(p.recipients, lang)
             key = p.key_message.replace("|", "/").replace("\n", " ")
             lines.append(
                 f"| {short_day(p.day, lang)} | {spec(p.channel).labels[lang]} | {p.audience} "
@@ -110,16 +109,19 @@ class Plan:
         for p in self.channels:
             for text_lang, m in p.metrics.items():
                 billed = p.billed_parts if text_lang == "da" else None
+                figures = (m.get("lix"), m.get("characters"), m.get("parts"), billed)
                 lines.append(
-                    f"| {spec(p.channel).labels[lang]} | {text_lang} | {m.get('lix', '')} "
-                    f"| {m.get('characters', '')} | {m.get('parts', '')} "
-                    f"| {'' if billed is None else f'{billed:,}'.replace(',', sep)} |"
+                    f"| {spec(p.channel).labels[lang]} | {text_lang} | "
+                    + " | ".join(number(f, lang) for f in figures)
+                    + " |"
                 )
         excluded = [p for p in self.channels if p.excluded]
         if excluded:
             lines += ["", f"## {say('plan.excluded', lang)}", ""]
             for p in excluded:
-                reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(p.excluded.items()))
+                reasons = ", ".join(
+                    f"{k}: {number(v, lang)}" for k, v in sorted(p.excluded.items())
+                )
                 lines.append(f"- {spec(p.channel).labels[lang]}: {reasons}")
         lines += ["", say("plan.lix_bands", lang), ""]
         return "\n".join(lines)
@@ -134,9 +136,13 @@ class Plan:
         days = [p.day for p in rows] + [go_live]
         first, last = min(days) - timedelta(days=2), max(days) + timedelta(days=2)
         span = max((last - first).days, 1)
-        width, label_w, top, row_h = 1200, 330, 70, 44
+        labels = [spec(p.channel).labels[lang] for p in rows]
+        # Room for the longest channel name (DejaVu Sans at 17 px: under 10 px a character),
+        # and on the right for the last date's label.
+        width, top, row_h = 1200, 70, 44
+        label_w = min(max(40 + 10 * max(map(len, labels), default=0), 200), 560)
         height = top + row_h * len(rows) + 60
-        right = width - 40
+        right = width - 130
 
         def x(d: date) -> float:
             return label_w + (right - label_w) * (d - first).days / span
@@ -158,22 +164,24 @@ class Plan:
                 f'fill="#444">{escape(short_day(tick, lang)[:5] if lang == "da" else tick.strftime("%m-%d"))}</text>'
             )
             tick += timedelta(days=7)
-        for i, p in enumerate(rows):
+        for i, (p, label) in enumerate(zip(rows, labels, strict=True)):
             y = top + row_h * i + row_h / 2
             parts.append(
-                f'<text x="20" y="{y + 6:.1f}" fill="#1a1a1a">'
-                f"{escape(spec(p.channel).labels[lang])}</text>"
+                f'<text x="20" y="{y + 6:.1f}" fill="#1a1a1a">{escape(label)}</text>'
                 f'<line x1="{label_w}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#eeeeee"/>'
                 f'<circle cx="{x(p.day):.1f}" cy="{y:.1f}" r="9" fill="#0b4f8a"/>'
                 f'<text x="{x(p.day) + 14:.1f}" y="{y + 6:.1f}" font-size="14" fill="#1a1a1a">'
                 f"{escape(short_day(p.day, lang))}</text>"
             )
         gx = x(go_live)
+        # Its label ends at the line when the line is far right, so it is never cut off.
+        anchor = "end" if gx > width - 160 else "middle"
         parts.append(
             f'<line x1="{gx:.1f}" y1="{top - 20}" x2="{gx:.1f}" y2="{height - 45}" '
             f'stroke="#b00020" stroke-width="3"/>'
-            f'<text x="{gx:.1f}" y="{top - 26}" text-anchor="middle" font-weight="bold" '
-            f'fill="#b00020">{escape(say("plan.go_live_mark", lang))} {escape(short_day(go_live, lang))}</text>'
+            f'<text x="{gx + (6 if anchor == "end" else 0):.1f}" y="{top - 26}" '
+            f'text-anchor="{anchor}" font-weight="bold" fill="#b00020">'
+            f"{escape(say('plan.go_live_mark', lang))} {escape(short_day(go_live, lang))}</text>"
         )
         parts.append("</svg>")
         return "".join(parts), width, height

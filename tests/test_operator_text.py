@@ -103,3 +103,14 @@ def test_values_kept_in_english_are_shown_as_danish_words_and_unknown_ones_as_th
     assert word("status", "awaiting_approval", "en") == "awaiting approval"
     assert word("card", "incomplete") == "ikke færdig"
     assert word("card", "a-status-added-later") == "a-status-added-later"
+
+
+def test_figures_read_as_danish_figures() -> None:
+    from tasks.operator_text import number
+
+    assert (number(27.7, "da"), number(1234567, "da"), number(None, "da")) == (
+        "27,7",
+        "1.234.567",
+        "",
+    )
+    assert (number(27.7, "en"), number(1234567, "en")) == ("27.7", "1,234,567")
