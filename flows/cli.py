@@ -526,7 +526,12 @@ def main(argv: list[str] | None = None) -> int:
                 data.append(data_dir(config))
         return data + ([Path(args.output)] if getattr(args, "output", None) else [])
 
-    return exits.run_command(args.command, lambda: args.func(args), debug=args.debug, places=places)
+    try:
+        return exits.run_command(
+            args.command, lambda: args.func(args), debug=args.debug, places=places
+        )
+    finally:
+        operator_text.choose(None)  # the next command in this process chooses afresh
 
 
 def entry() -> NoReturn:
