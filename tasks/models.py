@@ -284,15 +284,26 @@ class NewsletterSettings(ChannelSettings):
 
 
 class SmsSettings(ChannelSettings):
-    sender: str
+    # Required while the channel is on; a library without an SMS scheme, switching it off with
+    # its reason, has no sender name to give.
+    sender: str | None = None
     max_parts: int = Field(default=2, ge=1, le=6)
 
     @field_validator("sender")
     @classmethod
-    def _sender(cls, value: str) -> str:
-        if problem := sms_sender_problem(value):
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and (problem := sms_sender_problem(value)):
             raise ValueError(f"{problem}; shorten it")
         return value
+
+    @model_validator(mode="after")
+    def _sender_when_on(self) -> SmsSettings:
+        if self.enabled and self.sender is None:
+            raise ValueError(
+                "add `sender:`, the name the SMS comes from (at most 11 letters and digits), "
+                "or switch the channel off with `enabled: false` and a `reason:`"
+            )
+        return self
 
 
 class PosterSettings(ChannelSettings):

@@ -97,6 +97,22 @@ def test_a_channel_switched_off_without_a_reason_is_refused_naming_the_fix(
     assert "Traceback" not in err
 
 
+def test_an_sms_channel_switched_off_needs_no_sender_but_one_that_is_on_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    off = write_variant(
+        tmp_path,
+        {"channels.sms": {"enabled": False, "reason": SMS_OFF}},
+        name="off",
+    )
+    assert fbsflow(["check", str(off)]) == 0
+    assert f"slået fra: sms: {SMS_OFF}" in capsys.readouterr().out
+    on = write_variant(tmp_path, {"channels.sms.sender": DROP}, name="on")
+    assert fbsflow(["check", str(on)]) == 2
+    err = capsys.readouterr().err
+    assert "channels.sms" in err and "add `sender:`" in err
+
+
 def test_check_says_which_channels_are_switched_off_and_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
