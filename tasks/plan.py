@@ -188,7 +188,8 @@ class Plan:
 
     def timeline_png(self, lang: str | None = None) -> bytes:
         """The timeline as a PNG (WeasyPrint and poppler, tasks/pdf.py); raises MissingToolError
-        when poppler-utils is not installed."""
+        when poppler-utils is not installed. Costs a run 0.7-0.9 s (the example's 8 channels,
+        measured on the shared 2-core machine), ~50 kB."""
         from tasks.pdf import render_png
 
         svg, width, height = self.timeline_svg(lang)

@@ -393,7 +393,15 @@ def record_checklist(
                 note=outcome.detail or None,
                 evidence={"counts": outcome.counts},
             )
+        switched_off = {d.id for d in definitions if d.off_reason}
         for step_id in confirmations:
+            if step_id in switched_off:
+                # Already skipped with the config's reason; a confirmation given with the run
+                # (e.g. every manual step, by a script) must not fail it after the sending.
+                get_run_logger().warning(
+                    "%s is not confirmed: its channel is switched off in the config", step_id
+                )
+                continue
             checklist.set_state(
                 config, card, step_id, StepState.DONE, by=confirmed_by, how="parameter"
             )
@@ -427,6 +435,10 @@ def mark_complete(
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
     lang = language(config)
+    not_used = config.channels.not_used()
+    # An earlier run's outcome of a channel switched off since (previous_outcomes) no longer
+    # counts: the record is the card as configured now, the channel is under channels_not_used.
+    outcomes = [o for o in outcomes if o.channel not in not_used]
     unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
     awaiting = open_steps(checklist)
     reasons = [
@@ -460,7 +472,7 @@ def mark_complete(
                 "switched_off": reason is not None,
                 "reason": reason if reason is not None else not_used_reason(None, lang),
             }
-            for channel, reason in config.channels.not_used().items()
+            for channel, reason in not_used.items()
         },
         "approval": approval.record(),
         "triggered_by": triggered,

@@ -200,7 +200,9 @@ def test_a_run_shows_a_switched_off_channel_everywhere_in_danish_and_reset_keeps
         audience=str(EXAMPLE_AUDIENCE),
         output_root=str(isolated / "outbox"),
         approve=True,
-        confirm=["inform.website"],
+        # A switched-off channel's step given too (as a script confirming every manual step
+        # would): it stays skipped with its reason, and the run goes on.
+        confirm=["inform.website", "inform.social_post"],
         confirmed_by="Test Leder",
     )
     out = isolated / "outbox" / "eksempel-kommune"
@@ -222,6 +224,8 @@ def test_a_run_shows_a_switched_off_channel_everywhere_in_danish_and_reset_keeps
         "reason": "ikke sat op i konfigurationen",
     }
     assert "sms" not in completion["channels"]
+    social = completion["steps"]["inform.social_post"]
+    assert (social["state"], social["note"]) == ("skipped", "Biblioteket er ikke på sociale medier")
     sms_step = completion["steps"]["inform.sms"]
     assert (sms_step["state"], sms_step["note"], sms_step["how"]) == ("skipped", SMS_OFF, "config")
     assert "trin inform.faq er ikke udført: venter på bekræftelse" in completion["reasons"]
@@ -315,3 +319,6 @@ def test_a_channel_switched_off_after_a_run_is_skipped_with_its_reason_in_the_ne
     assert second["channels_not_used"]["sms"] == {"switched_off": True, "reason": SMS_OFF}
     assert second["steps"]["inform.sms"]["state"] == "skipped"
     assert second["steps"]["inform.sms"]["note"] == SMS_OFF
+    # The first run's SMS outcome (awaiting approval) no longer holds the card open.
+    assert "sms" not in second["channels"]
+    assert not [r for r in second["reasons"] if r.startswith("sms")]
