@@ -18,8 +18,13 @@ APT_COMMANDS := pdftotext pdftoppm zbarimg chromium
 
 .PHONY: run test test-slow test-fast bench lint system-deps serve clean
 
+# The demo keeps its state (ledger, key, checklist with the demo's confirmations) in a folder of
+# its own, so "Projektleder (demo)" never turns up in a real run's checklist (`.fbsflow/`).
+DEMO_DATA_DIR := $(CURDIR)/.fbsflow-demo
+
 run: $(VENV)/.run-installed system-deps
-	$(BIN)/fbsflow run $(EXAMPLE) --approve $(foreach s,$(DEMO_CONFIRM),--confirm $(s)) --by "Projektleder (demo)"
+	FBSFLOW_DATA_DIR=$(DEMO_DATA_DIR) $(BIN)/fbsflow run $(EXAMPLE) --approve \
+	  $(foreach s,$(DEMO_CONFIRM),--confirm $(s)) --by "Projektleder (demo)"
 
 # Everything but the multi-minute end-to-end proofs (crash and rerun, parallel runs): those run
 # in `make test-slow`, which CI runs after `make test`.
@@ -71,6 +76,8 @@ node_modules/axe-core/axe.min.js: package.json
 	touch $@
 
 # Never the ledger, its key or the checklist (`.fbsflow/` beside each config, or FBSFLOW_DATA_DIR):
-# without them the next run would send to every borrower again.
+# without them the next run would send to every borrower again. The demo's `.fbsflow-demo/` is
+# kept for the same reason (a `make run` with provider variables set does send). To clear a
+# municipality's checklist, and only that: `fbsflow reset CONFIG` (it asks; the ledger stays).
 clean:
 	rm -rf $(VENV) outbox .prefect node_modules .pytest_cache

@@ -451,7 +451,9 @@ def run_fbsflow(
     text = log.read_text(errors="replace")
     times = _flow_times(Path(env["PREFECT_HOME"]), text, started_epoch)
     summary = "\n".join(
-        line for line in text.splitlines() if line.startswith(("Card ", "  newsletter", "  sms"))
+        line
+        for line in text.splitlines()
+        if line.startswith(("Card ", "Opgavekort ", "  newsletter", "  sms"))
     )
     return RunResult(wall, proc.returncode or 0, max_rss, tree_peak, times, log, summary)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from flows import exits
+from tasks import operator_text
 from tasks.errors import ConfigError, FbsflowError
+from tasks.operator_text import say
 
 if TYPE_CHECKING:
     from tasks.ledger import Ledger
@@ -29,14 +31,25 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 def _check(args: argparse.Namespace) -> int:
     from tasks.config import load_card, load_municipality
+    from tasks.operator_text import day
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     channels = ", ".join(c.value for c in config.channels.enabled())
     print(
-        f"OK: {args.config}: {config.municipality.name}, card '{card.title}', "
-        f"go-live {config.go_live.isoformat()}, channels: {channels}"
+        say(
+            "cli.check_ok",
+            path=args.config,
+            name=config.municipality.name,
+            title=card.title,
+            day=day(config.go_live),
+            channels=channels,
+        )
     )
+    for channel, reason in config.channels.not_used().items():
+        if reason is not None:  # switched off: say so, with the config's reason
+            print(say("cli.check_off", channel=channel.value, reason=reason))
     _print_warnings(config)
     return 0
 
@@ -76,6 +89,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     config = load_municipality(config_path)
+    operator_text.adopt(config)
     audience_path = _audience_path(args, config_path)
     audience = (
         import_audience(audience_path, columns=config.audience.columns) if audience_path else None
@@ -91,13 +105,11 @@ def _run(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     # Validate before Prefect starts, so a user's mistake gets a message, not a traceback.
     config = load_municipality(config_path)
+    operator_text.adopt(config)
     audience_path = _audience_path(args, config_path)
     approve = args.approve
     if not approve and sys.stdin.isatty() and not _server():
-        answer = input(
-            "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
-        )
-        approve = answer.strip().lower() in ("y", "yes", "j", "ja")
+        approve = _yes(input(say("cli.approve_prompt")))
     from tasks.speed.heartbeat import run_heartbeats
     from tasks.speed.prefetch import Prefetch
 
@@ -128,9 +140,9 @@ def _run(args: argparse.Namespace) -> int:
     # `entry`); left to it, its next full runs walk them all only to find nothing.
     _collect_from_here()
     server = _server()
-    mode = f"Prefect server {server}" if server else "embedded Prefect (no server)"
+    mode = say("cli.mode_server", server=server) if server else say("cli.mode_embedded")
     _crash_dead_flow_runs()
-    print(f"Running card for {config.municipality.name} on {mode} ...", flush=True)
+    print(say("cli.running", name=config.municipality.name, mode=mode), flush=True)
     # Against a server, the flow sends its own heartbeats, which end with it; on its own
     # temporary server, none (tasks/speed/heartbeat.py).
     with run_heartbeats(temporary_server=booting is not None):
@@ -144,13 +156,18 @@ def _run(args: argparse.Namespace) -> int:
             confirmed_by=args.by,
         )
     out = Path(args.output) / config.municipality.slug
-    print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
+    status = operator_text.word("card", record["status"]).upper()
+    print("\n" + say("cli.card_status", title=record["card_title"], status=status))
     for name, channel in record["channels"].items():
         counts = ", ".join(f"{k} {v}" for k, v in channel["counts"].items() if v)
-        print(f"  {name:<13} {channel['status']:<18} {channel['provider']:<10} {counts}")
+        said = operator_text.word("status", channel["status"])
+        print(f"  {name:<13} {said:<20} {channel['provider']:<10} {counts}")
+    for name, unused in record.get("channels_not_used", {}).items():
+        if unused["switched_off"]:
+            print(f"  {name:<13} {say('channel.off', reason=unused['reason'])}")
     for reason in record["reasons"]:
-        print(f"  open: {reason}")
-    print(f"Output: {out}/ (plan.md, completion.json, one folder per channel)")
+        print(say("cli.open_reason", reason=reason))
+    print(say("cli.output", out=out))
     code, line = exits.run_outcome(record, str(config_path))
     if code == exits.OK:
         print(line)
@@ -175,11 +192,8 @@ def _crash_dead_flow_runs() -> None:
         logging.getLogger(__name__).warning("flow runs of dead processes not swept", exc_info=True)
         return
     if crashed:
-        runs = "flow run" if len(crashed) == 1 else "flow runs"
-        print(
-            f"Marked {len(crashed)} {runs} crashed: the process had died ({', '.join(crashed)})",
-            flush=True,
-        )
+        key = "cli.crashed_one" if len(crashed) == 1 else "cli.crashed_many"
+        print(say(key, count=len(crashed), runs=", ".join(crashed)), flush=True)
 
 
 def _server() -> str | None:
@@ -227,6 +241,7 @@ def _ledger(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     campaign = campaign_id(config)
     if args.expect is not None and not args.accept_unknown:
         raise ConfigError("--expect N goes with --accept-unknown CHANNEL --by NAME")
@@ -246,13 +261,16 @@ def _ledger(args: argparse.Namespace) -> int:
                 campaign, args.accept_unknown, by=args.by.strip(), expect=args.expect
             )
             print(
-                f"Accepted {accepted} unknown {args.accept_unknown} recipients as delivered "
-                f"(by {args.by.strip()}). The next approved run that includes "
-                f"{args.accept_unknown} records the channel as done."
+                say(
+                    "cli.accepted_unknown",
+                    count=accepted,
+                    channel=args.accept_unknown,
+                    by=args.by.strip(),
+                )
             )
         if args.audience:
             _check_rows(args, config, campaign, ledger)
-        print(f"Campaign {campaign}")
+        print(say("cli.campaign", campaign=campaign))
         for channel in (c.value for c in borrower_channels()):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
@@ -279,9 +297,8 @@ def _check_rows(
         for s in all_channels()
         if s.delivers is not None
     }
-    print(
-        f"Checked against {args.audience} ({'repairing' if args.repair else 'changing nothing'}):"
-    )
+    how = say("cli.repairing") if args.repair else say("cli.changing_nothing")
+    print(say("cli.checked_against", audience=args.audience, how=how))
     for channel, recipients in keys.items():
         found = check(ledger, campaign, channel.value, (r.key for r in recipients))
         if args.repair:
@@ -289,7 +306,7 @@ def _check_rows(
             lines = found.lines(removed=removed, requeued=requeued)
         else:
             lines = found.lines()
-        for line in lines or [f"{channel.value}: every row is a recipient of this audience"]:
+        for line in lines or [say("cli.every_row_a_recipient", channel=channel.value)]:
             print(f"  {line}")
 
 
@@ -299,13 +316,18 @@ def _checklist(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     with Checklist.open(data_dir(args.config)) as checklist:
         steps = checklist.steps(card, config)
         complete, open_steps = checklist.complete(card, config)
     print(f"{card.title} ({config.municipality.name})\n")
     print(render_table(steps))
-    print("\nComplete." if complete else f"\nOpen: {', '.join(open_steps)}")
+    print(
+        "\n" + say("checklist.complete")
+        if complete
+        else "\n" + say("checklist.open", steps=", ".join(open_steps))
+    )
     return exits.OK if complete else exits.OPEN_STEPS
 
 
@@ -315,6 +337,7 @@ def _done(args: argparse.Namespace) -> int:
     from tasks.steps import data_dir
 
     config = load_municipality(args.config)
+    operator_text.adopt(config)
     card = load_card(config.card)
     state = StepState.SKIPPED if args.skip else StepState.DONE
     with Checklist.open(data_dir(args.config)) as checklist:
@@ -322,8 +345,42 @@ def _done(args: argparse.Namespace) -> int:
             config, card, args.step, state, by=args.by, how="cli", note=args.note
         )
         complete, open_steps = checklist.complete(card, config)
-    print(f"{step.id}: {step.state.value} by {step.by}")
-    print("The card is complete." if complete else f"Still open: {', '.join(open_steps)}")
+    shown = operator_text.word("state", step.state.value)
+    print(say("cli.step_set", step=step.id, state=shown, by=step.by))
+    print(say("cli.card_done") if complete else say("cli.still_open", steps=", ".join(open_steps)))
+    return 0
+
+
+def _yes(answer: str) -> bool:
+    """A yes on the terminal, in Danish or English; anything else (Enter too) is a no."""
+    return answer.strip().lower() in ("y", "yes", "j", "ja")
+
+
+def _reset(args: argparse.Namespace) -> int:
+    """Forget a municipality's checklist state (who confirmed what), after asking; never the
+    delivery ledger or its key: without them the next run would send to every borrower again."""
+    from tasks.checklist import Checklist
+    from tasks.config import load_card, load_municipality
+    from tasks.steps import data_dir
+
+    config = load_municipality(args.config)
+    operator_text.adopt(config)
+    card = load_card(config.card)
+    slug = config.municipality.slug
+    with Checklist.open(data_dir(args.config)) as checklist:
+        stored = checklist.stored(config, card)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(
+                    f"reset asks before it clears {slug}'s checklist, but nobody can answer "
+                    "here (fix: add --yes)"
+                )
+            question = say("cli.reset_ask", name=config.municipality.name, slug=slug, count=stored)
+            if not _yes(input(question)):
+                print(say("cli.reset_kept"))
+                return 0
+        removed = checklist.reset(config, card)
+    print(say("cli.reset_done", slug=slug, count=removed))
     return 0
 
 
@@ -346,8 +403,12 @@ def _schedule(args: argparse.Namespace) -> int:
     from flows.deployments import resolve, schedule_channel_runs
 
     for run in schedule_channel_runs(resolve(args.config)):
-        note = f"flow run {run.flow_run_id}" if run.flow_run_id else "date has passed"
-        print(f"{run.deployment:<28} {run.at:%Y-%m-%d %H:%M %Z}  {note}")
+        note = (
+            say("cli.scheduled_run", id=run.flow_run_id)
+            if run.flow_run_id
+            else say("cli.date_passed")
+        )
+        print(f"{run.deployment:<28} {operator_text.when(run.at):<24}  {note}")
     return 0
 
 
@@ -360,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     debug = "print tracebacks on the terminal too (they always go to the log)"
     parser.add_argument("--debug", action="store_true", help=debug)
+    lang = "the language fbsflow speaks to you in: da or en (default: operator_language in the config, else da)"
+    parser.add_argument("--lang", choices=operator_text.LANGUAGES, help=lang)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a municipality config")
     check.add_argument("config")
@@ -441,14 +504,26 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = sub.add_parser("schedule", help="schedule channel runs on the plan's dates")
     schedule.add_argument("config")
     schedule.set_defaults(func=_schedule)
+    reset = sub.add_parser(
+        "reset",
+        help="clear a municipality's checklist state (who confirmed what), after asking; "
+        "never the delivery ledger or its key",
+    )
+    reset.add_argument("config")
+    reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.set_defaults(func=_reset)
     for command in sub.choices.values():
         # After the command too; SUPPRESS: left out, it keeps the value given before the command.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+        command.add_argument(
+            "--lang", choices=operator_text.LANGUAGES, default=argparse.SUPPRESS, help=lang
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    operator_text.choose(args.lang)
 
     def places() -> list[Path]:
         """The folders this command writes, data dir first (see exits.run_command)."""
@@ -461,7 +536,12 @@ def main(argv: list[str] | None = None) -> int:
                 data.append(data_dir(config))
         return data + ([Path(args.output)] if getattr(args, "output", None) else [])
 
-    return exits.run_command(args.command, lambda: args.func(args), debug=args.debug, places=places)
+    try:
+        return exits.run_command(
+            args.command, lambda: args.func(args), debug=args.debug, places=places
+        )
+    finally:
+        operator_text.choose(None)  # the next command in this process chooses afresh
 
 
 def entry() -> NoReturn:

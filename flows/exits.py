@@ -7,6 +7,10 @@
     3    `fbsflow checklist`: steps are still open
     130  interrupted (Ctrl-C)
 
+The lines that end a run well (done, waiting, rejected) speak the operator language
+(tasks/operator_text.py). A failure's line keeps its English `error:` / `failed:` form: it
+carries fbsflow's error texts, which are English, and schedulers and scripts match on it.
+
 The log (`fbsflow.log` in the data dir, else in the temp dir when that cannot be written) gets
 every record of the run, Prefect's included, with full tracebacks; the terminal gets Prefect's
 records without their tracebacks, unless `--debug`. The log holds what the terminal shows plus
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tasks.errors import ConfigError, FbsflowError
+from tasks.operator_text import say
 from tasks.translation import translate
 
 LOG_NAME = "fbsflow.log"
@@ -233,20 +238,20 @@ def run_outcome(record: dict[str, Any], config_path: str) -> tuple[int, str]:
         )
         return FAILED, f"failed: {said}"
     if record["status"] == "complete":
-        return OK, "Done: the card is complete."
+        return OK, say("exit.complete")
     states = {c["status"] for c in channels.values()}
     if ChannelStatus.REJECTED in states:
-        return OK, "Rejected: nothing was sent to citizens; the card stays open."
+        return OK, say("exit.rejected")
     waiting = []
     if ChannelStatus.AWAITING_APPROVAL in states:
-        waiting.append("approval (rerun with --approve, or approve in the Prefect UI)")
+        waiting.append(say("exit.wait_approval"))
     if ChannelStatus.IN_PROGRESS in states:
-        waiting.append("another run of this campaign that is still sending (run again after it)")
+        waiting.append(say("exit.wait_other_run"))
     if steps := record["awaiting_confirmation"]:
-        waiting.append(f"{len(steps)} confirmations (fbsflow done {config_path} STEP --by NAME)")
+        waiting.append(say("exit.wait_confirmations", count=len(steps), config=config_path))
     if not waiting:  # a state this list does not know yet: say the reasons
-        waiting = record["reasons"][:1] or ["the steps above"]
-    return OK, "Waiting for " + " and ".join(waiting) + "."
+        waiting = record["reasons"][:1] or [say("exit.wait_steps")]
+    return OK, say("exit.waiting", what=say("exit.and").join(waiting))
 
 
 def _short(detail: str, limit: int = 160) -> str:

@@ -2,8 +2,10 @@
 
 A card's method steps are taken as they are, with two expansions: a `plan` step first (the card's
 goal is to lay a communication plan), and the step `inform` ("inform via the channels you
-normally use") split into one sub-step per enabled channel, and per branch for posters. A parent
-step has no state of its own: it is done when every sub-step is done or skipped.
+normally use") split into one sub-step per enabled channel, and per branch for posters. A channel
+switched off in the config (`enabled: false`, `reason:`) keeps one sub-step, skipped with that
+reason, so it never vanishes from the list. A parent step has no state of its own: it is done
+when every sub-step is done or skipped.
 
 State lives in the table `checklist_steps` (SQLite beside the delivery ledger, or PostgreSQL at
 `FBSFLOW_DATABASE_URL`), one row per municipality x card x step, so it survives between the
@@ -21,7 +23,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, Text, create_engine, delete, event, select
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
@@ -31,6 +44,7 @@ from tasks.channels import all_channels
 from tasks.channels.base import INFORM_STEP
 from tasks.errors import ConfigError
 from tasks.models import MunicipalityConfig, StepKind, TaskCard
+from tasks.operator_text import language, say, when, word
 from tasks.settings import settings
 
 DB_FILE_NAME = "fbsflow.db"
@@ -40,6 +54,8 @@ COMPLETE_STEP = "mark-complete"
 # Who or what changed a step: the flow itself, the command line, a Prefect pause form, or a flow
 # parameter such as `approve=True`.
 HOW = ("flow", "cli", "prefect-form", "parameter")
+# Who and how for a channel switched off in the config: its step is skipped by the config itself.
+OFF_BY = OFF_HOW = "config"
 
 
 class StepState(StrEnum):
@@ -58,6 +74,7 @@ class StepDefinition:
     kind: StepKind
     channel: str | None = None
     parent: str | None = None
+    off_reason: str | None = None  # the channel is switched off in the config, for this reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +98,30 @@ class ChecklistStep:
 
 
 def _inform_steps(config: MunicipalityConfig) -> list[StepDefinition]:
-    """One sub-step or more per enabled channel, as each channel declares them (tasks/channels/)."""
+    """One sub-step or more per enabled channel, as each channel declares them (tasks/channels/),
+    and one skipped sub-step per channel switched off in the config, with its reason."""
     enabled = set(config.channels.enabled())
-    return [
-        StepDefinition(step.id, step.text, step.kind, spec.channel.value, INFORM_STEP)
-        for spec in sorted(all_channels(), key=lambda s: s.step_order)
-        if spec.channel in enabled
-        for step in spec.checklist_steps(config)
-    ]
+    switched_off = {c: r for c, r in config.channels.not_used().items() if r is not None}
+    steps = []
+    for spec in sorted(all_channels(), key=lambda s: s.step_order):
+        if spec.channel in enabled:
+            steps += [
+                StepDefinition(step.id, step.text, step.kind, spec.channel.value, INFORM_STEP)
+                for step in spec.checklist_steps(config)
+            ]
+        elif spec.channel in switched_off:
+            kind = StepKind.MANUAL if spec.delivers is None else StepKind.AUTOMATED
+            steps.append(
+                StepDefinition(
+                    f"{INFORM_STEP}.{spec.channel.value}",
+                    f"{spec.labels['da']} (slået fra)",
+                    kind,
+                    spec.channel.value,
+                    INFORM_STEP,
+                    off_reason=switched_off[spec.channel],
+                )
+            )
+    return steps
 
 
 def checklist_definitions(card: TaskCard, config: MunicipalityConfig) -> list[StepDefinition]:
@@ -166,7 +199,8 @@ class Checklist:
         with self._engine.connect() as conn:
             rows = {row.step_id: row for row in conn.execute(query)}
         merged = [_merge(d, rows.get(d.id)) for d in definitions]
-        return [_roll_up(s, merged) for s in merged]
+        lang = language(config)
+        return [_roll_up(s, merged, lang) for s in merged]
 
     def set_state(
         self,
@@ -204,6 +238,11 @@ class Checklist:
         if state is StepState.SKIPPED and note is None:
             raise ConfigError(
                 f"step '{step_id}' cannot be skipped without a reason (fix: add a note saying why)"
+            )
+        if (off := by_id[step_id].off_reason) is not None:
+            raise ConfigError(
+                f"step '{step_id}' belongs to a channel switched off in the config ({off}) "
+                f"(fix: set enabled: true under channels.{by_id[step_id].channel} to use it)"
             )
         children = [d.id for d in definitions if d.parent == step_id]
         if children:
@@ -256,6 +295,14 @@ class Checklist:
         still_open = open_steps(self.steps(card, config))
         return (not still_open, still_open)
 
+    def stored(self, config: MunicipalityConfig, card: TaskCard) -> int:
+        """How many steps of this card for this municipality have a stored state."""
+        query = select(func.count()).where(
+            _c.municipality == config.municipality.slug, _c.card_id == card.id
+        )
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def reset(self, config: MunicipalityConfig, card: TaskCard) -> int:
         """Forget every stored state of this card for this municipality; returns rows removed."""
         statement = delete(checklist_steps).where(
@@ -276,6 +323,11 @@ def _merge(definition: StepDefinition, row: Any) -> ChecklistStep:
         "channel": definition.channel,
         "parent": definition.parent,
     }
+    if definition.off_reason is not None:
+        # The config decides, whatever a run recorded before the channel was switched off.
+        return ChecklistStep(
+            **base, state=StepState.SKIPPED, by=OFF_BY, how=OFF_HOW, note=definition.off_reason
+        )
     if row is None:
         return ChecklistStep(**base)
     return ChecklistStep(
@@ -295,7 +347,7 @@ def _settled(step: ChecklistStep) -> bool:
     return step.state is StepState.DONE or (step.state is StepState.SKIPPED and bool(step.note))
 
 
-def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep]) -> ChecklistStep:
+def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep], lang: str) -> ChecklistStep:
     """A parent's state follows its children: done when all are settled, started when any is."""
     children = [s for s in steps if s.parent == step.id]
     if not children:
@@ -315,7 +367,9 @@ def _roll_up(step: ChecklistStep, steps: Sequence[ChecklistStep]) -> ChecklistSt
         parent=step.parent,
         state=state,
         at=latest.at if latest and state is not StepState.OPEN else None,
-        note=f"{sum(map(_settled, children))} of {len(children)} sub-steps done or skipped",
+        note=say(
+            "checklist.rollup", lang, settled=sum(map(_settled, children)), total=len(children)
+        ),
     )
 
 
@@ -336,46 +390,47 @@ def open_steps(steps: Iterable[ChecklistStep]) -> list[str]:
 # --- Showing it ----------------------------------------------------------------------------------
 
 
-def _when(at: str | None) -> str:
-    """ "2026-11-23T09:15:00+00:00" -> "2026-11-23 09:15 UTC", for reading in a terminal."""
-    if not at:
-        return ""
-    with suppress(ValueError):
-        return datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return at
-
-
-def table_rows(steps: Sequence[ChecklistStep]) -> list[dict[str, Any]]:
-    """Rows for a Prefect table artifact: state per step, who and when; no borrower data."""
+def table_rows(steps: Sequence[ChecklistStep], lang: str | None = None) -> list[dict[str, Any]]:
+    """Rows for a Prefect table artifact: state per step, who and when (Copenhagen time); column
+    names and words in the operator language; no borrower data."""
     from tasks.notify import scrub_personal_data
 
+    columns = say("checklist.artifact_columns", lang).split("|")
     return [
-        {
-            "step": s.id,
-            "state": s.state.value,
-            "kind": s.kind.value,
-            "channel": s.channel or "",
-            "by": s.by or "",
-            "at": s.at or "",
-            "how": s.how or "",
-            # Notes are free text: an address or number typed into one must not reach the UI.
-            "note": scrub_personal_data(s.note or ""),
-            "text": s.text,
-        }
+        dict(
+            zip(
+                columns,
+                (
+                    s.id,
+                    word("state", s.state.value, lang),
+                    word("kind", s.kind.value, lang),
+                    s.channel or "",
+                    s.by or "",
+                    when(s.at, lang),
+                    s.how or "",
+                    # Notes are free text: an address or number typed into one must not reach
+                    # the UI.
+                    scrub_personal_data(s.note or ""),
+                    s.text,
+                ),
+                strict=True,
+            )
+        )
         for s in steps
     ]
 
 
-def render_table(steps: Sequence[ChecklistStep]) -> str:
-    """A plain-text table for the terminal: id, state, kind, who, when, step text."""
-    header = ("STEP", "STATE", "KIND", "BY", "WHEN", "TEXT")
+def render_table(steps: Sequence[ChecklistStep], lang: str | None = None) -> str:
+    """A plain-text table for the terminal: id, state, kind, who, when (Copenhagen), step text;
+    headings and words in the operator language (default: the current one)."""
+    header = tuple(say("checklist.columns", lang).split("|"))
     rows = [
         (
             ("  " if s.parent else "") + s.id,
-            s.state.value,
-            s.kind.value,
-            s.by or "",
-            _when(s.at),
+            word("state", s.state.value, lang),
+            word("kind", s.kind.value, lang),
+            (say("checklist.off_by", lang) if s.how == OFF_HOW else s.by) or "",
+            when(s.at, lang),
             s.text + (f" ({s.note})" if s.note and s.state is StepState.SKIPPED else ""),
         )
         for s in steps

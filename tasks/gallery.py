@@ -61,6 +61,8 @@ _WORDS: dict[str, dict[Any, str]] = {
         "no_preview": "No preview (poppler-utils is not installed); open the PDF.",
         "files": "Files",
         "not_measured": "not measured",
+        "timeline": "Timeline",
+        "timeline_alt": "The plan's channels by date, go-live marked",
         Language.DA: "Danish",
         Language.EN: "English",
     },
@@ -89,6 +91,8 @@ _WORDS: dict[str, dict[Any, str]] = {
         "no_preview": "Ingen forhåndsvisning (poppler-utils er ikke installeret); åbn PDF-filen.",
         "files": "Filer",
         "not_measured": "ikke målt",
+        "timeline": "Tidslinje",
+        "timeline_alt": "Planens kanaler efter dato, driftsstart markeret",
         Language.DA: "dansk",
         Language.EN: "engelsk",
     },
@@ -387,12 +391,17 @@ def _claim_languages(contents: Mapping[Channel, ChannelContent]) -> list[Languag
 
 
 def build_gallery(
-    contents: Mapping[Channel, ChannelContent], *, title: str, lang: str = "en"
+    contents: Mapping[Channel, ChannelContent],
+    *,
+    title: str,
+    lang: str = "en",
+    timeline: bytes | None = None,
 ) -> str:
     """One self-contained HTML page showing every channel's output, per language, side by side.
 
     `lang` is the language of the gallery's own labels ("en" or "da"); each embedded output
     keeps its own language. Links are relative to `outbox/<slug>/`, where the gallery is written.
+    `timeline` is the plan's timeline PNG (tasks/plan.py), shown first when given.
     """
     labels = _labels(lang)
     page = _Page(labels)
@@ -406,6 +415,13 @@ def build_gallery(
         f"<header><h1>{escape(title)}</h1><p>{escape(labels['intro'])}</p>"
         f'<nav aria-label="{escape(labels["contents"])}"><ul>{nav}</ul></nav></header>\n<main>'
     )
+    if timeline is not None:
+        uri = "data:image/png;base64," + base64.b64encode(timeline).decode("ascii")
+        page.add(
+            f'<section id="timeline" aria-labelledby="timeline-h"><h2 id="timeline-h">'
+            f"{escape(labels['timeline'])}</h2>"
+            f'<img class="image" src="{uri}" alt="{escape(labels["timeline_alt"])}"></section>'
+        )
     _metrics_table(page, contents)
     for review_lang in _claim_languages(contents):
         page.add(claims_review_html(contents, review_lang))

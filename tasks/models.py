@@ -135,8 +135,26 @@ class ChannelSettings(Strict):
     """What every channel has: on/off, when (days relative to go-live) and who is responsible."""
 
     enabled: bool = True
+    # Why a channel is switched off: the plan, the checklist and the completion record show it,
+    # so a channel never vanishes without a word (required with `enabled: false`).
+    reason: PlainText | None = None
     offset_days: int = Field(default=0, ge=-180, le=180, description="negative = before go-live")
     responsible: PlainText = "Projektleder"
+
+    @model_validator(mode="after")
+    def _reason_when_off(self) -> ChannelSettings:
+        # An error rather than a warning: a switched-off channel without its reason is the
+        # silent gap this field exists to close, and the fix is one line.
+        if not self.enabled and self.reason is None:
+            raise ValueError(
+                "enabled is false but no reason is given; add `reason: <why>` (the plan, "
+                "checklist and completion record show it), or remove the channel"
+            )
+        if self.enabled and self.reason is not None:
+            raise ValueError(
+                "`reason` is for a switched-off channel; remove it, or set enabled: false"
+            )
+        return self
 
 
 class PageSettings(ChannelSettings):
@@ -153,15 +171,26 @@ class NewsletterSettings(ChannelSettings):
 
 
 class SmsSettings(ChannelSettings):
-    sender: str
+    # Required while the channel is on; a library without an SMS scheme, switching it off with
+    # its reason, has no sender name to give.
+    sender: str | None = None
     max_parts: int = Field(default=2, ge=1, le=6)
 
     @field_validator("sender")
     @classmethod
-    def _sender(cls, value: str) -> str:
-        if problem := sms_sender_problem(value):
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and (problem := sms_sender_problem(value)):
             raise ValueError(f"{problem}; shorten it")
         return value
+
+    @model_validator(mode="after")
+    def _sender_when_on(self) -> SmsSettings:
+        if self.enabled and self.sender is None:
+            raise ValueError(
+                "add `sender:`, the name the SMS comes from (at most 11 letters and digits), "
+                "or switch the channel off with `enabled: false` and a `reason:`"
+            )
+        return self
 
 
 class PosterSettings(ChannelSettings):
@@ -217,6 +246,16 @@ class Channels(Strict):
         """Enabled channels in plan order."""
         return [c for c in Channel if (s := getattr(self, c.value)) is not None and s.enabled]
 
+    def not_used(self) -> dict[Channel, str | None]:
+        """Channels that are not used, in plan order: switched off -> its reason; left out of
+        the config -> None."""
+        unused: dict[Channel, str | None] = {}
+        for c in Channel:
+            s = getattr(self, c.value)
+            if s is None or not s.enabled:
+                unused[c] = None if s is None else s.reason
+        return unused
+
     def settings(self, channel: Channel) -> ChannelSettings:
         value = getattr(self, channel.value)
         if value is None:
@@ -261,6 +300,9 @@ class MunicipalityConfig(Strict):
     channels: Channels
     audience: AudienceSettings = AudienceSettings()
     languages: list[Language] = Field(default=[Language.DA, Language.EN], min_length=1)
+    # The language fbsflow speaks to the project leader in (plan, checklist, notices);
+    # `fbsflow --lang` overrides it. Citizens' languages are `languages` above.
+    operator_language: Language = Language.DA
     card: str = "forbered-og-kommuniker-eksternt"
 
     @model_validator(mode="after")

@@ -7,7 +7,10 @@ is a `.eml` file in `<output root>/_notices/`. The sender is `FBSFLOW_NOTIFY_FRO
 newsletter's `from_email` from the municipality's config. The state message is scrubbed of
 anything shaped like an e-mail address or phone number: exceptions can quote a borrower's row.
 A hook must never raise (it would mask the failure it reports), so every error ends in a logged
-warning.
+warning. The notice speaks the operator language (tasks/operator_text.py: Danish unless the
+config says otherwise), gives the time in Europe/Copenhagen, and links to the run in the Prefect
+UI at `PREFECT_UI_URL`, or, unset, at the UI beside `PREFECT_API_URL` (the API's address without
+its `/api`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 # The one scrubber of personal data, also for the checklist's notes (imported from here).
+from tasks.operator_text import language, say, when
 from tasks.providers.http import scrub_personal_data
 from tasks.settings import NoticeSettings, PrefectSettings, load, settings, variable
 
@@ -45,7 +49,7 @@ def _municipality(flow_run: Any) -> tuple[str, Any]:
     """The municipality's name (and config, if it loads) from the run's `config_path` parameter."""
     config_path = (getattr(flow_run, "parameters", None) or {}).get("config_path")
     if not config_path:
-        return "unknown municipality", None
+        return "", None  # the notice says "unknown municipality" in its language
     try:
         from tasks.config import load_municipality
 
@@ -59,33 +63,48 @@ def _municipality(flow_run: Any) -> tuple[str, Any]:
 def build_notice(
     flow: Any, flow_run: Any, state: Any, *, env: Mapping[str, str] | None = None
 ) -> tuple[str, str]:
-    """(subject, body) of the notice; the body carries no personal data."""
-    municipality, _ = _municipality(flow_run)
+    """(subject, body) of the notice, in the operator language; the body carries no personal data."""
+    municipality, config = _municipality(flow_run)
+    lang = language(config)
+    municipality = municipality or say("notify.unknown_municipality", lang)
     flow_name = getattr(flow, "name", None) or "flow"
     run_id = getattr(flow_run, "id", None)
-    message = scrub_personal_data(str(getattr(state, "message", None) or "(no message)"))
+    message = scrub_personal_data(
+        str(getattr(state, "message", None) or say("notify.no_message", lang))
+    )
     if len(message) > _MAX_MESSAGE_CHARS:
         message = message[:_MAX_MESSAGE_CHARS] + " [...]"
     state_name = getattr(state, "name", None) or str(getattr(state, "type", "?"))
     lines = [
-        f"The flow '{flow_name}' ended in state {state_name} for {municipality}.",
+        say("notify.ended", lang, flow=flow_name, state=state_name, municipality=municipality),
         "",
-        f"Flow run: {getattr(flow_run, 'name', None) or '?'} (id {run_id})",
-        f"Time: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        say("notify.run", lang, name=getattr(flow_run, "name", None) or "?", id=run_id),
+        say("notify.time", lang, time=when(datetime.now(UTC), lang)),
         "",
-        "Message (e-mail addresses and phone numbers removed):",
+        say("notify.message", lang),
         message,
-    ]
-    ui_url = (_read(PrefectSettings, env).prefect_ui_url or "").rstrip("/")
-    if ui_url and run_id is not None:
-        lines += ["", f"Open the run: {ui_url}/runs/flow-run/{run_id}"]
-    lines += [
         "",
-        "This run has stopped. Check its logs, fix the cause and start it again; the delivery "
-        "ledger keeps borrowers already sent to from being sent to twice.",
     ]
-    subject = f"fbsflow: {flow_name} failed for {municipality}"
+    ui_url = run_ui_base(env)
+    if ui_url and run_id is not None:
+        lines.append(say("notify.open_run", lang, url=f"{ui_url}/runs/flow-run/{run_id}"))
+    else:
+        lines.append(say("notify.no_link", lang))
+    lines += ["", say("notify.advice", lang)]
+    subject = say("notify.subject", lang, flow=flow_name, municipality=municipality)
     return subject, "\n".join(lines) + "\n"
+
+
+def run_ui_base(env: Mapping[str, str] | None = None) -> str | None:
+    """The Prefect UI's address for links to runs: PREFECT_UI_URL, else the UI that serves
+    PREFECT_API_URL (Prefect's server answers both, the API under `/api`); None if neither."""
+    prefect = _read(PrefectSettings, env)
+    if prefect.prefect_ui_url:
+        return prefect.prefect_ui_url.rstrip("/")
+    api = (prefect.prefect_api_url or "").rstrip("/")
+    if api.endswith("/api"):
+        return api.removesuffix("/api")
+    return None
 
 
 def _sender(flow_run: Any, env: Mapping[str, str] | None) -> tuple[str, str] | None:

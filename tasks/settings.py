@@ -359,8 +359,9 @@ class PrefectSettings(_Group):
     )
     prefect_ui_url: str | None = _variable(
         "PREFECT_UI_URL",
-        "the Prefect UI's address, for the link to the run in a failure notice (unset: no link; "
-        "Prefect's own variable)",
+        "the Prefect UI's address, for the link to the run in a failure notice (unset: the UI "
+        "beside `PREFECT_API_URL`, its address without `/api`; neither set: no link; Prefect's "
+        "own variable)",
     )
     project_dir: _Folder | None = _variable(
         "FBSFLOW_PROJECT_DIR",

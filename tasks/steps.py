@@ -45,8 +45,17 @@ from tasks.models import (
     StepKind,
     TaskCard,
 )
+from tasks.operator_text import language, say, word
 from tasks.output import OutputFolder
-from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
+from tasks.plan import (
+    TIMELINE_FILE,
+    Plan,
+    PlannedChannel,
+    campaign_id,
+    channel_day,
+    not_used_reason,
+    png_data_uri,
+)
 from tasks.render import ChannelContent
 from tasks.settings import prefect_server, settings, variable
 from tasks.speed.prefetch import audience_source, take_prefetched
@@ -157,7 +166,7 @@ def build_plan(
                 channel=channel,
                 day=channel_day(config, channel),
                 responsible=config.channels.settings(channel).responsible,
-                audience=spec(channel).audience_label(config),
+                audience=spec(channel).audience_label(config, language(config)),
                 key_message=content.key_message,
                 recipients=recipients,
                 excluded=excluded,
@@ -175,12 +184,24 @@ def make_plan(
     audience: Audience | None,
     out: OutputFolder,
 ) -> Plan:
-    """The card's first step: the plan, as plan.md and as Prefect artifacts."""
+    """The card's first step: the plan, as plan.md (with its timeline image beside it) and as
+    Prefect artifacts, in the operator language."""
     plan = build_plan(config, card, contents, audience)
-    markdown = plan.to_markdown()
-    out.write("plan.md", markdown)
+    lang = language(config)
+    png = _timeline_png(plan, lang)
+    if png is not None:
+        out.write(TIMELINE_FILE, png)
+    out.write("plan.md", plan.to_markdown(lang, timeline=TIMELINE_FILE if png else None))
+    # The artifact carries the image in itself (a data: URI): the file is on the run's machine.
+    # Prefect's UI (its markdown renderer, as bundled with Prefect 3) makes an image token an
+    # <img src> as written, so the data: URI shows; the file is named too, for other readers.
+    artifact = plan.to_markdown(lang, timeline=png_data_uri(png) if png else None)
+    if png is not None:
+        artifact += "\n" + say("plan.timeline_file", lang, file=TIMELINE_FILE) + "\n"
     create_markdown_artifact(
-        key=_artifact_key(config, "plan"), markdown=markdown, description="Communication plan"
+        key=_artifact_key(config, "plan"),
+        markdown=artifact,
+        description=say("artifact.plan", lang),
     )
     sms = [
         {
@@ -196,9 +217,21 @@ def make_plan(
     ]
     if sms:
         create_table_artifact(
-            key=_artifact_key(config, "sms"), table=sms, description="SMS: parts and LIX"
+            key=_artifact_key(config, "sms"), table=sms, description=say("artifact.sms", lang)
         )
     return plan
+
+
+def _timeline_png(plan: Plan, lang: str) -> bytes | None:
+    """The plan's timeline as a PNG; None (with a warning) when it cannot be drawn here, e.g.
+    without poppler-utils: the plan itself must not fail for want of its picture."""
+    try:
+        return plan.timeline_png(lang)
+    except Exception as exc:
+        get_run_logger().warning(
+            "The plan's timeline was not drawn (%s: %s)", type(exc).__name__, str(exc)[:300]
+        )
+        return None
 
 
 @task(name="publish-files", cache_policy=NO_CACHE)
@@ -267,9 +300,14 @@ server_mode = prefect_server
 def write_previews(
     config: MunicipalityConfig, contents: dict[Channel, ChannelContent], out: OutputFolder
 ) -> Path:
-    """One gallery page with every channel's output, and a markdown preview artifact."""
-    title = f"{config.municipality.name}: previews before approval"
-    path = out.write("gallery.html", build_gallery(contents, title=title))
+    """One gallery page with every channel's output (its own words in the operator language),
+    and a markdown preview artifact."""
+    lang = language(config)
+    title = say("gallery.title", lang, name=config.municipality.name)
+    timeline = out.path(TIMELINE_FILE)  # drawn by make_plan, when it could be
+    png = timeline.read_bytes() if timeline.is_file() else None
+    gallery = build_gallery(contents, title=title, lang=lang, timeline=png)
+    path = out.write("gallery.html", gallery)
     create_markdown_artifact(
         key=_artifact_key(config, "previews"),
         markdown=gallery_markdown(contents),
@@ -338,7 +376,9 @@ def record_checklist(
             evidence={"artifact": _artifact_key(config, "plan")},
         )
         for d in definitions:
-            if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel:
+            # A channel switched off since an earlier run may still bring that run's outcome
+            # (tasks/delivery/status.py previous_outcomes): its step follows the config.
+            if d.kind is not StepKind.AUTOMATED or d.channel not in by_channel or d.off_reason:
                 continue
             outcome = by_channel[d.channel]
             done = outcome.status is ChannelStatus.DONE
@@ -353,7 +393,15 @@ def record_checklist(
                 note=outcome.detail or None,
                 evidence={"counts": outcome.counts},
             )
+        switched_off = {d.id for d in definitions if d.off_reason}
         for step_id in confirmations:
+            if step_id in switched_off:
+                # Already skipped with the config's reason; a confirmation given with the run
+                # (e.g. every manual step, by a script) must not fail it after the sending.
+                get_run_logger().warning(
+                    "%s is not confirmed: its channel is switched off in the config", step_id
+                )
+                continue
             checklist.set_state(
                 config, card, step_id, StepState.DONE, by=confirmed_by, how="parameter"
             )
@@ -365,8 +413,8 @@ def record_checklist(
         steps = checklist.steps(card, config)
     create_table_artifact(
         key=_artifact_key(config, "checklist"),
-        table=table_rows(steps),
-        description=f"Checklist: {card.title}",
+        table=table_rows(steps, language(config)),
+        description=say("artifact.checklist", language(config), title=card.title),
     )
     return steps
 
@@ -386,12 +434,23 @@ def mark_complete(
     checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
+    lang = language(config)
+    not_used = config.channels.not_used()
+    # An earlier run's outcome of a channel switched off since (previous_outcomes) no longer
+    # counts: the record is the card as configured now, the channel is under channels_not_used.
+    outcomes = [o for o in outcomes if o.channel not in not_used]
     unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
     awaiting = open_steps(checklist)
     reasons = [
-        f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
+        say(
+            "complete.channel_reason",
+            lang,
+            channel=o.channel.value,
+            status=word("status", o.status, lang),
+        )
+        + (f" ({o.detail})" if o.detail else "")
         for o in unfinished
-    ] + [f"step {s} is not done: awaiting confirmation" for s in awaiting]
+    ] + [say("complete.step_open", lang, step=s) for s in awaiting]
     record = {
         "card_id": card.id,
         "card_title": card.title,
@@ -406,6 +465,15 @@ def mark_complete(
             for s in checklist
         },
         "channels": {o.channel.value: o.as_dict() for o in outcomes},
+        # Nothing vanishes: every channel the run did not use, and why (the config's reason for
+        # one switched off; `switched_off` false: not set up in the config at all).
+        "channels_not_used": {
+            channel.value: {
+                "switched_off": reason is not None,
+                "reason": reason if reason is not None else not_used_reason(None, lang),
+            }
+            for channel, reason in not_used.items()
+        },
         "approval": approval.record(),
         "triggered_by": triggered,
         "flow_run_id": flow_run_id,
@@ -413,19 +481,28 @@ def mark_complete(
         "finished_at": datetime.now(UTC).isoformat(),
     }
     out.write_json("completion.json", record)
+    # Column names and words in the operator language: this table is read, not parsed.
     rows = [
         {
-            "channel": o.channel.value,
-            "status": o.status.value,
-            "provider": o.provider,
-            **{state.value: o.counts.get(state, 0) for state in DeliveryState},
+            say("delivery.channel", lang): spec(o.channel).labels[lang],
+            say("delivery.status", lang): word("status", o.status, lang),
+            say("delivery.provider", lang): o.provider,
+            **{
+                say(f"delivery.{state.value}", lang): o.counts.get(state, 0)
+                for state in DeliveryState
+            },
         }
         for o in outcomes
     ]
     create_table_artifact(
         key=_artifact_key(config, "delivery"),
         table=rows,
-        description=f"Card '{card.title}': {record['status']} (counts only, no personal data)",
+        description=say(
+            "complete.delivery",
+            lang,
+            title=card.title,
+            status=word("card", record["status"], lang),
+        ),
     )
     logger = get_run_logger()
     logger.info("Card %s for %s: %s", card.id, config.municipality.slug, record["status"])

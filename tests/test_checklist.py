@@ -165,25 +165,28 @@ def test_definitions_expand_inform_per_enabled_channel_and_branch(card: TaskCard
     assert by_id["plan"].parent is None and by_id["inform"].channel is None
 
 
-def test_definitions_leave_out_disabled_channels() -> None:
+def test_definitions_leave_out_absent_channels_and_keep_switched_off_ones() -> None:
     data = _config_data()
-    data["channels"]["sms"]["enabled"] = False
+    data["channels"]["sms"].update(enabled=False, reason="Ingen sms-ordning")
     del data["channels"]["poster"]
     data["channels"]["self_service"]["cms"] = "dpl"
     config = MunicipalityConfig.model_validate(data)
-    ids = [s.id for s in checklist_definitions(_card(), config)]
-    assert ids == [
+    definitions = checklist_definitions(_card(), config)
+    assert [s.id for s in definitions] == [
         "plan",
         "inform",
         "inform.website",
         "inform.faq",
         "inform.newsletter",
         "inform.social_post",
+        "inform.sms",  # switched off: one step, with the config's reason
         "inform.info_screen",
         "inform.self_service",
         "mark-complete",
     ]
-    text = checklist_definitions(_card(), config)[-2].text
+    sms = next(d for d in definitions if d.id == "inform.sms")
+    assert sms.off_reason == "Ingen sms-ordning" and sms.text == "SMS (slået fra)"
+    text = definitions[-2].text
     assert text == "Opdatér selvbetjeningssiderne i DPL CMS"
 
 
@@ -360,7 +363,7 @@ def test_parent_rolls_up_from_its_children(
     assert inform().state is StepState.OPEN
     checklist.set_state(config, card, "inform.website", "done", by="Webredaktør", how="cli")
     assert inform().state is StepState.IN_PROGRESS
-    assert inform().note == "1 of 9 sub-steps done or skipped"
+    assert inform().note == "1 af 9 undertrin udført eller sprunget over"  # Danish by default
     _done(checklist, config, card, *[i for i in LEAVES[1:] if i != "inform.faq"])
     checklist.set_state(
         config,
@@ -384,10 +387,34 @@ def test_state_of_steps_no_longer_defined_is_ignored(
 ) -> None:
     checklist.set_state(config, card, "inform.sms", "in_progress", by="PL", how="flow")
     data = config.model_dump(mode="json")
-    data["channels"]["sms"]["enabled"] = False
+    del data["channels"]["sms"]
     without_sms = MunicipalityConfig.model_validate(data)
     ids = [s.id for s in checklist.steps(card, without_sms)]
     assert "inform.sms" not in ids and ids[-1] == "mark-complete"
+
+
+def test_a_switched_off_channel_stays_in_the_checklist_skipped_with_its_reason(
+    checklist: Checklist, config: MunicipalityConfig, card: TaskCard
+) -> None:
+    # Recorded before the channel was switched off: the config's decision wins.
+    checklist.set_state(config, card, "inform.sms", "in_progress", by="PL", how="flow")
+    data = config.model_dump(mode="json")
+    data["channels"]["sms"].update(enabled=False, reason="Kommunen har ingen sms-ordning")
+    without_sms = MunicipalityConfig.model_validate(data)
+    sms = next(s for s in checklist.steps(card, without_sms) if s.id == "inform.sms")
+    assert (sms.state, sms.note, sms.parent) == (
+        StepState.SKIPPED,
+        "Kommunen har ingen sms-ordning",
+        "inform",
+    )
+    assert "inform.sms" not in checklist.complete(card, without_sms)[1]
+    table = render_table(checklist.steps(card, without_sms), "da")
+    [line] = [line for line in table.splitlines() if line.startswith("  inform.sms ")]
+    assert "sprunget over" in line and "Kommunen har ingen sms-ordning" in line
+    assert "konfigurationen" in line
+    # A person cannot confirm a step of a channel the config switched off.
+    with pytest.raises(ConfigError, match="switched off in the config"):
+        checklist.set_state(without_sms, card, "inform.sms", "done", by="PL", how="cli")
 
 
 def test_reset_forgets_this_card_only(
@@ -435,19 +462,32 @@ def test_render_table_and_rows(
     _done(checklist, config, card, "plan")
     steps = checklist.steps(card, config)
 
-    table = render_table(steps)
+    table = render_table(steps)  # Danish by default
     lines = table.splitlines()
-    assert lines[0].split() == ["STEP", "STATE", "KIND", "BY", "WHEN", "TEXT"]
+    assert lines[0].split() == ["TRIN", "STATUS", "TYPE", "AF", "HVORNÅR", "TEKST"]
     assert len(lines) == 1 + len(steps)
     plan_line = next(line for line in lines if line.startswith("plan "))
-    assert "done" in plan_line and "Projektleder" in plan_line and "UTC" in plan_line
+    assert "udført" in plan_line and "Projektleder" in plan_line and " kl. " in plan_line
+    assert "UTC" not in table
     assert "Hæng plakater op på Søby Bibliotek" in table
-    assert any(line.startswith("  inform.sms ") and "skipped" in line for line in lines)
+    assert any(line.startswith("  inform.sms ") and "sprunget over" in line for line in lines)
+    english = render_table(steps, "en").splitlines()
+    assert english[0].split() == ["STEP", "STATE", "KIND", "BY", "WHEN", "TEXT"]
+    assert any(line.startswith("  inform.sms ") and "skipped" in line for line in english)
 
     rows = table_rows(steps)
-    assert [r["step"] for r in rows] == [s.id for s in steps]
-    sms = next(r for r in rows if r["step"] == "inform.sms")
-    assert sms["state"] == "skipped" and sms["by"] == "Projektleder" and sms["kind"] == "automated"
+    assert [r["trin"] for r in rows] == [s.id for s in steps]
+    sms = next(r for r in rows if r["trin"] == "inform.sms")
+    assert (sms["status"], sms["af"], sms["type"]) == (
+        "sprunget over",
+        "Projektleder",
+        "automatisk",
+    )
     assert "leder@bibliotek.test" not in sms["note"] and "12 34 56 78" not in sms["note"]
     assert sms["note"].startswith("Ingen sms-ordning")
-    assert set(rows[0]) == {"step", "state", "kind", "channel", "by", "at", "how", "note", "text"}
+    assert set(rows[0]) == {
+        "trin", "status", "type", "kanal", "af", "tidspunkt", "hvordan", "note", "tekst"
+    }  # fmt: skip
+    assert set(table_rows(steps, "en")[0]) == {
+        "step", "state", "kind", "channel", "by", "at", "how", "note", "text"
+    }  # fmt: skip

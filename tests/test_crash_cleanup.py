@@ -169,4 +169,4 @@ def test_no_staging_folder_survives_the_next_run(cleanup: Cleanup) -> None:
 
 def test_the_killed_runs_flow_runs_end_crashed(cleanup: Cleanup) -> None:
     assert cleanup.flow_runs == Counter({"CRASHED": 3, "COMPLETED": 1}), cleanup.flow_runs
-    assert "Marked 1 flow run crashed" in cleanup.last.stdout
+    assert "1 flow-kørsel er markeret som crashed" in cleanup.last.stdout

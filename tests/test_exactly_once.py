@@ -100,7 +100,7 @@ def write_config(folder: Path, slug: str | None = None) -> Path:
     `slug` gives the campaign an id of its own."""
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     for drawn in ("poster", "info_screen", "social_post"):
-        data["channels"][drawn]["enabled"] = False
+        data["channels"][drawn].update(enabled=False, reason="Ikke med i denne test")
     if slug is not None:
         data["municipality"]["slug"] = slug
     path = folder / f"{data['municipality']['slug']}.yaml"

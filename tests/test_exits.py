@@ -120,15 +120,19 @@ def record(status: str = "incomplete", awaiting: int = 0, **channels: str) -> di
 @pytest.mark.parametrize(
     ("run", "code", "said"),
     [
-        (record("complete", newsletter="done"), 0, "Done: the card is complete."),
+        (record("complete", newsletter="done"), 0, "Færdig: opgavekortet er fuldført."),
         (
             record(awaiting=5, newsletter="done"),
             0,
-            "Waiting for 5 confirmations (fbsflow done C STEP",
+            "Venter på 5 bekræftelser (fbsflow done C TRIN --by NAVN)",
         ),
-        (record(newsletter="awaiting_approval"), 0, "Waiting for approval (rerun with --approve"),
-        (record(newsletter="rejected"), 0, "Rejected: nothing was sent"),
-        (record(newsletter="in_progress"), 0, "Waiting for another run of this campaign"),
+        (
+            record(newsletter="awaiting_approval"),
+            0,
+            "Venter på godkendelse (kør igen med --approve",
+        ),
+        (record(newsletter="rejected"), 0, "Afvist: intet blev sendt til borgerne"),
+        (record(newsletter="in_progress"), 0, "Venter på en anden kørsel af kampagnen"),
         (
             record(newsletter="failed", sms="done"),
             1,
@@ -146,7 +150,22 @@ def test_a_runs_outcome_is_one_line_and_a_code(run: dict[str, Any], code: int, s
 @pytest.mark.parametrize("status", [s for s in ChannelStatus if s is not ChannelStatus.DONE])
 def test_every_status_but_done_has_a_line_of_its_own(status: ChannelStatus) -> None:
     # Not the fallback for a state the list does not know, which quotes the first reason.
-    assert exits.run_outcome(record(newsletter=status), "C")[1] != "Waiting for something."
+    assert exits.run_outcome(record(newsletter=status), "C")[1] != "Venter på something."
+
+
+def test_an_operator_who_chose_english_reads_the_outcome_in_english() -> None:
+    from tasks.operator_text import choose
+
+    choose("en")
+    try:
+        both = record(awaiting=2, newsletter="awaiting_approval")
+        assert exits.run_outcome(both, "C") == (
+            0,
+            "Waiting for approval (rerun with --approve, or approve in the Prefect UI) and "
+            "2 confirmations (fbsflow done C STEP --by NAME).",
+        )
+    finally:
+        choose(None)
 
 
 # --- Failures before or outside Prefect: fast, through `fbsflow ledger` ---------------------------
@@ -350,7 +369,7 @@ def test_run_of_the_example_approved_without_confirmations_exits_0(
     assert "Traceback" not in result.stdout + result.stderr
     last = result.stdout.strip().splitlines()[-1]
     # Every manual step of the example is open: no --confirm was given.
-    assert last.startswith(f"Waiting for {len(MANUAL)} confirmations (fbsflow done ")
+    assert last.startswith(f"Venter på {len(MANUAL)} bekræftelser (fbsflow done ")
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_card_runs_end_to_end_and_is_complete(prefect_harness: None, isolated: P
     assert record["status"] == "complete", record["reasons"]
     for channel in Channel:
         assert (out / channel.value).is_dir(), channel
-    assert (out / "plan.md").read_text(encoding="utf-8").startswith("# Communication plan")
+    assert (out / "plan.md").read_text(encoding="utf-8").startswith("# Kommunikationsplan")
     assert (out / "gallery.html").is_file()
     completion = json.loads((out / "completion.json").read_text(encoding="utf-8"))
     assert completion["status"] == "complete"
@@ -175,7 +175,7 @@ def test_unknown_recipients_keep_the_card_open_until_a_person_decides(
         assert "Traceback" not in refused
         assert fbsflow([*accept, "--expect", str(unknown)]) == 0
         printed = capsys.readouterr().out
-        assert f"Accepted {news['counts']['unknown']} unknown newsletter recipients" in printed
+        assert f"{news['counts']['unknown']} ukendte newsletter-modtagere er registreret" in printed
         [counts] = [line for line in printed.splitlines() if line.strip().startswith("newsletter")]
         assert "unknown 0" in counts
         assert f"sent {news['counts']['sent'] + news['counts']['unknown']}" in counts

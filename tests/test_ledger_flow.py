@@ -53,7 +53,7 @@ def municipality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    data["channels"]["poster"]["enabled"] = False
+    data["channels"]["poster"].update(enabled=False, reason="Ingen plakater i denne test")
     data["audience"]["file"] = str(EXAMPLE_AUDIENCE)
     folder = tmp_path / "config"
     folder.mkdir()
@@ -266,7 +266,7 @@ def test_fbsflow_ledger_explains_and_repairs_the_rows_outbox_runs_left(
     assert f"sms: {SMS} rows are not recipients of this audience" in explained
     assert f"{SMS} of them record no delivery" in explained and "--repair removes them" in explained
     assert "sms: 100 recipients are recorded only by an outbox run" in explained
-    assert "newsletter: every row is a recipient of this audience" in explained
+    assert "newsletter: hver række er en modtager i denne låneroversigt" in explained
     assert counts_line(explained, "sms") == before  # explaining changes nothing
 
     repaired = ledger_output(capsys, *args, "--repair")

@@ -95,13 +95,48 @@ def test_notice_text_names_flow_run_and_municipality(tmp_path: Path) -> None:
         Failed(message=STATE_MESSAGE),
         env={"PREFECT_UI_URL": "https://prefect.eksempel-kommune.test/"},
     )
-    assert subject == "fbsflow: communicate-externally failed for Eksempel Kommune"
+    assert subject == "fbsflow: communicate-externally fejlede for Eksempel Kommune"
     assert "gentle-otter" in body and str(run.id) in body and "Failed" in body
-    assert f"https://prefect.eksempel-kommune.test/runs/flow-run/{run.id}" in body
+    assert f"Åbn kørslen: https://prefect.eksempel-kommune.test/runs/flow-run/{run.id}" in body
+    assert "Kørslen er stoppet" in body and "Tidspunkt: " in body
     assert_scrubbed(body)
 
     _, without_ui = build_notice(_named_flow, run, Failed(message="x"), env={})
-    assert "/runs/flow-run/" not in without_ui
+    assert "/runs/flow-run/" not in without_ui and "PREFECT_UI_URL" in without_ui
+
+    # Without PREFECT_UI_URL, the UI beside the API the run was on.
+    _, api_only = build_notice(
+        _named_flow, run, Failed(message="x"), env={"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    )
+    assert f"Åbn kørslen: http://127.0.0.1:4200/runs/flow-run/{run.id}" in api_only
+
+
+def test_the_notice_gives_the_time_in_copenhagen_in_danish(tmp_path: Path) -> None:
+    import re
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_datetime
+
+    before = datetime.now(ZoneInfo("Europe/Copenhagen"))
+    _, body = build_notice(_named_flow, make_run(tmp_path), Failed(message="x"), env={})
+    [line] = [line for line in body.splitlines() if line.startswith("Tidspunkt: ")]
+    # "Tidspunkt: 7. dec. 2026 kl. 00.30": Copenhagen's wall clock, Danish month, no UTC.
+    assert re.fullmatch(r"Tidspunkt: \d{1,2}\. \w+\.? \d{4} kl\. \d{2}\.\d{2}", line), line
+    after = datetime.now(ZoneInfo("Europe/Copenhagen"))
+    month = format_datetime(before, "MMM", locale="da_DK")
+    assert month in line and "UTC" not in body
+    assert f"kl. {before:%H}." in line or f"kl. {after:%H}." in line
+
+
+def test_an_operator_who_chose_english_gets_the_notice_in_english(tmp_path: Path) -> None:
+    from .channels.helpers import write_variant
+
+    config = write_variant(tmp_path, {"operator_language": "en"})
+    run = make_run(tmp_path, config_path=str(config))
+    subject, body = build_notice(_named_flow, run, Failed(message="x"), env={})
+    assert subject == "fbsflow: communicate-externally failed for Eksempel Kommune"
+    assert "This run has stopped" in body and "Time: " in body
 
 
 def test_a_broken_config_still_names_the_municipality_by_file(tmp_path: Path) -> None:
@@ -110,7 +145,7 @@ def test_a_broken_config_still_names_the_municipality_by_file(tmp_path: Path) ->
     subject, _ = build_notice(
         _named_flow, make_run(tmp_path, config_path=str(broken)), Crashed(message="boom"), env={}
     )
-    assert subject == "fbsflow: communicate-externally failed for roskilde"
+    assert subject == "fbsflow: communicate-externally fejlede for roskilde"
 
 
 # --- Where it goes -----------------------------------------------------------------------------
@@ -140,7 +175,7 @@ def test_without_a_provider_it_is_written_to_the_outbox(tmp_path: Path) -> None:
     assert [str(f) for f in files] == [where]
     mail = read_eml(files[0])
     assert mail["To"] == LEADER
-    assert mail["Subject"] == "fbsflow: communicate-externally failed for Eksempel Kommune"
+    assert mail["Subject"] == "fbsflow: communicate-externally fejlede for Eksempel Kommune"
     assert_scrubbed(mail.get_content())
 
 
@@ -158,7 +193,7 @@ def test_sendgrid_stand_in_receives_it_scrubbed(tmp_path: Path) -> None:
     assert server.deliveries == {LEADER: 1}
     body = server.requests[0].body
     assert body is not None
-    assert body["subject"] == "fbsflow: communicate-externally failed for Eksempel Kommune"
+    assert body["subject"] == "fbsflow: communicate-externally fejlede for Eksempel Kommune"
     # The newsletter's sender from the config: the address SendGrid has verified.
     assert body["from"]["email"] == "nyhedsbrev@bibliotek.eksempel.dk"
     assert_scrubbed(body["content"][0]["value"])
@@ -212,7 +247,7 @@ def test_nothing_it_meets_makes_it_raise(
     }
     where = failure_notice(None, None, None, env=env)
     assert where is not None and Path(where).parent == Path("outbox/_notices")
-    assert "unknown municipality" in read_eml(tmp_path / where)["Subject"]
+    assert "ukendt kommune" in read_eml(tmp_path / where)["Subject"]
     assert "FBSFLOW_SMTP_PORT" in caplog.text  # the provider's ConfigError names the fix
 
 
@@ -249,7 +284,7 @@ def test_smtp_relay_receives_it_scrubbed(tmp_path: Path, relay: tuple[_Relay, in
     assert where == "smtp"
     assert [rcpts for rcpts, _ in handler.messages] == [[LEADER]]
     mail = email.message_from_bytes(handler.messages[0][1], policy=email.policy.default)
-    assert mail["Subject"] == "fbsflow: communicate-externally failed for Eksempel Kommune"
+    assert mail["Subject"] == "fbsflow: communicate-externally fejlede for Eksempel Kommune"
     text = mail.get_body(("plain",)).get_content()
     assert "Crashed" in text
     assert_scrubbed(text)

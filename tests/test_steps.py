@@ -188,8 +188,16 @@ def test_the_delivery_table_counts_in_the_ledgers_states(
     outcome = ChannelOutcome(Channel.NEWSLETTER, "done", "sendgrid", counts=counts)
     record, _ = _complete(card, config, checklist.steps(card, config), [outcome])
     [row] = next(t for t in tables if t["key"].endswith("delivery"))["table"]
-    assert list(row) == ["channel", "status", "provider", *(s.value for s in DeliveryState)]
-    assert row == {"channel": "newsletter", "status": "done", "provider": "sendgrid", **counts}
+    # The table is read by the project leader: Danish column names and words.
+    assert list(row) == [
+        "kanal", "status", "udbyder", "venter", "sendes", "sendt", "fejlet", "ukendt"
+    ]  # fmt: skip
+    assert row == {
+        "kanal": "Nyhedsbrev", "status": "udført", "udbyder": "sendgrid",
+        "venter": 0, "sendes": 0, "sendt": 640, "fejlet": 5, "ukendt": 0,
+    }  # fmt: skip
+    assert len(DeliveryState) == 5  # one column per ledger state
+    # The record keeps the ledger's own English names.
     assert record["channels"]["newsletter"]["counts"] == counts
 
 

@@ -98,7 +98,7 @@ _REQUIRED: dict[str, tuple[type | tuple[type, ...], str]] = {
     "channel": (Channel, "a Channel"),
     "settings": (type, "a settings model"),
     "points": (tuple, "a tuple of Point"),
-    "audience": (str, "a text"),
+    "audience": (Labels, "Labels(da=..., en=...), who it reaches"),
     "labels": (Labels, "Labels(da=..., en=...)"),
     "gallery": (GalleryView, "a GalleryView"),
     "delivers": ((Delivery, type(None)), "a Delivery or None"),
@@ -118,7 +118,7 @@ class ChannelSpec:
     channel: ClassVar[Channel]
     settings: ClassVar[type[ChannelSettings]]  # its model in tasks/models.py, field of Channels
     points: ClassVar[tuple[Point, ...]]  # content points it carries, in reading order
-    audience: ClassVar[str]  # who it reaches, as the plan says it
+    audience: ClassVar[Labels]  # who it reaches, as the plan says it
     labels: ClassVar[Labels]
     gallery: ClassVar[GalleryView]
     delivers: ClassVar[Delivery | None]
@@ -177,9 +177,10 @@ class ChannelSpec:
 
         return context(config, language, self.points_for(config))
 
-    def audience_label(self, config: MunicipalityConfig) -> str:
-        """Who the channel reaches, for the plan; a channel may add figures from the config."""
-        return self.audience
+    def audience_label(self, config: MunicipalityConfig, lang: str = "en") -> str:
+        """Who the channel reaches, for the plan (in `lang`, the operator language); a channel
+        may add figures from the config."""
+        return self.audience[lang]
 
     def branch_messages(
         self, config: MunicipalityConfig, content: ChannelContent
@@ -222,7 +223,7 @@ def _check_declarations(cls: type[ChannelSpec]) -> list[str]:
         problems.append(f"`settings` ({cls.settings.__name__}) must extend ChannelSettings")
     if not cls.points or not all(isinstance(p, Point) for p in cls.points):
         problems.append("`points` must be a non-empty tuple of Point")
-    if not cls.audience.strip():
+    if not (cls.audience.da.strip() and cls.audience.en.strip()):
         problems.append("`audience` must say who the channel reaches")
     if (
         cls.delivers is not None

@@ -14,7 +14,9 @@ class Faq(ChannelSpec):
     channel = Channel.FAQ
     settings = PageSettings
     points = tuple(Point)
-    audience = "Everyone visiting the library website"
+    audience = Labels(
+        da="Alle, der besøger bibliotekets hjemmeside", en="Everyone visiting the library website"
+    )
     labels = Labels(da="Spørgsmål og svar", en="FAQ")
     gallery = GalleryView(View.PAGE, NAME)
     delivers = None

@@ -16,7 +16,10 @@ class InfoScreen(ChannelSpec):
     settings = InfoScreenSettings
     # Read in passing, like the poster: what changes, how to pay, old debts.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
-    audience = "Visitors who pass the info screens in the branches"
+    audience = Labels(
+        da="Besøgende, der går forbi infoskærmene på bibliotekerne",
+        en="Visitors who pass the info screens in the branches",
+    )
     labels = Labels(da="Infoskærm", en="Info screen")
     gallery = GalleryView(View.IMAGE, NAME)
     # Screen systems differ and have no common API: a person puts the slide on the screens.

@@ -34,7 +34,7 @@ class Newsletter(ChannelSpec):
         Point.NO_MITID,
         Point.WHO_TO_ASK,
     )
-    audience = "Borrowers who receive the newsletter"
+    audience = Labels(da="Lånere, der får nyhedsbrevet", en="Borrowers who receive the newsletter")
     labels = Labels(da="Nyhedsbrev", en="Newsletter")
     gallery = GalleryView(View.EMAIL)
     delivers = Delivery(Medium.EMAIL, Reach.BORROWERS, "email", "newsletter_consent")

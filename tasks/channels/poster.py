@@ -72,7 +72,7 @@ class Poster(ChannelSpec):
     settings = PosterSettings
     # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
-    audience = "Visitors at the branches"
+    audience = Labels(da="Besøgende på bibliotekerne", en="Visitors at the branches")
     labels = Labels(da="Plakat", en="Poster")
     gallery = GalleryView(View.PRINT, NAME)
     # The PDFs go by e-mail to each branch's contact, who prints them and confirms they are up.
@@ -116,8 +116,9 @@ class Poster(ChannelSpec):
             steps.append(self.step(StepKind.MANUAL, f"Hæng plakater op på {branch.name}", slug))
         return steps
 
-    def audience_label(self, config: MunicipalityConfig) -> str:
-        return f"{self.audience} ({len(config.library.branches)} branches)"
+    def audience_label(self, config: MunicipalityConfig, lang: str = "en") -> str:
+        branches = len(config.library.branches)
+        return f"{self.audience[lang]} ({branches} {'biblioteker' if lang == 'da' else 'branches'})"
 
     def branch_messages(
         self, config: MunicipalityConfig, content: ChannelContent

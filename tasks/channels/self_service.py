@@ -27,7 +27,10 @@ class SelfService(ChannelSpec):
         Point.REGISTRATION_TIME,
         Point.WHO_TO_ASK,
     )
-    audience = "Borrowers on the self-service pages (DDB/DPL CMS)"
+    audience = Labels(
+        da="Lånere på selvbetjeningssiderne (DDB/DPL CMS)",
+        en="Borrowers on the self-service pages (DDB/DPL CMS)",
+    )
     labels = Labels(
         da="Selvbetjeningssider (DPL CMS / DDB CMS)", en="Self-service pages (DPL CMS / DDB CMS)"
     )

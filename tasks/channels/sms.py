@@ -30,7 +30,9 @@ class Sms(ChannelSpec):
     # The short form of HOW_TO_PAY already says "with MitID" where login is needed; old debts
     # (with their cut-off date) because a borrower may owe both kinds.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
-    audience = "Borrowers in the library's SMS scheme"
+    audience = Labels(
+        da="Lånere i bibliotekets SMS-ordning", en="Borrowers in the library's SMS scheme"
+    )
     labels = Labels(da="SMS", en="SMS")
     gallery = GalleryView(View.TEXT_MESSAGE, NAME)
     delivers = Delivery(Medium.SMS, Reach.BORROWERS, "mobile", "sms_consent")

@@ -33,7 +33,9 @@ class SocialPost(ChannelSpec):
     channel = Channel.SOCIAL_POST
     settings = SocialPostSettings
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
-    audience = "Followers of the library on social media"
+    audience = Labels(
+        da="Bibliotekets følgere på sociale medier", en="Followers of the library on social media"
+    )
     labels = Labels(da="Opslag på sociale medier", en="Social media post")
     gallery = GalleryView(View.IMAGE, IMAGE)
     # Posted by a person in the platforms' own tools: no account or token of the library's here.
@@ -87,5 +89,7 @@ class SocialPost(ChannelSpec):
         platforms = " og ".join(_platform_names(config))
         return [self.step(StepKind.MANUAL, f"Publicér opslaget på {platforms}")]
 
-    def audience_label(self, config: MunicipalityConfig) -> str:
+    def audience_label(self, config: MunicipalityConfig, lang: str = "en") -> str:
+        if lang == "da":
+            return f"Bibliotekets følgere på {' og '.join(_platform_names(config))}"
         return f"Followers of the library on {' and '.join(_platform_names(config))}"

@@ -17,7 +17,9 @@ class Website(ChannelSpec):
     # FAQ's; without a FAQ page the article answers them all, so nothing is left unsaid.
     points = tuple(Point)
     news_points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS, Point.WHO_TO_ASK)
-    audience = "Everyone visiting the library website"
+    audience = Labels(
+        da="Alle, der besøger bibliotekets hjemmeside", en="Everyone visiting the library website"
+    )
     labels = Labels(da="Artikel på hjemmesiden", en="Website article")
     gallery = GalleryView(View.PAGE, NAME)
     # DPL CMS has no API for news articles: a person publishes the ready-made article.

@@ -109,7 +109,8 @@ def test_plan_checklist_and_gallery_read_its_declaration() -> None:
         config, load_card(config.card), {Channel.INFO_SCREEN: content}, None
     ).channels
     assert planned.day == date(2026, 11, 30)  # go-live 14 December, offset -14 days
-    assert planned.audience == "Visitors who pass the info screens in the branches"
+    # In the operator language, Danish by default.
+    assert planned.audience == "Besøgende, der går forbi infoskærmene på bibliotekerne"
     assert (planned.responsible, planned.recipients) == ("Filialledere", None)
     [step] = INFO_SCREEN.checklist_steps(config)
     assert (step.id, step.kind) == ("inform.info_screen", StepKind.MANUAL)

@@ -34,7 +34,7 @@ _PIECES: dict[str, Any] = {
     "channel": Channel.WEBSITE,
     "settings": PageSettings,
     "points": (Point.WHAT_CHANGES,),
-    "audience": "Everyone",
+    "audience": Labels(da="Alle", en="Everyone"),
     "labels": Labels(da="Prøve", en="Test"),
     "gallery": GalleryView(View.FILES),
     "delivers": None,
@@ -91,7 +91,8 @@ def test_a_channel_without_its_renderer_or_steps_fails_when_defined(method: str)
         ({"points": [Point.WHAT_CHANGES]}, "`points` must be a tuple of Point"),
         ({"points": ()}, "non-empty tuple of Point"),
         ({"settings": SmsSettings}, "Channels.website is"),
-        ({"audience": " "}, "`audience` must say who"),
+        ({"audience": Labels(da=" ", en="Everyone")}, "`audience` must say who"),
+        ({"audience": "Everyone"}, "`audience` must be Labels"),
         ({"delivers": Delivery(Medium.EMAIL, Reach.BRANCHES)}, "write `branch_messages`"),
     ],
 )
@@ -114,7 +115,7 @@ def test_a_channel_module_missing_a_piece_fails_at_import(tmp_path: Path) -> Non
         "from tasks.models import Channel\n\n"
         "class HalfMade(ChannelSpec):\n"
         "    channel = Channel.SMS\n"
-        "    audience = 'Borrowers'\n",
+        "    audience = 'Borrowers'\n",  # a plain text, not Labels: wrong too
         encoding="utf-8",
     )
     loader = importlib.util.spec_from_file_location("half_made_channel", module)
