@@ -208,7 +208,9 @@ def test_deep_nesting_is_refused_with_a_message_not_a_traceback(
     started = time.perf_counter()
     with pytest.raises(ConfigError) as raised:
         load_municipality(path)
-    assert time.perf_counter() - started < 1.0
+    # Refused as it is read, not after parsing 100,000 levels: well under 10 s even on a busy
+    # machine (it takes milliseconds; the limit only catches a parser that walks it all).
+    assert time.perf_counter() - started < 10.0
     message = str(raised.value)
     assert re.fullmatch(
         rf"{re.escape(str(path))}:\d+: go_live\.\S+: nested more than {MAX_DEPTH} levels deep "
