@@ -1,0 +1,338 @@
+"""What providers said after accepting a message: per-recipient outcomes, seen events, suppressions.
+
+Three tables beside the delivery ledger, none holding an address or number:
+
+    receipt_event      (source, event_id): every provider event recorded, so a retried or
+                       replayed one changes nothing
+    delivery_outcome   (stream, recipient_key) -> the strongest outcome heard so far
+    suppression        (municipality, recipient_key) -> why later campaigns skip this address
+
+An outcome only ever moves up its rank (`RANKS`): events may arrive in any order and any number
+of times, and the table ends the same. The ledger's own states are left to the ledger; the one
+move made here is `unknown -> sent` for a recipient the provider reports on (it was accepted),
+the move `Ledger.accept_unknown` makes on a person's word.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    Table,
+    and_,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tasks.ledger.base import LedgerBase
+from tasks.ledger.outcome_tables import outcomes, receipt_events, suppressions
+from tasks.ledger.schema import DeliveryState, deliveries, streams
+from tasks.ledger.statements import chunks
+
+# Outcome -> rank: a later event replaces an earlier outcome only with a higher rank, so the
+# final table does not depend on the order events arrive in (GatewayAPI: "may arrive out of
+# order"; an in-transit report after a final one is then ignored).
+RANKS: dict[str, int] = {
+    "deferred": 10,  # SendGrid tries again; SMS: buffered, enroute, accepted
+    "delivered": 20,
+    "dropped": 30,  # SendGrid did not send it (e.g. on its own suppression list)
+    "expired": 35,
+    "rejected": 38,
+    "undeliverable": 40,
+    "bounced": 40,
+    "complained": 50,
+    "unsubscribed": 60,
+}
+# Outcomes that mean the message did not reach the person.
+NOT_REACHED = frozenset({"bounced", "dropped", "undeliverable", "expired", "rejected"})
+# Outcomes that mean it did (a complaint or an unsubscribe comes from someone who got it).
+REACHED = frozenset({"delivered", "complained", "unsubscribed"})
+SUPPRESSION_REASONS = ("bounced", "undeliverable", "complained", "unsubscribed")
+
+_c = deliveries.c
+_s = streams.c
+_o = outcomes.c
+_x = suppressions.c
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedEvent:
+    """One provider event, reduced to what the ledger keeps: no address, no number."""
+
+    source: str  # "sendgrid" or "gatewayapi"
+    event_id: str  # the provider's id of the event (sg_event_id; message id + status for SMS)
+    campaign: str
+    recipient_key: str
+    outcome: str | None  # a key of RANKS, or None for an event that only proves acceptance
+    suppress: str | None = None  # a SUPPRESSION_REASONS entry when the address must be skipped
+    medium: str = "email"
+
+
+@dataclass
+class Ingested:
+    """What one batch did, in counts only."""
+
+    events: int = 0
+    duplicates: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    settled: int = 0
+    suppressed: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Ingested) -> None:
+        for name in ("events", "duplicates", "matched", "unmatched", "settled", "suppressed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for outcome, count in other.by_outcome.items():
+            self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + count
+
+
+def _insert(ledger: LedgerBase, table: Table) -> object:
+    return pg_insert(table) if ledger._postgres else sqlite_insert(table)
+
+
+def record(ledger: LedgerBase, municipality: str, events: Sequence[KeyedEvent]) -> Ingested:
+    """Record a batch of events in one transaction: all of it, or (on an error) none of it.
+
+    Events already recorded (same source and id) are skipped; the rest update their recipient's
+    outcome, settle an `unknown` recipient as sent, and put an address the provider says must
+    not be written to again on the municipality's suppression list.
+    """
+    done = Ingested(events=len(events))
+    now = time.time()
+    unique = list({(e.source, e.event_id): e for e in events}.values())
+    done.duplicates = len(events) - len(unique)
+    with ledger._transaction() as conn:
+        fresh = _new_events(ledger, conn, unique, now)
+        done.duplicates += len(unique) - len(fresh)
+        # (campaign) -> {stream id: channel}; then each event's rows by key.
+        by_campaign: dict[str, list[KeyedEvent]] = {}
+        for event in fresh:
+            by_campaign.setdefault(event.campaign, []).append(event)
+        best: dict[tuple[int, str], str] = {}
+        unknown_rows: list[tuple[int, str]] = []
+        for campaign, group in by_campaign.items():
+            ids = [row[0] for row in conn.execute(select(_s.id).where(_s.campaign == campaign))]
+            found: dict[str, list[tuple[int, str]]] = {}
+            if ids:
+                keys = sorted({e.recipient_key for e in group})
+                for chunk in chunks(keys):
+                    stmt = select(_c.stream, _c.recipient_key, _c.state).where(
+                        _c.stream.in_(ids), _c.recipient_key.in_(chunk)
+                    )
+                    for stream, key, state in conn.execute(stmt):
+                        found.setdefault(key, []).append((stream, state))
+            for event in group:
+                rows = found.get(event.recipient_key)
+                if not rows:
+                    done.unmatched += 1
+                    continue
+                done.matched += 1
+                for stream, state in rows:
+                    if state == DeliveryState.UNKNOWN.value:
+                        unknown_rows.append((stream, event.recipient_key))
+                    if event.outcome is None:
+                        continue
+                    slot = (stream, event.recipient_key)
+                    held = best.get(slot)
+                    if held is None or RANKS[event.outcome] > RANKS[held]:
+                        best[slot] = event.outcome
+        if best:
+            _raise_outcomes(ledger, conn, best, now)
+        done.settled = _settle(conn, sorted(set(unknown_rows)), now)
+        done.suppressed = _suppress(ledger, conn, municipality, fresh, now)
+    for outcome in best.values():
+        done.by_outcome[outcome] = done.by_outcome.get(outcome, 0) + 1
+    return done
+
+
+def _new_events(
+    ledger: LedgerBase, conn: object, events: list[KeyedEvent], now: float
+) -> list[KeyedEvent]:
+    """The events not recorded before; records them (in the caller's transaction)."""
+    if not events:
+        return []
+    seen: set[tuple[str, str]] = set()
+    by_source: dict[str, list[str]] = {}
+    for event in events:
+        by_source.setdefault(event.source, []).append(event.event_id)
+    for source, ids in by_source.items():
+        for chunk in chunks(ids):
+            stmt = select(receipt_events.c.event_id).where(
+                receipt_events.c.source == source, receipt_events.c.event_id.in_(chunk)
+            )
+            seen.update((source, event_id) for (event_id,) in conn.execute(stmt))  # type: ignore[attr-defined]
+    fresh = [e for e in events if (e.source, e.event_id) not in seen]
+    if fresh:
+        rows = [{"source": e.source, "event_id": e.event_id, "received_at": now} for e in fresh]
+        # A parallel request with the same events may have won meanwhile (PostgreSQL): its
+        # rows stay; ours add nothing the outcome table has not already got from them.
+        stmt = _insert(ledger, receipt_events).on_conflict_do_nothing()  # type: ignore[attr-defined]
+        for chunk in chunks(rows, 10_000):
+            conn.execute(stmt, chunk)  # type: ignore[attr-defined]
+    return fresh
+
+
+def _raise_outcomes(
+    ledger: LedgerBase, conn: object, best: dict[tuple[int, str], str], now: float
+) -> None:
+    """Upsert each recipient's outcome, only ever to a higher rank."""
+    rows = [
+        {
+            "stream": stream,
+            "recipient_key": key,
+            "outcome": outcome,
+            "rank": RANKS[outcome],
+            "updated_at": now,
+        }
+        for (stream, key), outcome in sorted(best.items())
+    ]
+    base = _insert(ledger, outcomes)
+    excluded = base.excluded  # type: ignore[attr-defined]
+    stmt = base.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["stream", "recipient_key"],
+        set_={
+            "outcome": excluded.outcome,
+            "rank": excluded.rank,
+            "updated_at": excluded.updated_at,
+        },
+        where=outcomes.c.rank < excluded.rank,
+    )
+    for chunk in chunks(rows, 10_000):
+        conn.execute(stmt, chunk)  # type: ignore[attr-defined]
+
+
+def _settle(conn: object, rows: Sequence[tuple[int, str]], now: float) -> int:
+    """unknown -> sent for rows the provider reported on: it had accepted them."""
+    settled = 0
+    by_stream: dict[int, list[str]] = {}
+    for stream, key in rows:
+        by_stream.setdefault(stream, []).append(key)
+    values = {
+        "state": DeliveryState.SENT.value,
+        "detail": "settled by the provider's delivery event (it had accepted the message)",
+        "updated_at": now,
+    }
+    for stream, keys in by_stream.items():
+        for chunk in chunks(keys):
+            where = and_(
+                _c.stream == stream,
+                _c.recipient_key.in_(chunk),
+                _c.state == DeliveryState.UNKNOWN.value,
+            )
+            settled += conn.execute(update(deliveries).where(where).values(values)).rowcount  # type: ignore[attr-defined]
+    return settled
+
+
+def _suppress(
+    ledger: LedgerBase, conn: object, municipality: str, events: Iterable[KeyedEvent], now: float
+) -> int:
+    """Put the events' hard bounces, complaints and unsubscribes on the suppression list."""
+    rows = {
+        e.recipient_key: {
+            "municipality": municipality,
+            "recipient_key": e.recipient_key,
+            "reason": e.suppress,
+            "medium": e.medium,
+            "created_at": now,
+        }
+        for e in events
+        if e.suppress
+    }
+    if not rows:
+        return 0
+    keys = sorted(rows)
+    present: set[str] = set()
+    for chunk in chunks(keys):
+        stmt = select(_x.recipient_key).where(
+            _x.municipality == municipality, _x.recipient_key.in_(chunk)
+        )
+        present.update(key for (key,) in conn.execute(stmt))  # type: ignore[attr-defined]
+    new = [rows[k] for k in keys if k not in present]
+    if new:
+        stmt = _insert(ledger, suppressions).on_conflict_do_nothing()  # type: ignore[attr-defined]
+        conn.execute(stmt, new)  # type: ignore[attr-defined]
+    return len(new)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def outcome_counts(ledger: LedgerBase, campaign: str, channel: str) -> dict[str, int]:
+    """Recipients per outcome of a campaign's channel (only outcomes some recipient has)."""
+    named = select(_s.id).where(_s.campaign == campaign, _s.channel == channel)
+    stmt = select(_o.outcome, func.count()).where(_o.stream.in_(named)).group_by(_o.outcome)
+    with ledger._engine.connect() as conn:
+        return {outcome: int(count) for outcome, count in conn.execute(stmt)}
+
+
+def sent_without_event(ledger: LedgerBase, campaign: str, channel: str) -> int:
+    """Recipients recorded as sent of whom no provider event has told anything yet."""
+    named = select(_s.id).where(_s.campaign == campaign, _s.channel == channel)
+    heard = select(_o.recipient_key).where(
+        _o.stream == _c.stream, _o.recipient_key == _c.recipient_key
+    )
+    stmt = select(func.count()).where(
+        _c.stream.in_(named), _c.state == DeliveryState.SENT.value, ~heard.exists()
+    )
+    with ledger._engine.connect() as conn:
+        return int(conn.execute(stmt).scalar() or 0)
+
+
+def keys_with_outcome(
+    ledger: LedgerBase, campaign: str, channel: str, wanted: Iterable[str]
+) -> set[str]:
+    """Keys of a campaign's channel whose outcome is one of `wanted`."""
+    named = select(_s.id).where(_s.campaign == campaign, _s.channel == channel)
+    stmt = select(_o.recipient_key).where(_o.stream.in_(named), _o.outcome.in_(list(wanted)))
+    with ledger._engine.connect() as conn:
+        return {key for (key,) in conn.execute(stmt)}
+
+
+def suppressed_keys(ledger: LedgerBase, municipality: str) -> set[str]:
+    """Every key on the municipality's suppression list."""
+    stmt = select(_x.recipient_key).where(_x.municipality == municipality)
+    with ledger._engine.connect() as conn:
+        return {key for (key,) in conn.execute(stmt)}
+
+
+def suppression_counts(ledger: LedgerBase, municipality: str) -> dict[tuple[str, str], int]:
+    """(medium, reason) -> entries on the municipality's suppression list."""
+    stmt = (
+        select(_x.medium, _x.reason, func.count())
+        .where(_x.municipality == municipality)
+        .group_by(_x.medium, _x.reason)
+    )
+    with ledger._engine.connect() as conn:
+        return {(medium, reason): int(n) for medium, reason, n in conn.execute(stmt)}
+
+
+def lift(ledger: LedgerBase, municipality: str, key: str) -> int:
+    """Take one key off the municipality's suppression list; returns entries removed (0 or 1)."""
+    where = and_(_x.municipality == municipality, _x.recipient_key == key)
+    with ledger._transaction() as conn:
+        return int(conn.execute(suppressions.delete().where(where)).rowcount)
+
+
+def withdraw_suppressed(ledger: LedgerBase, municipality: str, campaign: str, channel: str) -> int:
+    """pending -> failed for a channel's recipients put on the suppression list after they were
+    registered: they are never sent, and the channel does not wait for them."""
+    suppressed = select(_x.recipient_key).where(_x.municipality == municipality)
+    named = select(_s.id).where(_s.campaign == campaign, _s.channel == channel)
+    where = and_(
+        _c.stream.in_(named),
+        _c.state == DeliveryState.PENDING.value,
+        _c.recipient_key.in_(suppressed),
+    )
+    values = {
+        "state": DeliveryState.FAILED.value,
+        "detail": "on the municipality's suppression list (bounced, complained or unsubscribed)",
+        "updated_at": time.time(),
+    }
+    with ledger._transaction() as conn:
+        return int(conn.execute(update(deliveries).where(where).values(values)).rowcount)
