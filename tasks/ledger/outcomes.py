@@ -15,9 +15,11 @@ the move `Ledger.accept_unknown` makes on a person's word.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     Table,
@@ -30,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tasks.ledger.base import LedgerBase
-from tasks.ledger.outcome_tables import outcomes, receipt_events, suppressions
+from tasks.ledger.outcome_tables import outcomes, suppressions
 from tasks.ledger.schema import DeliveryState, deliveries, streams
 from tasks.ledger.statements import chunks
 
@@ -116,17 +118,14 @@ def record(ledger: LedgerBase, municipality: str, events: Sequence[KeyedEvent]) 
             by_campaign.setdefault(event.campaign, []).append(event)
         best: dict[tuple[int, str], str] = {}
         unknown_rows: list[tuple[int, str]] = []
+        unknown = DeliveryState.UNKNOWN.value
         for campaign, group in by_campaign.items():
             ids = [row[0] for row in conn.execute(select(_s.id).where(_s.campaign == campaign))]
             found: dict[str, list[tuple[int, str]]] = {}
             if ids:
                 keys = sorted({e.recipient_key for e in group})
-                for chunk in chunks(keys):
-                    stmt = select(_c.stream, _c.recipient_key, _c.state).where(
-                        _c.stream.in_(ids), _c.recipient_key.in_(chunk)
-                    )
-                    for stream, key, state in conn.execute(stmt):
-                        found.setdefault(key, []).append((stream, state))
+                for stream, key, state in _ledger_rows(ledger, conn, ids, keys):
+                    found.setdefault(key, []).append((stream, state))
             for event in group:
                 rows = found.get(event.recipient_key)
                 if not rows:
@@ -134,7 +133,7 @@ def record(ledger: LedgerBase, municipality: str, events: Sequence[KeyedEvent]) 
                     continue
                 done.matched += 1
                 for stream, state in rows:
-                    if state == DeliveryState.UNKNOWN.value:
+                    if state == unknown:
                         unknown_rows.append((stream, event.recipient_key))
                     if event.outcome is None:
                         continue
@@ -152,59 +151,93 @@ def record(ledger: LedgerBase, municipality: str, events: Sequence[KeyedEvent]) 
 
 
 def _new_events(
-    ledger: LedgerBase, conn: object, events: list[KeyedEvent], now: float
+    ledger: LedgerBase, conn: Any, events: list[KeyedEvent], now: float
 ) -> list[KeyedEvent]:
-    """The events not recorded before; records them (in the caller's transaction)."""
+    """The events not recorded before; records them (in the caller's transaction).
+
+    One INSERT ... RETURNING per source and chunk, its ids in one JSON parameter: the rows it
+    returns are the new events (a parallel request that recorded one first wins it).
+    """
     if not events:
         return []
-    seen: set[tuple[str, str]] = set()
+    inserted: set[tuple[str, str]] = set()
     by_source: dict[str, list[str]] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event.event_id)
+    sql = _NEW_EVENTS_PG if ledger._postgres else _NEW_EVENTS_SQLITE
     for source, ids in by_source.items():
-        for chunk in chunks(ids):
-            stmt = select(receipt_events.c.event_id).where(
-                receipt_events.c.source == source, receipt_events.c.event_id.in_(chunk)
-            )
-            seen.update((source, event_id) for (event_id,) in conn.execute(stmt))  # type: ignore[attr-defined]
-    fresh = [e for e in events if (e.source, e.event_id) not in seen]
-    if fresh:
-        rows = [{"source": e.source, "event_id": e.event_id, "received_at": now} for e in fresh]
-        # A parallel request with the same events may have won meanwhile (PostgreSQL): its
-        # rows stay; ours add nothing the outcome table has not already got from them.
-        stmt = _insert(ledger, receipt_events).on_conflict_do_nothing()  # type: ignore[attr-defined]
-        for chunk in chunks(rows, 10_000):
-            conn.execute(stmt, chunk)  # type: ignore[attr-defined]
-    return fresh
+        for chunk in chunks(ids, 10_000):
+            params = {"source": source, "now": now, "ids": json.dumps(chunk)}
+            rows = conn.exec_driver_sql(sql, params).fetchall()
+            inserted.update((source, event_id) for (event_id,) in rows)
+    return [e for e in events if (e.source, e.event_id) in inserted]
+
+
+_NEW_EVENTS_PG = (
+    "INSERT INTO receipt_event (source, event_id, received_at) "
+    "SELECT %(source)s, value, %(now)s FROM json_array_elements_text(%(ids)s::json) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_NEW_EVENTS_SQLITE = (
+    "INSERT OR IGNORE INTO receipt_event (source, event_id, received_at) "
+    "SELECT :source, value, :now FROM json_each(:ids) RETURNING event_id"
+)
+_ROWS_PG = (
+    "SELECT stream, recipient_key, state FROM delivery_ledger "
+    "WHERE stream = ANY(%(streams)s) AND recipient_key = ANY(string_to_array(%(keys)s, ','))"
+)
+_ROWS_SQLITE = (
+    "SELECT stream, recipient_key, state FROM delivery_ledger "
+    "WHERE stream IN (SELECT value FROM json_each(:streams)) "
+    "AND recipient_key IN (SELECT value FROM json_each(:keys))"
+)
+_UPSERT_TAIL = (
+    "ON CONFLICT (stream, recipient_key) DO UPDATE SET outcome = excluded.outcome, "
+    "rank = excluded.rank, updated_at = excluded.updated_at "
+    "WHERE delivery_outcome.rank < excluded.rank"
+)
+_OUTCOMES_PG = (
+    "INSERT INTO delivery_outcome (stream, recipient_key, outcome, rank, updated_at) "
+    "SELECT (r->>0)::int, r->>1, r->>2, (r->>3)::int, %(now)s "
+    "FROM json_array_elements(%(rows)s::json) AS r " + _UPSERT_TAIL
+)
+_OUTCOMES_SQLITE = (
+    "INSERT INTO delivery_outcome (stream, recipient_key, outcome, rank, updated_at) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), :now "
+    # "WHERE true": SQLite would read ON CONFLICT as part of the SELECT's join otherwise.
+    "FROM json_each(:rows) WHERE true " + _UPSERT_TAIL
+)
+
+
+def _ledger_rows(
+    ledger: LedgerBase, conn: Any, streams_: list[int], keys: list[str]
+) -> list[tuple[int, str, str]]:
+    """(stream, recipient_key, state) of the ledger's rows of these keys in these streams."""
+    found: list[tuple[int, str, str]] = []
+    for chunk in chunks(keys, 10_000):
+        if ledger._postgres:
+            if any("," in key for key in chunk):
+                continue  # no ledger key has one: keys are hex
+            params: dict[str, Any] = {"streams": streams_, "keys": ",".join(chunk)}
+            rows = conn.exec_driver_sql(_ROWS_PG, params).fetchall()
+        else:
+            params = {"streams": json.dumps(streams_), "keys": json.dumps(chunk)}
+            rows = conn.exec_driver_sql(_ROWS_SQLITE, params).fetchall()
+        found.extend((int(s), k, st) for s, k, st in rows)
+    return found
 
 
 def _raise_outcomes(
-    ledger: LedgerBase, conn: object, best: dict[tuple[int, str], str], now: float
+    ledger: LedgerBase, conn: Any, best: dict[tuple[int, str], str], now: float
 ) -> None:
-    """Upsert each recipient's outcome, only ever to a higher rank."""
+    """Upsert each recipient's outcome, only ever to a higher rank: one statement per chunk."""
     rows = [
-        {
-            "stream": stream,
-            "recipient_key": key,
-            "outcome": outcome,
-            "rank": RANKS[outcome],
-            "updated_at": now,
-        }
-        for (stream, key), outcome in sorted(best.items())
+        [stream, key, outcome, RANKS[outcome]] for (stream, key), outcome in sorted(best.items())
     ]
-    base = _insert(ledger, outcomes)
-    excluded = base.excluded  # type: ignore[attr-defined]
-    stmt = base.on_conflict_do_update(  # type: ignore[attr-defined]
-        index_elements=["stream", "recipient_key"],
-        set_={
-            "outcome": excluded.outcome,
-            "rank": excluded.rank,
-            "updated_at": excluded.updated_at,
-        },
-        where=outcomes.c.rank < excluded.rank,
-    )
+    sql = _OUTCOMES_PG if ledger._postgres else _OUTCOMES_SQLITE
     for chunk in chunks(rows, 10_000):
-        conn.execute(stmt, chunk)  # type: ignore[attr-defined]
+        conn.exec_driver_sql(sql, {"now": now, "rows": json.dumps(chunk)})
 
 
 def _settle(conn: object, rows: Sequence[tuple[int, str]], now: float) -> int:

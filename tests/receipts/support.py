@@ -26,7 +26,9 @@ def addresses(n: int, start: int = 0) -> list[str]:
     return [f"laaner{i}@example.test" for i in range(start, start + n)]
 
 
-def send(ledger: Ledger, channel: str, addresses: Sequence[str], *, campaign: str = CAMPAIGN) -> list[str]:
+def send(
+    ledger: Ledger, channel: str, addresses: Sequence[str], *, campaign: str = CAMPAIGN
+) -> list[str]:
     """Register and mark `addresses` sent, as a run does; their keys, in order."""
     keys = ledger.recipient_keys(addresses)
     ledger.register(campaign, channel, keys)

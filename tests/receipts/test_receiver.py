@@ -152,7 +152,9 @@ def test_gatewayapi_reports_need_their_jwt_and_an_in_transit_report_after_a_fina
         # A JWT for another report does not carry this one.
         token = report_token(SECRET, report(3, "DELIVERED"))
         answer = httpx.post(
-            f"{url}/gatewayapi/dlr", json=report(4, "DELIVERED"), headers={"X-Gwapi-Signature": token}
+            f"{url}/gatewayapi/dlr",
+            json=report(4, "DELIVERED"),
+            headers={"X-Gwapi-Signature": token},
         )
         assert answer.status_code == 401
         answer = httpx.post(
@@ -195,7 +197,9 @@ def test_100000_events_with_10_percent_duplicates_shuffled_give_exact_counts(
     assert outcome_counts(ledger, CAMPAIGN, "newsletter") == expected
     with ledger._engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(receipt_events)).scalar() == n
-    assert len(suppressed_keys(ledger, MUNICIPALITY)) == expected["bounced"] + expected["complained"]
+    assert (
+        len(suppressed_keys(ledger, MUNICIPALITY)) == expected["bounced"] + expected["complained"]
+    )
 
 
 @pytest.mark.parametrize("kind", ["bounce", "spamreport", "unsubscribe"])
