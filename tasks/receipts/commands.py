@@ -94,13 +94,25 @@ def serve_command(args: argparse.Namespace) -> int:
             gatewayapi_secret=secret,
             max_age=given.receipts_max_age,
         )
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        _log_to_stderr()
         print(
             f"Modtager kvitteringer for {config.municipality.name} på http://{args.host}:{args.port}"
         )
         # access_log off: an access line is harmless, but nothing about requests needs keeping.
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The receiver's own lines (endpoint and counts, nothing from a body) on stderr."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    receiver_log = logging.getLogger("fbsflow.receipts")
+    receiver_log.addHandler(handler)
+    receiver_log.setLevel(logging.INFO)
+    receiver_log.propagate = False
 
 
 def import_command(args: argparse.Namespace) -> int:
