@@ -164,12 +164,21 @@ def _new_events(
     by_source: dict[str, list[str]] = {}
     for event in events:
         by_source.setdefault(event.source, []).append(event.event_id)
-    sql = _NEW_EVENTS_PG if ledger._postgres else _NEW_EVENTS_SQLITE
     for source, ids in by_source.items():
         for chunk in chunks(ids, 10_000):
-            params = {"source": source, "now": now, "ids": json.dumps(chunk)}
-            rows = conn.exec_driver_sql(sql, params).fetchall()
-            inserted.update((source, event_id) for (event_id,) in rows)
+            if ledger._postgres:
+                params = {"source": source, "now": now, "ids": json.dumps(chunk)}
+                rows = conn.exec_driver_sql(_NEW_EVENTS_PG, params).fetchall()
+                inserted.update((source, event_id) for (event_id,) in rows)
+                continue
+            # SQLite: one look-up, then the driver's executemany (in C) for the new ones; the
+            # write lock is held from BEGIN IMMEDIATE, so nothing comes in between.
+            cursor = conn.connection.driver_connection.cursor()
+            cursor.execute(_SEEN_SQLITE, (source, json.dumps(chunk)))
+            seen = {event_id for (event_id,) in cursor.fetchall()}
+            new = [i for i in chunk if i not in seen]
+            cursor.executemany(_INSERT_EVENT_SQLITE, [(source, i, now) for i in new])
+            inserted.update((source, i) for i in new)
     return [e for e in events if (e.source, e.event_id) in inserted]
 
 
@@ -178,9 +187,12 @@ _NEW_EVENTS_PG = (
     "SELECT %(source)s, value, %(now)s FROM json_array_elements_text(%(ids)s::json) "
     "ON CONFLICT DO NOTHING RETURNING event_id"
 )
-_NEW_EVENTS_SQLITE = (
-    "INSERT OR IGNORE INTO receipt_event (source, event_id, received_at) "
-    "SELECT :source, value, :now FROM json_each(:ids) RETURNING event_id"
+_SEEN_SQLITE = (
+    "SELECT event_id FROM receipt_event WHERE source = ? "
+    "AND event_id IN (SELECT value FROM json_each(?))"
+)
+_INSERT_EVENT_SQLITE = (
+    "INSERT OR IGNORE INTO receipt_event (source, event_id, received_at) VALUES (?, ?, ?)"
 )
 _ROWS_PG = (
     "SELECT stream, recipient_key, state FROM delivery_ledger "
@@ -203,10 +215,7 @@ _OUTCOMES_PG = (
 )
 _OUTCOMES_SQLITE = (
     "INSERT INTO delivery_outcome (stream, recipient_key, outcome, rank, updated_at) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), :now "
-    # "WHERE true": SQLite would read ON CONFLICT as part of the SELECT's join otherwise.
-    "FROM json_each(:rows) WHERE true " + _UPSERT_TAIL
+    "VALUES (?, ?, ?, ?, ?) " + _UPSERT_TAIL
 )
 
 
@@ -231,13 +240,18 @@ def _ledger_rows(
 def _raise_outcomes(
     ledger: LedgerBase, conn: Any, best: dict[tuple[int, str], str], now: float
 ) -> None:
-    """Upsert each recipient's outcome, only ever to a higher rank: one statement per chunk."""
-    rows = [
-        [stream, key, outcome, RANKS[outcome]] for (stream, key), outcome in sorted(best.items())
-    ]
-    sql = _OUTCOMES_PG if ledger._postgres else _OUTCOMES_SQLITE
+    """Upsert each recipient's outcome, only ever to a higher rank: on PostgreSQL one statement
+    per chunk (its rows in one JSON parameter), on SQLite the driver's executemany (in C)."""
+    ordered = sorted(best.items())
+    if not ledger._postgres:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.executemany(
+            _OUTCOMES_SQLITE, [(s, k, out, RANKS[out], now) for (s, k), out in ordered]
+        )
+        return
+    rows = [[stream, key, outcome, RANKS[outcome]] for (stream, key), outcome in ordered]
     for chunk in chunks(rows, 10_000):
-        conn.exec_driver_sql(sql, {"now": now, "rows": json.dumps(chunk)})
+        conn.exec_driver_sql(_OUTCOMES_PG, {"now": now, "rows": json.dumps(chunk)})
 
 
 def _settle(conn: object, rows: Sequence[tuple[int, str]], now: float) -> int:

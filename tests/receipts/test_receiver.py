@@ -168,6 +168,7 @@ def test_gatewayapi_reports_need_their_jwt_and_an_in_transit_report_after_a_fina
     assert suppressed_keys(ledger, MUNICIPALITY) == {keys[1]}
 
 
+@pytest.mark.slow
 def test_100000_events_with_10_percent_duplicates_shuffled_give_exact_counts(
     ledger: Ledger,
 ) -> None:
