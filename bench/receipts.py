@@ -29,9 +29,10 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
