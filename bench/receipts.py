@@ -32,7 +32,7 @@ import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from typing import Any
+from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
