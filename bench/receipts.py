@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if recorded != n:
             raise SystemExit(f"{backend}: {recorded} outcomes recorded, not {n}")
         rows.append({"backend": backend, "receiver": receiver, "bare": bare})
+        print(f"{backend}: receiver {receiver:.1f} s, bare loop {bare:.1f} s", flush=True)
     load = os.getloadavg()[0]
     print(f"\nreceipts: {n:,} events, batches of {args.batch:,}, load {load:.1f}")
     print(f"{'backend':<11} {'receiver':>10} {'events/s':>10} {'bare loop':>10} {'events/s':>10}")
