@@ -10,6 +10,8 @@ receipt_events = Table(
     Column("event_id", String(120), nullable=False),
     Column("received_at", Float, nullable=False),
     PrimaryKeyConstraint("source", "event_id", name="receipt_event_pk"),
+    # On SQLite the rows live in their key's B-tree: one tree to write per event, not two.
+    sqlite_with_rowid=False,
 )
 outcomes = Table(
     "delivery_outcome",
@@ -20,6 +22,7 @@ outcomes = Table(
     Column("rank", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
     PrimaryKeyConstraint("stream", "recipient_key", name="delivery_outcome_pk"),
+    sqlite_with_rowid=False,
 )
 suppressions = Table(
     "suppression",
@@ -30,4 +33,5 @@ suppressions = Table(
     Column("medium", String(8), nullable=False),  # "email" or "sms"
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("municipality", "recipient_key", name="suppression_pk"),
+    sqlite_with_rowid=False,
 )
