@@ -165,7 +165,9 @@ def _new_events(
     for event in events:
         by_source.setdefault(event.source, []).append(event.event_id)
     for source, ids in by_source.items():
-        for chunk in chunks(ids, 10_000):
+        # Sorted: two requests carrying the same events (a retry while the first is still being
+        # recorded) then take PostgreSQL's row locks in one order, never in a deadlock.
+        for chunk in chunks(sorted(ids), 10_000):
             if ledger._postgres:
                 params = {"source": source, "now": now, "ids": json.dumps(chunk)}
                 rows = conn.exec_driver_sql(_NEW_EVENTS_PG, params).fetchall()
