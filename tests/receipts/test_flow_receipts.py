@@ -120,3 +120,39 @@ def test_bounces_reach_the_ledger_and_a_second_campaign_skips_them(
     # No address in the Prefect database.
     text = prefect_database_text()
     assert not [a for a in bounced if a in text]
+
+
+def test_gatewayapi_reports_of_a_real_sms_run_arrive_late_twice_and_out_of_order(
+    municipality: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tasks.ledger.outcomes import outcome_counts, suppressed_keys
+    from tasks.models import Channel
+    from tests.servers.webhooks import disorder, post_reports
+    from tests.test_ledger_flow import SMS
+
+    from .support import SECRET
+
+    with stand_ins(monkeypatch) as (_sendgrid, gatewayapi):
+        run(municipality, tmp_path / "out", channels=[Channel.SMS])
+        delivered = gatewayapi.delivery_reports("DELIVERED", share=0.5, seed=1)
+        enroute = gatewayapi.delivery_reports("ENROUTE", share=1.0)
+        dead = [r for r in gatewayapi.delivery_reports("UNDELIVERABLE") if r not in delivered]
+    dead_numbers = {r["msisdn"] for r in dead[:5]}
+    dead = [r for r in dead if r["msisdn"] in dead_numbers]
+    delivered = [r for r in delivered if r["msisdn"] not in dead_numbers]
+    # In transit after final, duplicates, shuffled.
+    reports = disorder(delivered + dead, duplicates=0.1, seed=3) + enroute
+    config = load_municipality(municipality)
+    with Ledger.open(data_dir(municipality)) as ledger:
+        with receiver(
+            ledger, None, municipality=config.municipality.slug, campaign=campaign_id(config)
+        ) as url:
+            assert set(post_reports(url, SECRET, reports, delay=0.0)) == {200}
+        counts = outcome_counts(ledger, campaign_id(config), "sms")
+        assert counts["delivered"] == len({r["msisdn"] for r in delivered})
+        assert counts["undeliverable"] == 5
+        assert counts["deferred"] == SMS - len(delivered) - 5
+        assert len(suppressed_keys(ledger, config.municipality.slug)) == 5
