@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Table,
@@ -62,9 +62,12 @@ _o = outcomes.c
 _x = suppressions.c
 
 
-@dataclass(frozen=True, slots=True)
-class KeyedEvent:
-    """One provider event, reduced to what the ledger keeps: no address, no number."""
+class KeyedEvent(NamedTuple):
+    """One provider event, reduced to what the ledger keeps: no address, no number.
+
+    A NamedTuple: a batch makes thousands, and a tuple is built several times faster than a
+    frozen dataclass.
+    """
 
     source: str  # "sendgrid" or "gatewayapi"
     event_id: str  # the provider's id of the event (sg_event_id; message id + status for SMS)
