@@ -336,16 +336,6 @@ def sent_without_event(ledger: LedgerBase, campaign: str, channel: str) -> int:
         return int(conn.execute(stmt).scalar() or 0)
 
 
-def keys_with_outcome(
-    ledger: LedgerBase, campaign: str, channel: str, wanted: Iterable[str]
-) -> set[str]:
-    """Keys of a campaign's channel whose outcome is one of `wanted`."""
-    named = select(_s.id).where(_s.campaign == campaign, _s.channel == channel)
-    stmt = select(_o.recipient_key).where(_o.stream.in_(named), _o.outcome.in_(list(wanted)))
-    with ledger._engine.connect() as conn:
-        return {key for (key,) in conn.execute(stmt)}
-
-
 def suppressed_keys(ledger: LedgerBase, municipality: str) -> set[str]:
     """Every key on the municipality's suppression list."""
     stmt = select(_x.recipient_key).where(_x.municipality == municipality)
