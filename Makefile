@@ -41,6 +41,7 @@ bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/email.py
 	$(BIN)/python bench/sms.py
 	$(BIN)/python bench/latency.py --flow 1M
+	$(BIN)/python bench/receipts.py --events 1M
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

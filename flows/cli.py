@@ -274,7 +274,22 @@ def _ledger(args: argparse.Namespace) -> int:
         for channel in (c.value for c in borrower_channels()):
             counts = ledger.counts(campaign, channel)
             print(f"  {channel:<11} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+            _print_outcomes(ledger, campaign, channel)
     return 0
+
+
+def _print_outcomes(ledger: Ledger, campaign: str, channel: str) -> None:
+    """The providers' outcomes of a channel under its states (tasks/receipts/)."""
+    from tasks.receipts.commands import outcome_line
+
+    print(f"  {'':<11} udfald: {outcome_line(ledger, campaign, channel)}")
+
+
+def _add_receipt_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`fbsflow receipts ...` and `fbsflow suppressions` (tasks/receipts/commands.py)."""
+    from tasks.receipts.commands import register
+
+    register(sub)
 
 
 def _check_rows(
@@ -310,6 +325,17 @@ def _check_rows(
             print(f"  {line}")
 
 
+def _print_not_reached(config_path: str, config: MunicipalityConfig) -> None:
+    """ "ikke nået: N" under the checklist, once a provider has reported on the campaign."""
+    from tasks.plan import campaign_id
+    from tasks.receipts.reach import not_reached_total, reach_record
+    from tasks.steps import data_dir
+
+    reach = reach_record(data_dir(config_path), campaign_id(config))
+    if reach is not None:
+        print("\n" + say("checklist.not_reached", count=not_reached_total(reach)))
+
+
 def _checklist(args: argparse.Namespace) -> int:
     from tasks.checklist import Checklist, render_table
     from tasks.config import load_card, load_municipality
@@ -323,6 +349,7 @@ def _checklist(args: argparse.Namespace) -> int:
         complete, open_steps = checklist.complete(card, config)
     print(f"{card.title} ({config.municipality.name})\n")
     print(render_table(steps))
+    _print_not_reached(args.config, config)
     print(
         "\n" + say("checklist.complete")
         if complete
@@ -512,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("config")
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(func=_reset)
+    _add_receipt_commands(sub)
     for command in sub.choices.values():
         # After the command too; SUPPRESS: left out, it keeps the value given before the command.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)

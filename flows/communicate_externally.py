@@ -143,6 +143,7 @@ def communicate_externally(
             approval=approval,
             flow_run_id=run_id,
             checklist=checklist,
+            data=data,
         )
         out.commit()
     return record

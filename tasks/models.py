@@ -168,6 +168,9 @@ class NewsletterSettings(ChannelSettings):
     from_name: HeaderText
     sandbox_mode: bool = False
     unsubscribe_group_id: int | None = None
+    # One-click unsubscribe (RFC 8058): the https address the List-Unsubscribe header and the
+    # newsletter's unsubscribe line point at. Unset: no such header or line is invented.
+    unsubscribe_url: HttpsUrl | None = None
 
 
 class SmsSettings(ChannelSettings):

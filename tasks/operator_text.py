@@ -182,6 +182,7 @@ CATALOG: dict[str, dict[str, str]] = {
     "checklist.off_by": {"da": "konfigurationen", "en": "the config"},
     "checklist.complete": {"da": "Færdig.", "en": "Complete."},
     "checklist.open": {"da": "Åbne trin: {steps}", "en": "Open: {steps}"},
+    "checklist.not_reached": {"da": "ikke nået: {count}", "en": "not reached: {count}"},
     # The completion record's human-readable reasons (tasks/steps.py mark_complete).
     "complete.channel_reason": {"da": "{channel}: {status}", "en": "{channel}: {status}"},
     "complete.step_open": {

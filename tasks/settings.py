@@ -293,6 +293,27 @@ class ProviderSettings(_Group):
         raise KeyError(f"{variable} is not a provider's variable")
 
 
+class ReceiptSettings(_Group):
+    """What the receipts receiver (`fbsflow receipts serve`) checks a provider's events with."""
+
+    sendgrid_webhook_public_key: _Trimmed | None = _variable(
+        "SENDGRID_WEBHOOK_PUBLIC_KEY",
+        "the Signed Event Webhook's verification key, base64 as SendGrid shows it (Settings > "
+        "Mail Settings > Event Webhook); unset: `/sendgrid/events` refuses every batch",
+    )
+    gatewayapi_webhook_secret: SecretStr | None = _variable(
+        "GATEWAYAPI_WEBHOOK_SECRET",
+        "the secret GatewayAPI signs delivery reports with (the webhook's JWT secret); unset: "
+        "`/gatewayapi/dlr` refuses every report. Secret",
+    )
+    receipts_max_age: _Seconds = _variable(
+        "FBSFLOW_RECEIPTS_MAX_AGE",
+        "seconds a signed SendGrid batch's timestamp may be away from this machine's clock "
+        "before the batch is refused as stale (default: 600)",
+        600,
+    )
+
+
 class SpeedSettings(_Group):
     """The speed tricks' switches (tasks/speed/): each is on; 0 turns it off, to measure what
     it buys or to rule it out. README: "Speed tricks and their switches"."""
@@ -375,6 +396,7 @@ class Settings(
     # that the fields (and the README's table) read from storage down to Prefect.
     SpeedSettings,
     PrefectSettings,
+    ReceiptSettings,
     ProviderSettings,
     NoticeSettings,
     DeliverySettings,

@@ -432,6 +432,7 @@ def mark_complete(
     approval: Approval,
     flow_run_id: str | None,
     checklist: Sequence[ChecklistStep],
+    data: Path | None = None,
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
     lang = language(config)
@@ -480,6 +481,8 @@ def mark_complete(
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
     }
+    if data is not None:
+        _record_reach(config, plan.campaign, data, record)
     out.write_json("completion.json", record)
     # Column names and words in the operator language: this table is read, not parsed.
     rows = [
@@ -507,6 +510,23 @@ def mark_complete(
     logger = get_run_logger()
     logger.info("Card %s for %s: %s", card.id, config.municipality.slug, record["status"])
     return record
+
+
+def _record_reach(
+    config: MunicipalityConfig, campaign: str, data: Path, record: dict[str, Any]
+) -> None:
+    """Add who was reached (tasks/receipts/reach.py) to the record, and as a table artifact."""
+    from tasks.receipts.reach import reach_record, table_rows
+
+    reach = reach_record(data, campaign)
+    if reach is None:
+        return
+    record["reach"] = reach
+    create_table_artifact(
+        key=_artifact_key(config, "reach"),
+        table=table_rows(reach),
+        description="Nået pr. kanal ifølge udbydernes hændelser (kun tal, ingen persondata)",
+    )
 
 
 def require_file(path: str | None, what: str) -> None:

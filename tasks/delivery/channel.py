@@ -22,6 +22,7 @@ from tasks.output import OutputFolder
 from tasks.plan import campaign_id
 from tasks.providers.base import Message, Recipient
 from tasks.providers.registry import provider_name
+from tasks.receipts.suppression import honour_suppressions
 from tasks.settings import DeliverySettings, settings
 from tasks.speed.gcpause import gc_frozen, gc_paused
 from tasks.speed.overlap_register import register_while_keying
@@ -114,6 +115,10 @@ def pending_recipients(
     many recipients the channel has."""
     if audience is not None and channel in DELIVERED:
         parts = keyed_parts(channel, audience, ledger, config.languages)
+        # Bounced, complained and unsubscribed addresses of earlier campaigns are skipped.
+        parts = honour_suppressions(
+            ledger, config.municipality.slug, campaign, channel.value, parts
+        )
         recipients, registered = register_while_keying(ledger, campaign, channel.value, parts)
     else:
         recipients = branch_recipients(config, ledger)

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from tasks.ledger import runs, secret_key
+from tasks.ledger import outcome_tables, runs, secret_key
 from tasks.speed.sqlite_pages import tune_new_database
 from tasks.translation import read_only_database
 
@@ -92,8 +92,9 @@ deliveries = Table(
 )
 # A column only the ledger table of the layout before `delivery_stream` has (see `_migrate`).
 _OLD_LAYOUT = "campaign"
-# Every table of a ledger: the deliveries here, the key and the runs in their own modules.
-ALL_METADATA = (metadata, secret_key.metadata, runs.metadata)
+# Every table of a ledger: the deliveries here; the key, the runs and the providers' outcomes
+# in their own modules.
+ALL_METADATA = (metadata, secret_key.metadata, runs.metadata, outcome_tables.metadata)
 
 
 def create_tables(conn: Connection, *, postgres: bool) -> None:

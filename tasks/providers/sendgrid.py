@@ -62,6 +62,7 @@ def build_payload(
     batch_id: str,
     sandbox_mode: bool = False,
     unsubscribe_group_id: int | None = None,
+    unsubscribe_url: str | None = None,
 ) -> dict[str, Any]:
     """The exact `/v3/mail/send` body for one batch: one personalization per recipient.
 
@@ -77,6 +78,7 @@ def build_payload(
         batch_id,
         sandbox_mode,
         unsubscribe_group_id,
+        unsubscribe_url,
     )
     return {"personalizations": _personalizations(recipients), **envelope}
 
@@ -95,6 +97,7 @@ def encode_payload(
     batch_id: str,
     sandbox_mode: bool = False,
     unsubscribe_group_id: int | None = None,
+    unsubscribe_url: str | None = None,
 ) -> str:
     """`build_payload` as the request's JSON text: the same document (tested), same errors.
 
@@ -111,6 +114,7 @@ def encode_payload(
         batch_id,
         sandbox_mode,
         unsubscribe_group_id,
+        unsubscribe_url,
     )
     addresses = list(map(attrgetter("address"), recipients))
     keys = list(map(attrgetter("key"), recipients))
@@ -124,6 +128,11 @@ def encode_payload(
 
 
 _TO, _RECIPIENT, _END = '{"to": [{"email": "', '"}], "custom_args": {"recipient": "', '"}}'
+
+
+def _url(settings: NewsletterSettings) -> str | None:
+    url = getattr(settings, "unsubscribe_url", None)
+    return str(url) if url else None
 
 
 def _json_plain(text: str) -> bool:
@@ -140,6 +149,7 @@ def _envelope(
     batch_id: str,
     sandbox_mode: bool,
     unsubscribe_group_id: int | None,
+    unsubscribe_url: str | None = None,
 ) -> dict[str, Any]:
     """Every field of the payload but the personalizations, after checking the arguments."""
     if not recipients:
@@ -177,6 +187,8 @@ def _envelope(
     }
     if unsubscribe_group_id is not None:
         payload["asm"] = {"group_id": unsubscribe_group_id}
+    if unsubscribe_url:
+        payload["headers"] = unsubscribe_headers(unsubscribe_url)
     if message.attachments:
         payload["attachments"] = [
             {
@@ -188,6 +200,11 @@ def _envelope(
             for a in message.attachments
         ]
     return payload
+
+
+def unsubscribe_headers(url: str) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe: what Gmail and Yahoo require of bulk senders."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 class SendGridProvider(HttpProvider):
@@ -225,6 +242,7 @@ class SendGridProvider(HttpProvider):
         from_name: str,
         sandbox_mode: bool = False,
         unsubscribe_group_id: int | None = None,
+        unsubscribe_url: str | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
     ) -> None:
@@ -248,6 +266,7 @@ class SendGridProvider(HttpProvider):
         self.from_name = from_name
         self.sandbox_mode = sandbox_mode
         self.unsubscribe_group_id = unsubscribe_group_id
+        self.unsubscribe_url = unsubscribe_url
         self.timeout = self.read_timeout if timeout is None else timeout
         connect = self.connect_timeout if connect_timeout is None else connect_timeout
         self.secrets = (api_key,)
@@ -280,6 +299,7 @@ class SendGridProvider(HttpProvider):
             from_name=settings.from_name,
             sandbox_mode=settings.sandbox_mode,
             unsubscribe_group_id=settings.unsubscribe_group_id,
+            unsubscribe_url=_url(settings),
         )
 
     @classmethod
@@ -302,6 +322,7 @@ class SendGridProvider(HttpProvider):
             batch_id=batch_id,
             sandbox_mode=settings.sandbox_mode,
             unsubscribe_group_id=settings.unsubscribe_group_id,
+            unsubscribe_url=_url(settings),
         )
 
     def __repr__(self) -> str:  # the API key stays out of logs and tracebacks
@@ -319,6 +340,7 @@ class SendGridProvider(HttpProvider):
             batch_id=batch_id,
             sandbox_mode=self.sandbox_mode,
             unsubscribe_group_id=self.unsubscribe_group_id,
+            unsubscribe_url=self.unsubscribe_url,
         ).encode()
 
     def accepted(self, answer: Answer) -> bool:

@@ -102,6 +102,7 @@ class SmtpProvider(Provider[_Copies, _Replies]):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        unsubscribe_url: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -110,6 +111,7 @@ class SmtpProvider(Provider[_Copies, _Replies]):
         self._password = password
         self.from_email = from_email
         self.from_name = from_name
+        self.unsubscribe_url = unsubscribe_url
         self.timeout = self.read_timeout if timeout is None else timeout
         self._connect = self.connect_timeout if connect_timeout is None else connect_timeout
         # Tests pass a context trusting their self-signed relay; production uses the system CAs.
@@ -160,6 +162,7 @@ class SmtpProvider(Provider[_Copies, _Replies]):
             password=password,
             from_email=str(settings.from_email),
             from_name=settings.from_name,
+            unsubscribe_url=str(settings.unsubscribe_url) if settings.unsubscribe_url else None,
         )
 
     def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
@@ -219,6 +222,10 @@ class SmtpProvider(Provider[_Copies, _Replies]):
         mail["Date"] = formatdate(localtime=True)
         mail["X-Fbsflow-Campaign"] = campaign
         mail["X-Fbsflow-Batch"] = batch_id
+        if self.unsubscribe_url:
+            # The same one-click unsubscribe (RFC 8058) as through SendGrid.
+            mail["List-Unsubscribe"] = f"<{self.unsubscribe_url}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         # Quoted-printable keeps æøå 7-bit clean, so no relay needs 8BITMIME.
         mail.set_content(message.text, cte="quoted-printable")
         if message.html:

@@ -204,6 +204,8 @@ class AcceptedMessage:
     fields: dict[str, Any]  # every field of the message except `recipients`
     recipient_count: int
     id: int
+    # The numbers it went to, for the delivery reports `delivery_reports` makes.
+    msisdns: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -398,7 +400,7 @@ class _HttpServer(ThreadingHTTPServer):
                 message_id = next(state.ids)
                 ids.append(message_id)
                 fields = {k: v for k, v in message.items() if k != "recipients"}
-                state.accepted.append(AcceptedMessage(fields, len(msisdns), message_id))
+                state.accepted.append(AcceptedMessage(fields, len(msisdns), message_id, msisdns))
                 total += len(msisdns)
         cost = round(total * _PRICE_DKK, 2)
         usage = {"countries": dict(countries), "currency": "DKK", "total_cost": cost}
@@ -461,6 +463,31 @@ class GatewayApiServer:
     def accepted(self) -> list[AcceptedMessage]:
         with self._http.state.lock:
             return list(self._http.state.accepted)
+
+    def delivery_reports(
+        self, status: str = "DELIVERED", *, share: float = 1.0, seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """GatewayAPI's delivery report (webhook body) for `share` of the accepted recipients,
+        as the real service posts them to the callback: `id`, `msisdn`, `time`, `status`,
+        `userref`; post them with tests.servers.webhooks.post_reports."""
+        import random
+
+        rng = random.Random(seed)
+        reports = []
+        for message in self.accepted:
+            for msisdn in message.msisdns:
+                if rng.random() < share:
+                    reports.append(
+                        {
+                            "id": message.id,
+                            "msisdn": msisdn,
+                            "time": int(time.time()),
+                            "status": status,
+                            "userref": message.fields.get("userref"),
+                            "charge_status": "CAPTURED",
+                        }
+                    )
+        return reports
 
     @property
     def requests(self) -> int:

@@ -272,6 +272,39 @@ class SendGridServer:
                 "connections": self.connections,
             }
 
+    def events(
+        self, event: str = "delivered", *, share: float = 1.0, seed: int = 0, **extra: Any
+    ) -> list[dict[str, Any]]:
+        """SendGrid Event Webhook events for `share` of the recipients it accepted, in
+        SendGrid's shape: `email`, `timestamp`, `event`, `sg_event_id`, `sg_message_id`, and
+        the message's and personalization's custom args at the top level. Needs keep_bodies.
+        Post them with tests.servers.webhooks.post_events."""
+        import random
+
+        rng = random.Random(seed)
+        out = []
+        with self._lock:
+            accepted = [r for r in self.requests if r.delivered and r.body is not None]
+        for request in accepted:
+            assert request.body is not None
+            top = request.body.get("custom_args") or {}
+            for p in request.body["personalizations"]:
+                if rng.random() >= share:
+                    continue
+                out.append(
+                    {
+                        "email": p["to"][0]["email"],
+                        "timestamp": int(time.time()),
+                        "event": event,
+                        "sg_event_id": secrets.token_urlsafe(16),
+                        "sg_message_id": f"{request.message_id}.filter0001",
+                        **top,
+                        **(p.get("custom_args") or {}),
+                        **extra,
+                    }
+                )
+        return out
+
     # Called from handler threads.
 
     def _arrive(self) -> tuple[int, Fault | None]:
