@@ -74,7 +74,13 @@ def test_a_newsletter_on_christmas_eve_is_warned_about_as_a_day_off(variants: Pa
 
 
 def test_a_switched_off_channel_is_not_warned_about(variants: Path) -> None:
-    changes = _on_weekdays({"channels.sms.offset_days": -2, "channels.sms.enabled": False})
+    changes = _on_weekdays(
+        {
+            "channels.sms.offset_days": -2,
+            "channels.sms.enabled": False,
+            "channels.sms.reason": "Ingen sms-ordning",
+        }
+    )
     assert _warnings(variant(variants, changes, "sms-off"), today=date(2030, 1, 1)) == []
 
 
@@ -130,16 +136,15 @@ def test_a_date_phrase_that_reads_two_ways_is_warned_about(
 
 
 def test_old_debts_payable_until_a_day_before_go_live_is_warned_about(variants: Path) -> None:
-    config = variant(variants, _on_weekdays({}), "old-debts")
-    # The model refuses this today (an error, exit 2); the warning stands ready for a model
-    # that lets it through, and says what to fix.
-    old = config.decisions.old_debts.model_copy(update={"until": date(2030, 5, 31)})
-    early = config.model_copy(
-        update={"decisions": config.decisions.model_copy(update={"old_debts": old})}
-    )
-    found = _warnings(early, today=date(2030, 1, 1))
+    config = variant(variants, _on_weekdays({"decisions.old_debts.until": "2030-05-31"}), "early")
+    found = _warnings(config, today=date(2030, 1, 1))
     assert len(found) == 1 and found[0].startswith("decisions.old_debts.until: ")
     assert "2030-05-31" in found[0] and "2030-06-03" in found[0]
+    # `fbsflow check` says it and still accepts the config.
+    path = write_variant(variants, _on_weekdays({"decisions.old_debts.until": "2030-05-31"}), "e2")
+    done = fbsflow("check", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "Advarsel: decisions.old_debts.until: " in done.stdout
 
 
 def test_a_hard_free_text_is_warned_about_with_its_lix(variants: Path) -> None:

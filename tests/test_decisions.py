@@ -78,8 +78,6 @@ def test_fbsflow_check_on_an_old_config_exits_2_without_traceback(tmp_path: Path
         ({"decisions.old_debts": {"payable": "no", "where": ["library_counter"]}},
          "remove `where` and `methods`"),
         ({"decisions.old_debts": {"before": "2027-01-01"}}, "decisions.old_debts.before is after"),
-        ({"decisions.old_debts": {"payable": "until", "until": "2026-01-01"}},
-         "decisions.old_debts.until is before go_live"),
         ({"decisions.payment_methods": [{"method": "card"}, {"method": "card"}]}, "twice"),
         ({"decisions.payment_methods": [{"method": "cheque"}]}, "decisions.payment_methods.0.method"),
         ({"decisions.children": {"adult_invoiced_under_age": 21}}, "less than or equal to 18"),
