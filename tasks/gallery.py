@@ -5,7 +5,7 @@ to the channel folders: web pages and e-mails are embedded with `<iframe srcdoc>
 works when opened on its own, and the embedded document keeps its own styles and `lang`), posters
 as PNG previews of page 1, texts and config files as preformatted text; every piece also links
 to its file, relative to the gallery. `gallery_markdown` is the short form for a Prefect artifact.
-After the readability table comes the claims review per language (tasks/review.py): every citizen
+After the readability table comes the claims review per language (tasks/claims.py): every citizen
 sentence with the config fields it rests on and their values.
 """
 
@@ -24,9 +24,9 @@ from markupsafe import escape
 
 from tasks.channels import all_channels, spec
 from tasks.channels.base import GalleryView, View
+from tasks.claims import claims_review_html
 from tasks.models import Channel, Language
 from tasks.render import ChannelContent
-from tasks.review import claims_review_html
 from tasks.textmetrics import lix_band
 
 # Poster preview resolution: enough to judge layout and read the headline, small enough that a

@@ -17,9 +17,9 @@ import pytest
 
 from tasks.channels import all_channels, spec
 from tasks.channels.poster import poster_html
+from tasks.claims import claims_review
 from tasks.content import CARD_FIELDS, FIXED, Point, format_day, format_kr, is_set, resolve
 from tasks.models import Channel, Language, MunicipalityConfig
-from tasks.review import claims_review
 from tasks.textmetrics import html_to_text, is_gsm7, lix
 
 from .channels.helpers import DROP, channel_texts, example, raw_example, uncovered, variant
