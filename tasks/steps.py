@@ -413,6 +413,13 @@ def record_confirmations(
     """Record `step_ids` done (or skipped) by `by` with `note`, as typed; marks the card
     complete when nothing else is open. Raises ConfigError for an unknown step or no name."""
     state = StepState.SKIPPED if skip else StepState.DONE
+    known = {d.id for d in checklist_definitions(card, config)}
+    if unknown := [s for s in step_ids if s not in known]:
+        # Checked before any is recorded: a typo in the third id leaves the first two as they were.
+        raise ConfigError(
+            f"card '{card.id}' for {config.municipality.slug} has no step "
+            f"{', '.join(repr(s) for s in unknown)} (fix: use the ids `fbsflow checklist` shows)"
+        )
     with Checklist.open(data) as checklist:
         recorded = [
             checklist.set_state(config, card, step_id, state, by=by, how=how, note=note)
