@@ -12,7 +12,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows.run_states import card_run_name, final_state, input_error
+from flows.run_states import card_run_name, final_state, input_error, publish_status
 from tasks.channels import spec
 from tasks.delivery.channel import check_ledger_key, deliver_channel
 from tasks.delivery.chunks import MAX_WORKERS
@@ -92,6 +92,7 @@ def communicate_externally(
         # The user's mistake: its one line is what the UI shows for the run, not a traceback.
         get_run_logger().error("Fejl i opsætningen: %s", exc)
         return input_error(exc)
+    publish_status(record)
     return final_state(record)
 
 

@@ -78,6 +78,25 @@ def final_state(record: dict[str, Any]) -> State[dict[str, Any]]:
     return Completed(name=name, message=message, data=record)
 
 
+def publish_status(record: dict[str, Any]) -> None:
+    """The run's outcome as an artifact: the state's name and every reason, unshortened."""
+    from prefect.artifacts import create_markdown_artifact
+
+    name = state_name(record)
+    lines = [f"# {record['card_title']}: {name}\n", f"{record['municipality']}\n"]
+    lines += [f"- {reason}" for reason in record.get("reasons", [])]
+    if record.get("awaiting_confirmation"):
+        lines.append(
+            "\nBekræft de åbne trin i deploymentet *confirm-steps* (én formular) eller med "
+            "`fbsflow done CONFIG TRIN... --by NAVN --note TEKST`."
+        )
+    create_markdown_artifact(
+        key=f"{record['municipality_slug']}-status",
+        markdown="\n".join(lines) + "\n",
+        description=f"Kortets status: {name}",
+    )
+
+
 def input_error(exc: Exception) -> State[Any]:
     """The failed state of a run stopped by the user's mistake: its one line is the message.
 

@@ -620,6 +620,23 @@ def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_compl
     state = _run(isolated, approve=True, return_state=True)
     assert state.name == "Afventer bekræftelser" and state.name != "Completed"
     assert "inform.website" in state.message
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        [status] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["eksempel-kommune-status"])),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+        )
+    assert status.data.startswith("# Forbered og kommunikér eksternt: Afventer bekræftelser")
+    assert all(f"- trin {step} er ikke bekræftet" in status.data for step in MANUAL)
     out = isolated / "outbox"
     done = ["done", str(EXAMPLE_CONFIG), "--output", str(out), "--by", "Åse Sørensen"]
     assert fbsflow([*done, *MANUAL[:2], "--note", "Publiceret kl. 9"]) == 0
