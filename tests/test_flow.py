@@ -661,14 +661,12 @@ def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_compl
     assert fbsflow([*done, "inform.telefax"]) == 2
 
 
-def test_the_confirm_steps_form_records_who_did_what_without_a_card_run(
-    isolated: Path, server_mode: None
-) -> None:
+def _confirm_in_form(isolated: Path, run_input: dict[str, Any]) -> tuple[Any, str]:
+    """A confirm-steps run, its form answered with `run_input`: (its final state, the form)."""
     from prefect.client.orchestration import get_client
 
     from flows.confirm_steps import confirm_steps
 
-    _run(isolated, approve=True, approved_by="Åse Sørensen", channels=[Channel.WEBSITE])
     thread, results = _in_thread(
         lambda: confirm_steps(
             config_path=str(EXAMPLE_CONFIG),
@@ -679,23 +677,36 @@ def test_the_confirm_steps_form_records_who_did_what_without_a_card_run(
     with get_client(sync_client=True) as client:
         run_id = _latest_run_id(client, "confirm-steps")
         _, description = _paused_form(client, run_id)
-        assert "Bekræft manuelle trin" in description
-        answer = client.resume_flow_run(
-            run_id,
-            run_input={
-                "inform_website": True,
-                "inform_poster_soeby_bibliotek": True,
-                "confirmed_by": "Filialleder Bo",
-                "note": "To plakater ved indgangen",
-            },
-        )
+        answer = client.resume_flow_run(run_id, run_input=run_input)
         assert answer.status.value == "ACCEPT"
         thread.join(timeout=120)
     [state] = results
+    return state, description
+
+
+def test_the_confirm_steps_form_records_who_did_what_and_completes_the_card_later(
+    isolated: Path, server_mode: None
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks.approval import step_field
+
+    card = _run(isolated, approve=True, approved_by="Åse Sørensen", return_state=True)
+    assert card.name == "Afventer bekræftelser"  # ended, not paused for weeks
+    first = {"inform.website", "inform.poster.soeby-bibliotek"}
+    state, description = _confirm_in_form(
+        isolated,
+        {
+            **{step_field(s): True for s in first},
+            "confirmed_by": "Filialleder Bo",
+            "note": "To plakater ved indgangen",
+        },
+    )
+    assert "Bekræft manuelle trin" in description
     assert state.name == "Afventer bekræftelser"
     path = isolated / "outbox" / "eksempel-kommune" / "completion.json"
     completion = json.loads(path.read_text(encoding="utf-8"))
-    for step in ("inform.website", "inform.poster.soeby-bibliotek"):
+    for step in first:
         recorded = completion["steps"][step]
         assert (recorded["state"], recorded["by"], recorded["note"], recorded["how"]) == (
             "done",
@@ -703,8 +714,18 @@ def test_the_confirm_steps_form_records_who_did_what_without_a_card_run(
             "To plakater ved indgangen",
             "prefect-form",
         )
-    assert "inform.faq" in completion["awaiting_confirmation"]
-    assert "inform.website" not in completion["awaiting_confirmation"]
+    assert set(completion["awaiting_confirmation"]) == set(MANUAL) - first
+
+    # The rest, weeks later: the card is complete, and so is its card run in the UI.
+    rest = {step_field(s): True for s in set(MANUAL) - first}
+    state, _ = _confirm_in_form(isolated, {**rest, "confirmed_by": "Åse Sørensen"})
+    assert state.name == "Fuldført" and state.is_completed()
+    completion = json.loads(path.read_text(encoding="utf-8"))
+    assert completion["status"] == "complete" and not completion["awaiting_confirmation"]
+    assert completion["steps"]["inform.website"]["by"] == "Filialleder Bo"  # kept as typed
+    with get_client(sync_client=True) as client:
+        settled = client.read_flow_run(card.state_details.flow_run_id).state
+    assert settled.name == "Fuldført" and settled.is_completed()
 
 
 def test_a_users_mistake_is_the_failed_states_one_line_message(
