@@ -615,9 +615,10 @@ def test_a_rejected_run_ends_afvist_and_the_sink_receives_nothing_poster_emails_
 
 
 def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_completion(
-    prefect_harness: None, isolated: Path, capsys: pytest.CaptureFixture[str]
+    isolated: Path, server_mode: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = _run(isolated, approve=True, return_state=True)
+    # Against a server, approve sends without the form only with a name.
+    state = _run(isolated, approve=True, approved_by="Åse Sørensen", return_state=True)
     assert state.name == "Afventer bekræftelser" and state.name != "Completed"
     assert "inform.website" in state.message
     from prefect.client.orchestration import get_client
@@ -656,7 +657,13 @@ def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_compl
     completion = json.loads((out / "eksempel-kommune" / "completion.json").read_text("utf-8"))
     assert completion["status"] == "complete" and not completion["reasons"]
     assert completion["steps"]["mark-complete"]["state"] == "done"
-    assert "Kortet er fuldført." in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Kortet er fuldført." in printed
+    # The card run, which ended waiting for these confirmations, now reads Fuldført too.
+    assert "står nu som Fuldført i Prefect" in printed
+    with get_client(sync_client=True) as client:
+        settled = client.read_flow_run(state.state_details.flow_run_id).state
+    assert settled.name == "Fuldført" and settled.is_completed()
     # An unknown step is the user's mistake: exit 2, nothing changed.
     assert fbsflow([*done, "inform.telefax"]) == 2
 
