@@ -749,3 +749,25 @@ def test_a_users_mistake_is_the_failed_states_one_line_message(
     assert state.is_failed() and state.name == "Fejl i opsætningen"
     assert str(missing) in state.message and "\n" not in state.message
     assert "Traceback" not in state.message and "encountered an exception" not in state.message
+
+
+def test_a_channel_run_ends_in_the_card_runs_state_with_a_readable_name(
+    prefect_harness: None, isolated: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.inform_channel import inform_channel
+
+    state = inform_channel(
+        config_path=str(EXAMPLE_CONFIG),
+        channel=Channel.WEBSITE,
+        output_root=str(isolated / "outbox"),
+        return_state=True,
+    )
+    assert state.name == "Afventer bekræftelser" and "inform.website" in state.message
+    record = state.result()
+    assert record["channels"]["website"]["status"] == "done"
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.name.startswith("Eksempel Kommune · website · ")
+    assert flow_run.state.name == "Afventer bekræftelser"
