@@ -26,6 +26,7 @@ from tasks.speed.heartbeat import flow_heartbeats
 from tasks.steps import (
     DELIVERED,
     ask_for_confirmations,
+    check_inputs,
     data_dir,
     import_borrowers,
     load_config,
@@ -113,6 +114,9 @@ def _card(
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
     record_owner()  # so that a sweep can mark this run crashed if its process dies
+    # A mistake in the config or the audience path is found here, in the flow, before any task:
+    # a task that raised it would have Prefect log its traceback above the one-line message.
+    check_inputs(config_path, audience)
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
     data = data_dir(config_path)

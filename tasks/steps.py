@@ -601,3 +601,15 @@ def open_steps_of(config: MunicipalityConfig, card: TaskCard, data: Path) -> lis
     """The ids of the card's steps still open for this municipality (`open_steps`)."""
     with Checklist.open(data) as checklist:
         return open_steps(checklist.steps(card, config))
+
+
+def check_inputs(config_path: str, audience_path: str | None) -> None:
+    """Raise ConfigError, naming the file and the fix, for a config that does not load or a
+    borrower file that is not there; what a run would find first, found before its tasks."""
+    from tasks.speed.prefetch import audience_source
+
+    config = load_municipality(config_path)
+    load_card(config.card)
+    source = audience_source(config, config_path, audience_path)
+    if source is not None:
+        require_file(str(source[0]), "audience file")

@@ -736,7 +736,7 @@ def test_the_confirm_steps_form_records_who_did_what_and_completes_the_card_late
 
 
 def test_a_users_mistake_is_the_failed_states_one_line_message(
-    prefect_harness: None, isolated: Path
+    prefect_harness: None, isolated: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = isolated / "nope.csv"
     state = communicate_externally(
@@ -749,6 +749,8 @@ def test_a_users_mistake_is_the_failed_states_one_line_message(
     assert state.is_failed() and state.name == "Fejl i opsætningen"
     assert str(missing) in state.message and "\n" not in state.message
     assert "Traceback" not in state.message and "encountered an exception" not in state.message
+    # Found before any task ran: no task's traceback in the run's log either.
+    assert "Traceback" not in caplog.text and str(missing) in caplog.text
 
 
 def test_a_channel_run_ends_in_the_card_runs_state_with_a_readable_name(
