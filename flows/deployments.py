@@ -27,12 +27,14 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.states import Scheduled
 
 from flows.communicate_externally import communicate_externally
+from flows.confirm_steps import confirm_steps
 from flows.inform_channel import inform_channel
 from tasks.config import load_municipality
 from tasks.models import Channel
 from tasks.plan import COPENHAGEN, SEND_TIME, channel_day
 
 CARD_DEPLOYMENT = "card"
+CONFIRM_DEPLOYMENT = "confirm-steps"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,15 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
             tags=tags,
         )
     ]
+    # Manual steps are confirmed whenever they happen, in one form, without a card run.
+    deployments.append(
+        confirm_steps.to_deployment(
+            name=CONFIRM_DEPLOYMENT,
+            parameters={"config_path": config_path},
+            description=f"Bekræft manuelle trin for {config.municipality.name} (én formular).",
+            tags=tags,
+        )
+    )
     for channel in config.channels.enabled():
         deployments.append(
             inform_channel.to_deployment(

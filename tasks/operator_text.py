@@ -254,6 +254,11 @@ CATALOG: dict[str, dict[str, str]] = {
     },
     "cli.step_set": {"da": "{step}: {state} af {by}", "en": "{step}: {state} by {by}"},
     "cli.card_done": {"da": "Opgavekortet er færdigt.", "en": "The card is complete."},
+    "cli.completion_updated": {"da": "Opdateret: {path}", "en": "Updated: {path}"},
+    "cli.card_run_settled": {
+        "da": "Kortkørslen {run} står nu som Fuldført i Prefect.",
+        "en": "The card run {run} is now Completed in Prefect.",
+    },
     "cli.still_open": {"da": "Stadig åbne: {steps}", "en": "Still open: {steps}"},
     "cli.accepted_unknown": {
         "da": "{count} ukendte {channel}-modtagere er registreret som leveret (af {by}). Næste "
