@@ -648,7 +648,7 @@ def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_compl
     done = ["done", str(EXAMPLE_CONFIG), "--output", str(out), "--by", "Åse Sørensen"]
     assert fbsflow([*done, *MANUAL[:2], "--note", "Publiceret kl. 9"]) == 0
     printed = capsys.readouterr().out
-    assert "inform.website: done, Åse Sørensen (Publiceret kl. 9)" in printed
+    assert "inform.website: udført af Åse Sørensen (Publiceret kl. 9)" in printed
     completion = json.loads((out / "eksempel-kommune" / "completion.json").read_text("utf-8"))
     for step in MANUAL[:2]:
         recorded = completion["steps"][step]
@@ -664,7 +664,7 @@ def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_compl
     assert completion["status"] == "complete" and not completion["reasons"]
     assert completion["steps"]["mark-complete"]["state"] == "done"
     printed = capsys.readouterr().out
-    assert "Kortet er fuldført." in printed
+    assert "Opgavekortet er færdigt." in printed
     # The card run, which ended waiting for these confirmations, now reads Fuldført too.
     assert "står nu som Fuldført i Prefect" in printed
     with get_client(sync_client=True) as client:

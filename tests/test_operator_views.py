@@ -134,10 +134,12 @@ def test_the_timeline_puts_each_channel_on_its_date_and_marks_go_live() -> None:
     assert "Driftsstart 14.12.2026" in svg
     dots = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)]
     [go_live] = [float(x) for x in re.findall(r'<line x1="([\d.]+)"[^>]*stroke="#b00020"', svg)]
-    # Website 21 days before go-live, SMS 2 days before: both left of the line, in that order,
-    # and 19 days apart against 2 days on the same scale.
+    # The website weeks before go-live, the SMS days before: both left of the line, in that
+    # order, their distances on one scale of days.
+    web, sms = config.channels.website.offset_days, config.channels.sms.offset_days
+    assert web < sms < 0
     assert dots[0] < dots[1] < go_live
-    assert (dots[1] - dots[0]) / (go_live - dots[1]) == pytest.approx(19 / 2)
+    assert (dots[1] - dots[0]) / (go_live - dots[1]) == pytest.approx((sms - web) / -sms)
     assert width == 1200 and height > 100
 
 
