@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.form import CHANNELS_OR_ALL, LIST_OR_EMPTY, MUNICIPALITY, TEXT_OR_EMPTY, field
+from tasks.card_slot import card_slot
 from tasks.channels import spec
 from tasks.delivery.channel import check_ledger_key, deliver_channel
 from tasks.delivery.chunks import MAX_WORKERS
@@ -47,15 +49,56 @@ from tasks.translation import translated
     on_crashed=[failure_notice],
 )
 def communicate_externally(
-    config_path: str,
-    audience: str | None = None,
-    approve: bool = False,
-    output_root: str = "outbox",
-    at_least_once: bool = False,
-    channels: list[Channel] | None = None,
-    confirm: list[str] | None = None,
-    confirmed_by: str | None = None,
-    wait_for_confirmations: bool = False,
+    config_path: Annotated[str, MUNICIPALITY] = field(
+        ..., "Kommune", "Kommunens konfiguration: vælg din kommune på listen."
+    ),
+    audience: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "Låneroplysninger (CSV)",
+        "Udtrækket af lånere fra FBS. Tomt: den fil, kommunens konfiguration peger på.",
+    ),
+    approve: bool = field(
+        False,
+        "godkend på forhånd",
+        "Kun til kommandolinjen. I Prefect godkender du teksterne i godkendelsesformularen, "
+        "når kørslen venter på dig.",
+        advanced=True,
+    ),
+    output_root: str = field(
+        "outbox",
+        "outputmappe",
+        "Mappen, hvor kørslen lægger tekster, plakater og status (én undermappe pr. kommune). "
+        "En relativ sti er i forhold til arbejdsmappen på den maskine, der kører flowet.",
+        advanced=True,
+    ),
+    at_least_once: bool = field(
+        False,
+        "send igen ved ukendt levering",
+        "Send igen til modtagere, hvor det er uvist, om udbyderen modtog beskeden. "
+        "Nogle kan da få den to gange. Brug det kun efter at have tjekket udbyderens log.",
+        advanced=True,
+    ),
+    channels: Annotated[list[Channel] | None, CHANNELS_OR_ALL] = field(
+        None,
+        "kun disse kanaler",
+        "Tom: alle kanaler i kommunens konfiguration.",
+        advanced=True,
+    ),
+    confirm: Annotated[list[str] | None, LIST_OR_EMPTY] = field(
+        None,
+        "bekræftede trin",
+        "Id'er på manuelle trin, der er udført (fx inform.poster.hovedbiblioteket).",
+        advanced=True,
+    ),
+    confirmed_by: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None, "bekræftet af", "Navnet på den, der bekræfter trinene ovenfor.", advanced=True
+    ),
+    wait_for_confirmations: bool = field(
+        False,
+        "vent på bekræftelser",
+        "Kørslen venter i Prefect på, at de manuelle trin bekræftes.",
+        advanced=True,
+    ),
 ) -> dict[str, Any]:
     """Run the card for one municipality; returns the completion record.
 
@@ -74,6 +117,7 @@ def communicate_externally(
     places = (data, Path(output_root))
     with (
         translated(places),
+        card_slot(config.municipality.slug),  # one card run at a time per municipality
         flow_heartbeats(),
         OutputFolder(Path(output_root), config.municipality.slug) as out,
     ):

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 
 from flows.communicate_externally import communicate_externally
+from flows.form import MUNICIPALITY, TEXT_OR_EMPTY, field
 from tasks.flowruns import record_owner
 from tasks.models import Channel
 
 
-@flow(name="inform-channel", description="Inform citizens through one channel of the card.")
+@flow(
+    name="inform-channel",
+    description="Informér borgerne gennem én kanal på kanalens planlagte dato.",
+)
 def inform_channel(
-    config_path: str,
-    channel: Channel,
-    audience: str | None = None,
-    approve: bool = False,
-    output_root: str = "outbox",
+    config_path: Annotated[str, MUNICIPALITY] = field(
+        ..., "Kommune", "Kommunens konfiguration: vælg din kommune på listen."
+    ),
+    channel: Channel = field(..., "Kanal", "Kanalen, der skal informere borgerne."),
+    audience: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "Låneroplysninger (CSV)",
+        "Udtrækket af lånere fra FBS. Tomt: den fil, kommunens konfiguration peger på.",
+    ),
+    approve: bool = field(
+        False,
+        "godkend på forhånd",
+        "Kun til kommandolinjen. I Prefect godkender du teksterne i godkendelsesformularen, "
+        "når kørslen venter på dig.",
+        advanced=True,
+    ),
+    output_root: str = field(
+        "outbox",
+        "outputmappe",
+        "Mappen, hvor kørslen lægger tekster, plakater og status (én undermappe pr. kommune).",
+        advanced=True,
+    ),
 ) -> dict[str, Any]:
     """Run the card for `channel` only; the other channels keep their last outcome."""
     record_owner()  # so that a sweep can mark this run crashed if its process dies
