@@ -11,7 +11,7 @@ from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from flows.form import CHANNELS_OR_ALL, LIST_OR_EMPTY, MUNICIPALITY, TEXT_OR_EMPTY, field
+from flows.form import CHANNELS_OR_ALL, LIST_OR_EMPTY, MUNICIPALITY, TEXT_OR_EMPTY, field, given
 from tasks.card_slot import card_slot
 from tasks.channels import spec
 from tasks.delivery.channel import check_ledger_key, deliver_channel
@@ -56,6 +56,7 @@ def communicate_externally(
         None,
         "Låneroplysninger (CSV)",
         "Udtrækket af lånere fra FBS. Tomt: den fil, kommunens konfiguration peger på.",
+        empty="",
     ),
     approve: bool = field(
         False,
@@ -83,15 +84,21 @@ def communicate_externally(
         "kun disse kanaler",
         "Tom: alle kanaler i kommunens konfiguration.",
         advanced=True,
+        empty=[],
     ),
     confirm: Annotated[list[str] | None, LIST_OR_EMPTY] = field(
         None,
         "bekræftede trin",
         "Id'er på manuelle trin, der er udført (fx inform.poster.hovedbiblioteket).",
         advanced=True,
+        empty=[],
     ),
     confirmed_by: Annotated[str | None, TEXT_OR_EMPTY] = field(
-        None, "bekræftet af", "Navnet på den, der bekræfter trinene ovenfor.", advanced=True
+        None,
+        "bekræftet af",
+        "Navnet på den, der bekræfter trinene ovenfor.",
+        advanced=True,
+        empty="",
     ),
     wait_for_confirmations: bool = field(
         False,
@@ -106,6 +113,8 @@ def communicate_externally(
     the other channels keep the output and outcome of their last run. `confirm` lists manual
     steps (e.g. `inform.poster.hovedbiblioteket`) a person says are done.
     """
+    # The run form sends "" and [] for fields left empty; the flow's "not given" is None.
+    audience, channels, confirmed_by = given(audience), given(channels), given(confirmed_by)
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
     record_owner()  # so that a sweep can mark this run crashed if its process dies

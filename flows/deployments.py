@@ -273,7 +273,7 @@ def serve_all(config_path: str) -> None:
     for run in schedule_channel_runs(config_path):
         when = run.at.strftime("%Y-%m-%d %H:%M %Z")
         note = "scheduled" if run.flow_run_id else "date has passed: trigger it by hand"
-        print(f"  {run.deployment:<40} {when}  {note}")
+        print(f"  {run.deployment:<52} {when}  {note}")
     threading.Thread(target=_watch, args=(names,), name="deploy-watch", daemon=True).start()
     # Stopping serve leaves the deployments as they are: pausing them (Prefect's default) made
     # every deployment show as paused after a restart, and kept a later `prefect deploy` paused.

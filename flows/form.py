@@ -51,13 +51,29 @@ def municipality_schema(choices: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def field(default: Any, title: str, description: str, *, advanced: bool = False) -> Any:
+def field(
+    default: Any,
+    title: str,
+    description: str,
+    *,
+    advanced: bool = False,
+    empty: Any = None,
+) -> Any:
     """A parameter's default with its Danish title and help text for the run form.
 
     `advanced`: a switch the project leader should leave alone; its title starts "Avanceret:".
+    `empty`: what the form starts with for a parameter whose default is None ("" or []): the UI
+    sends its field's start value, and the server refuses None for a text or list field.
     """
-    title = ADVANCED + title if advanced else title
-    return Field(default, description=description, json_schema_extra={"title": title})
+    extra: dict[str, Any] = {"title": ADVANCED + title if advanced else title}
+    if empty is not None:
+        extra["default"] = empty
+    return Field(default, description=description, json_schema_extra=extra)
+
+
+def given(value: Any) -> Any:
+    """None for what the form sends for "not given" ("" or []): the flow's own meaning of None."""
+    return value or None
 
 
 # What the form offers for `config_path` when the flow is imported (`prefect deploy`);

@@ -25,6 +25,7 @@ def inform_channel(
         None,
         "Låneroplysninger (CSV)",
         "Udtrækket af lånere fra FBS. Tomt: den fil, kommunens konfiguration peger på.",
+        empty="",
     ),
     approve: bool = field(
         False,

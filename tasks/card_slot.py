@@ -37,7 +37,6 @@ def card_slot(slug: str) -> Iterator[None]:
         occupy=1,
         lease_duration=LEASE_SECONDS,
         strict=False,
-        suppress_warnings=True,
     ):
         yield
 

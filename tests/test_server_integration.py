@@ -31,6 +31,8 @@ import httpx
 import pytest
 import yaml
 
+from flows.deployments import card_deployment, channel_deployment
+from tasks.models import Channel
 from tests.conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG, ROOT
 from tests.support.axe import chromium_path, screenshot
 from tests.support.e2e import clean_env
@@ -40,7 +42,7 @@ T = TypeVar("T")
 PREFECT_YAML = ROOT / "prefect.yaml"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "flow-run.png"
 SLUG = "eksempel-kommune"
-CARD = "communicate-externally/card"
+CARD = f"communicate-externally/{card_deployment(SLUG)}"
 POOL = "fbsflow"
 # Resolved by the worker when a run starts, so the template itself is what the server stores.
 PULL_STEPS = [
@@ -51,6 +53,11 @@ COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 ARTIFACTS = {
     f"{SLUG}-{k}" for k in ("plan", "previews", "checklist", "delivery", "sms", "import-report")
 }
+
+
+def channel_name(channel: str) -> str:
+    """A channel's deployment as the client looks it up, e.g. inform-channel/sms-eksempel-kommune."""
+    return f"inform-channel/{channel_deployment(SLUG, Channel(channel))}"
 
 
 def _bin(name: str) -> str | None:
@@ -175,12 +182,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         PREFECT_HOME=str(tmp / "server"),
         # The UI asks this URL for data; left unset it says port 4200, whatever --port says.
         PREFECT_UI_API_URL=srv.api,
-        # Services these tests do not use (cron schedules, late runs, worker health,
-        # automations): off, so the server leaves the two cores to the runs.
+        # Services these tests do not use (cron schedules, late runs, worker health): off, so
+        # the server leaves the two cores to the runs. Triggers stay on: the notice deployment.
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
         PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
-        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
     )
     proc = start(
         "prefect-server",
@@ -348,7 +354,7 @@ def test_serve_registers_deployments_and_schedules_each_channel(served: Served) 
         assert card.parameters["config_path"] == str(served.config)
         by_id = {}
         for channel in channels:
-            deployment = client.read_deployment_by_name(f"inform-channel/{channel}")
+            deployment = client.read_deployment_by_name(channel_name(channel))
             assert deployment.parameters["channel"] == channel
             by_id[deployment.id] = channel
         runs = client.read_flow_runs()
@@ -508,7 +514,7 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
     )
     assert done.returncode == 0, f"prefect deploy:\n{done.stdout}\n{done.stderr}"
     with server.client() as client:
-        for name in [CARD] + [f"inform-channel/{c}" for c in served.channels()]:
+        for name in [CARD] + [channel_name(c) for c in served.channels()]:
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_pool_name == POOL, name
             assert deployment.pull_steps == PULL_STEPS
@@ -516,7 +522,7 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
 
         # One real run through the worker: the pull step must land in the project folder.
         out = tmp_path / "pool-outbox"
-        deployment = client.read_deployment_by_name("inform-channel/website")
+        deployment = client.read_deployment_by_name(channel_name("website"))
         run = client.create_flow_run_from_deployment(
             deployment.id, parameters={"output_root": str(out)}
         )
@@ -578,27 +584,46 @@ def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
     assert sent == [e.lstrip("+") for e in expected]  # type: ignore[union-attr]
 
 
-def test_prefect_yaml_has_the_card_and_every_channel() -> None:
-    """Cheap check of prefect.yaml's shape, without a server."""
+def test_prefect_yaml_has_the_card_every_channel_and_the_notice() -> None:
+    """Cheap check of prefect.yaml's shape, without a server: the same names, Danish
+    descriptions and notice trigger as `fbsflow serve` makes."""
     from flows.communicate_externally import communicate_externally
+    from flows.deployments import NOTICE_EVENTS, NOTICE_TAG, build_deployments
     from flows.inform_channel import inform_channel
+    from flows.notify_leader import notify_leader
 
     data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     assert data["build"] is None and data["push"] is None
     assert data["pull"] == PULL_STEPS
-    flows = {"communicate_externally": communicate_externally, "inform_channel": inform_channel}
+    flows = {
+        "communicate_externally": communicate_externally,
+        "inform_channel": inform_channel,
+        "notify_leader": notify_leader,
+    }
     by_name = {}
     for d in data["deployments"]:
         path, func = d["entrypoint"].split(":")
         assert (ROOT / path).is_file() and func in flows, d["entrypoint"]
         assert d["work_pool"]["name"] == POOL
-        assert (ROOT / d["parameters"]["config_path"]).is_file()
+        if "config_path" in d.get("parameters", {}):
+            assert (ROOT / d["parameters"]["config_path"]).is_file()
         by_name[(flows[func].name, d["name"])] = d
-    assert by_name[("communicate-externally", "card")]["parameters"] == {
-        "config_path": EXAMPLE_CONFIG_PATH
-    }
+    # What `fbsflow serve` registers for the same config: the same flows and names.
+    served = {(d.flow_name, d.name) for d in build_deployments(str(EXAMPLE_CONFIG))}
+    assert set(by_name) == served
+    card = by_name[("communicate-externally", card_deployment(SLUG))]
+    assert card["parameters"] == {"config_path": EXAMPLE_CONFIG_PATH}
+    assert "Forbered og kommunikér eksternt" in card["description"]
     example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["channels"]
-    channel_deployments = {n for f, n in by_name if f == "inform-channel"}
-    assert channel_deployments == {c for c, s in example.items() if s is not None}
-    for name in channel_deployments:
-        assert by_name[("inform-channel", name)]["parameters"]["channel"] == name
+    for channel, settings in example.items():
+        if settings is None:
+            continue
+        d = by_name[("inform-channel", channel_deployment(SLUG, Channel(channel)))]
+        assert d["parameters"]["channel"] == channel
+        assert "planlagte dato" in d["description"]
+    (notice,) = [d for (f, _), d in by_name.items() if f == "fbsflow-besked"]
+    assert notice["tags"] == [NOTICE_TAG]  # not the municipality's tag: its own crash is no trigger
+    (trigger,) = notice["triggers"]
+    assert set(trigger["expect"]) == NOTICE_EVENTS
+    assert trigger["match_related"] == {"prefect.resource.id": f"prefect.tag.{SLUG}"}
+    assert trigger["parameters"] == {"flow_run_id": "{{ event.resource.id }}"}
