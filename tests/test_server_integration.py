@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -341,6 +342,85 @@ def approved_run(served: Served) -> tuple[UUID, dict[str, Any]]:
         state = wait_for_end(client, run_id, served.proc)
         assert state.is_completed(), f"{state.name}: {state.message}\n{served.proc.tail()}"
     return run_id, schema
+
+
+# --- The Prefect UI in Chromium (Playwright) ----------------------------------------------------
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+LEADER = "Test Leder (UI)"
+
+
+def shot_path(name: str, tmp: Path) -> Path:
+    """Where a screenshot goes: docs/screenshots/ on request, so a test run leaves the tree clean."""
+    return (SCREENSHOTS if os.environ.get("FBSFLOW_UPDATE_SCREENSHOT") else tmp) / name
+
+
+@contextmanager
+def ui_page() -> Iterator[Any]:
+    """A Chromium page (Debian's Chromium: nothing downloaded) that reaches only 127.0.0.1, in
+    Danish time as the project leader sees the UI."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            # Anything not on this machine goes to a dead proxy and fails at once.
+            proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1,localhost"},
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 900},
+                locale="da-DK",
+                timezone_id="Europe/Copenhagen",
+            )
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def form_field(scope: Any, title: str) -> Any:
+    """One field of a Prefect schema form, found by the title the form shows for it."""
+    label = scope.locator(".schema-form-property__label").filter(
+        has_text=re.compile(rf"^{re.escape(title)}( \(Optional\))?$")
+    )
+    return scope.locator(".schema-form-property").filter(has=label).first
+
+
+def choose(page: Any, scope: Any, title: str, option: str) -> None:
+    """Pick `option` in the form's drop-down list titled `title`."""
+    # The list opens from the keyboard; a mouse click on the button opens and closes it at once.
+    form_field(scope, title).locator("button.p-select-button__control").press("ArrowDown")
+    page.get_by_role("option").filter(
+        has=page.locator(".p-select-option__text", has_text=re.compile(rf"^{re.escape(option)}$"))
+    ).click()
+
+
+def start_custom_run(page: Any, base: str, config: str, target: Callable[[str], Path]) -> UUID:
+    """Deployments page -> the card -> Run -> Custom run -> choose the municipality -> Submit."""
+    page.goto(f"{base}/deployments")
+    page.get_by_role("link", name=card_deployment(SLUG)).first.wait_for()
+    page.screenshot(path=target("ui-deployments.png"))
+    page.get_by_role("link", name=card_deployment(SLUG)).first.click()
+    page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+$"))
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    page.wait_for_url(re.compile(r"/run(\?.*)?$"))
+    form_field(page, "Kommune").wait_for()
+    choose(page, page, "Kommune", config)
+    page.screenshot(path=target("ui-run-form.png"), full_page=True)
+    page.get_by_role("button", name="Submit").click()
+    toast = page.get_by_role("button", name="View run").last
+    toast.wait_for()
+    toast.click()
+    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"))
+    return UUID(page.url.rstrip("/").rsplit("/", 1)[-1])
+
+
+def title_of(schema: dict[str, Any], key: str) -> str:
+    return schema["properties"][key].get("title") or key
 
 
 # --- Tests ---------------------------------------------------------------------------------------
