@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_municipality(config_path)
     audience_path = _audience_path(args, config_path)
     approve = args.approve
+    if not approve:
+        _print_review(config, audience_path)
     if not approve and sys.stdin.isatty() and not _server():
         answer = input(
             "Nothing reaches citizens without approval. Send the newsletter and SMS now? [y/N] "
@@ -124,15 +126,23 @@ def _run(args: argparse.Namespace) -> int:
     # Against a server, the flow sends its own heartbeats, which end with it; on its own
     # temporary server, none (tasks/speed/heartbeat.py).
     with run_heartbeats(temporary_server=booting is not None):
-        record = communicate_externally(
+        from flows.run_states import record_of
+        from tasks.steps import triggered_by
+
+        state = communicate_externally(
             config_path=str(config_path),
             audience=audience,
             approve=approve,
+            # Who typed --approve (or answered yes): the user at this terminal.
+            approved_by=triggered_by() if approve else None,
             output_root=args.output,
             at_least_once=args.at_least_once,
             confirm=args.confirm or None,
             confirmed_by=args.by,
+            confirm_note=args.note,
+            return_state=True,
         )
+        record = record_of(state)
     out = Path(args.output) / config.municipality.slug
     print(f"\nCard '{record['card_title']}': {record['status'].upper()}")
     for name, channel in record["channels"].items():
@@ -148,6 +158,25 @@ def _run(args: argparse.Namespace) -> int:
         where = current.log.where() if (current := exits.session()) else ""
         print(f"{line} ({where})" if where else line, file=sys.stderr)
     return code
+
+
+def _print_review(config: MunicipalityConfig, audience_path: Path | None) -> None:
+    """What approval would send, before anyone is asked: per channel and language the SMS
+    whole, the subject lines and the number of recipients (the full texts: the output folder)."""
+    from tasks.audience import import_audience
+    from tasks.channels import render_channel
+    from tasks.review import review_lines
+    from tasks.steps import reach_of
+
+    audience = (
+        import_audience(audience_path, columns=config.audience.columns) if audience_path else None
+    )
+    contents = {c: render_channel(c, config) for c in config.channels.enabled()}
+    lines = review_lines(contents, reach_of(config, contents, audience), list(config.languages))
+    if lines:
+        print("Gennemsyn: dette sendes, når udsendelsen godkendes", flush=True)
+        print("\n".join(f"  {line}" for line in lines), flush=True)
+        print("De fulde tekster: plan.md, gallery.html og kanalmapperne i outputmappen.\n")
 
 
 def _follow_prefect_logging() -> None:
@@ -300,20 +329,25 @@ def _checklist(args: argparse.Namespace) -> int:
 
 
 def _done(args: argparse.Namespace) -> int:
-    from tasks.checklist import Checklist, StepState
+    """Record manual steps done (or skipped) as typed, then bring completion.json up to date:
+    no card run, no new approval."""
     from tasks.config import load_card, load_municipality
-    from tasks.steps import data_dir
+    from tasks.steps import data_dir, open_steps_of, record_confirmations, refresh_completion
 
     config = load_municipality(args.config)
     card = load_card(config.card)
-    state = StepState.SKIPPED if args.skip else StepState.DONE
-    with Checklist.open(data_dir(args.config)) as checklist:
-        step = checklist.set_state(
-            config, card, args.step, state, by=args.by, how="cli", note=args.note
-        )
-        complete, open_steps = checklist.complete(card, config)
-    print(f"{step.id}: {step.state.value} by {step.by}")
-    print("The card is complete." if complete else f"Still open: {', '.join(open_steps)}")
+    data = data_dir(args.config)
+    steps = record_confirmations(
+        config, card, data, args.step, by=args.by, note=args.note, how="cli", skip=args.skip
+    )
+    for step in steps:
+        note = f" ({step.note})" if step.note else ""
+        print(f"{step.id}: {step.state.value}, {step.by}{note}")
+    record = refresh_completion(config, card, args.output, data)
+    still_open = open_steps_of(config, card, data)
+    print("Kortet er fuldført." if not still_open else f"Stadig åbne: {', '.join(still_open)}")
+    if record is not None:
+        print(f"Opdateret: {Path(args.output) / config.municipality.slug / 'completion.json'}")
     return 0
 
 
@@ -379,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a manual step that is done (repeatable), e.g. inform.website",
     )
     run.add_argument("--by", help="who confirms the steps (default: the user running it)")
+    run.add_argument("--note", help="a note recorded with the confirmed steps")
     run.set_defaults(func=_run)
     ledger = sub.add_parser("ledger", help="print delivery counts per state")
     ledger.add_argument("config")
@@ -418,9 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     checklist.set_defaults(func=_checklist)
     done = sub.add_parser("done", help="mark a manual step done (or skipped, with --skip)")
     done.add_argument("config")
-    done.add_argument("step", help="step id, as `fbsflow checklist` shows it")
+    done.add_argument("step", nargs="+", help="step ids, as `fbsflow checklist` shows them")
     done.add_argument("--by", required=True, help="who did it")
     done.add_argument("--note", help="a note; required with --skip")
+    done.add_argument(
+        "--output", default="outbox", help="output root whose completion.json is updated"
+    )
     done.add_argument("--skip", action="store_true", help="skip the step (say why in --note)")
     done.set_defaults(func=_done)
     serve = sub.add_parser(

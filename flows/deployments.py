@@ -39,6 +39,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from flows.communicate_externally import communicate_externally
+from flows.confirm_steps import confirm_steps
 from flows.form import known_configs, municipality_schema
 from flows.inform_channel import inform_channel
 from flows.notify_leader import notify_leader
@@ -91,6 +92,10 @@ def qualified(flow_name: str, deployment: str) -> str:
     return f"{flow_name}/{deployment}"
 
 
+def confirm_deployment(slug: str) -> str:
+    return f"bekraeft-trin-{slug}"
+
+
 @dataclass(frozen=True)
 class ScheduledRun:
     channel: Channel
@@ -134,6 +139,18 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
         tags=tags,
     )
     deployments = [card]
+    # Manual steps are confirmed whenever they happen, in one form, without a card run.
+    deployments.append(
+        confirm_steps.to_deployment(
+            name=confirm_deployment(slug),
+            parameters={"config_path": config_path},
+            description=(
+                f"Bekræft manuelle trin for {name} (fx plakater hængt op) i én formular, "
+                "når de er gjort: uden en ny kørsel af kortet."
+            ),
+            tags=tags,
+        )
+    )
     for channel in config.channels.enabled():
         deployments.append(
             inform_channel.to_deployment(

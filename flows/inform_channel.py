@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow
+from prefect.states import State
 
 from flows.communicate_externally import communicate_externally
 from flows.form import MUNICIPALITY, TEXT_OR_EMPTY, field
+from flows.run_states import channel_run_name, copy_state
 from tasks.flowruns import record_owner
 from tasks.models import Channel
 
@@ -15,6 +17,7 @@ from tasks.models import Channel
 @flow(
     name="inform-channel",
     description="Informér borgerne gennem én kanal på kanalens planlagte dato.",
+    flow_run_name=channel_run_name,
 )
 def inform_channel(
     config_path: Annotated[str, MUNICIPALITY] = field(
@@ -40,13 +43,24 @@ def inform_channel(
         "Mappen, hvor kørslen lægger tekster, plakater og status (én undermappe pr. kommune).",
         advanced=True,
     ),
-) -> dict[str, Any]:
-    """Run the card for `channel` only; the other channels keep their last outcome."""
+    approved_by: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "godkendt af",
+        "Kun sammen med 'godkend på forhånd': navnet på den, der har godkendt teksterne.",
+        advanced=True,
+        empty="",
+    ),
+) -> State[Any]:
+    """Run the card for `channel` only; the other channels keep their last outcome. Ends in
+    the card run's state (its Danish name and reasons); a direct call returns the record."""
     record_owner()  # so that a sweep can mark this run crashed if its process dies
-    return communicate_externally(
+    state = communicate_externally(
         config_path=config_path,
         audience=audience,
         approve=approve,
+        approved_by=approved_by,
         output_root=output_root,
         channels=[channel],
+        return_state=True,
     )
+    return copy_state(state)

@@ -34,13 +34,14 @@ def waiting_notice(flow_run: Any) -> tuple[str, str]:
     """(subject, body) telling the leader a run waits for them; no personal data."""
     link = _run_link(str(flow_run.id))
     lines = [
-        f"Kørslen '{flow_run.name}' venter på din godkendelse.",
+        f"Kørslen '{flow_run.name}' venter på dig.",
         "",
-        "Læs teksterne i kørslens artefakter, og godkend eller afvis dem i formularen.",
-        "Intet sendes til borgerne, før du har godkendt.",
+        "Åbn kørslen, og klik 'Resume': formularen er enten godkendelsen af teksterne (læs dem i "
+        "kørslens artefakter først; intet sendes til borgerne, før du har godkendt) eller "
+        "bekræftelsen af manuelle trin.",
     ]
     lines += ["", f"Åbn kørslen: {link}"] if link else []
-    subject = f"fbsflow: '{flow_run.name}' venter på godkendelse"
+    subject = f"fbsflow: '{flow_run.name}' venter på dig"
     return subject, "\n".join(lines) + "\n"
 
 

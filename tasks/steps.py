@@ -8,6 +8,8 @@ NO_CACHE: hashing a million recipients for a cache key would cost more than the 
 from __future__ import annotations
 
 import getpass
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.approval import request_approval, request_confirmation
+from tasks.approval import request_approval, request_confirmations
 from tasks.audience import Audience, import_audience
 from tasks.channels import borrower_channels, render_channel, spec
 from tasks.checklist import (
@@ -48,6 +50,7 @@ from tasks.models import (
 from tasks.output import OutputFolder
 from tasks.plan import Plan, PlannedChannel, campaign_id, channel_day
 from tasks.render import ChannelContent
+from tasks.review import Reach, reach_line, review_markdown
 from tasks.settings import prefect_server, settings, variable
 from tasks.speed.prefetch import audience_source, take_prefetched
 
@@ -278,37 +281,191 @@ def write_previews(
     return path
 
 
-def obtain_approval(approve: bool, sends: bool, out: OutputFolder) -> Approval:
-    """Approval before anything reaches citizens: up front, by a pause form, or not at all."""
-    if approve:
-        return Approval.by_parameter(triggered_by())
+def reach_of(
+    config: MunicipalityConfig, contents: dict[Channel, ChannelContent], audience: Audience | None
+) -> dict[Channel, Reach]:
+    """How many each sending channel reaches: borrowers per channel, or the branches (counts)."""
+    reach: dict[Channel, Reach] = {}
+    for channel in contents:
+        if spec(channel).reaches_branches:
+            with_email = [b for b in config.library.branches if b.contact_email]
+            reach[channel] = Reach(len(with_email), who="filialer (e-mail med plakaterne)")
+            continue
+        recipients, excluded = recipient_count(audience, channel)
+        if recipients is not None:
+            reach[channel] = Reach(recipients, sum(excluded.values()))
+    return reach
+
+
+@task(name="review", cache_policy=NO_CACHE)
+def publish_review(
+    config: MunicipalityConfig,
+    contents: dict[Channel, ChannelContent],
+    audience: Audience | None,
+) -> tuple[str, list[str]]:
+    """The approval artifact: every message as it goes out, per channel and language, and the
+    recipients per channel. Returns (a markdown link to it in Prefect's UI, or its key; the
+    recipient lines)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    reach = reach_of(config, contents, audience)
+    key = _artifact_key(config, "review")
+    artifact_id = create_markdown_artifact(
+        key=key,
+        markdown=review_markdown(config, contents, reach),
+        description="Gennemsyn før godkendelse: alle beskeder, som de sendes, og antal modtagere",
+    )
+    counts = [line for c in Channel if c in contents and (line := reach_line(c, reach.get(c)))]
+    ui = PREFECT_UI_URL.value()
+    link = (
+        f"[Læs alle beskeder i gennemsynet]({ui.rstrip('/')}/artifacts/artifact/{artifact_id})"
+        if ui
+        else f"Læs alle beskeder i artefaktet `{key}` under kørslens *Artifacts*."
+    )
+    return link, counts
+
+
+def obtain_approval(
+    approve: bool,
+    sends: bool,
+    out: OutputFolder,
+    *,
+    approved_by: str | None = None,
+    review: tuple[str, list[str]] | None = None,
+) -> Approval:
+    """Approval before anything leaves: up front, by a pause form, or not at all.
+
+    Against a Prefect server, `approve` alone does not skip the form: a run started from the UI
+    with the switch on would send with nobody named. Up front it approves only with a name
+    (`approved_by`; the CLI gives the user at the terminal who typed --approve).
+    """
+    name = (approved_by or "").strip()
+    if approve and (name or not prefect_server()):
+        return Approval.by_parameter(name or triggered_by())
     if sends and prefect_server():
+        if approve:
+            get_run_logger().warning(
+                "approve er slået til uden et navn i approved_by: godkendelsesformularen vises"
+            )
+        link, counts = review or ("", [])
         previews = (
-            f"While this run waits, the previews are in `{out.staging.resolve()}/gallery.html`; "
-            f"when it has finished, in `{out.final.resolve()}/gallery.html`.\n\n"
-            "Artifacts of this run: plan, previews, SMS parts and LIX."
+            f"{link}\n\n"
+            f"Mens kørslen venter, ligger alle forhåndsvisninger i "
+            f"`{out.staging.resolve()}/gallery.html`; bagefter i "
+            f"`{out.final.resolve()}/gallery.html`.\n"
         )
-        return request_approval(previews=previews, timeout_seconds=settings().approval_timeout)
+        return request_approval(
+            previews=previews, counts=counts, timeout_seconds=settings().approval_timeout
+        )
     return Approval.not_given()
 
 
-def ask_for_confirmations(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:
-    """Pause once per open manual step (e.g. posters up in a branch) for a person to confirm.
-
-    `data` is the run's `data_dir`.
-    """
-    confirmed = []
+def open_manual_steps(
+    config: MunicipalityConfig, card: TaskCard, data: Path
+) -> list[ChecklistStep]:
+    """The manual steps still open (e.g. posters up in a branch), in working order."""
     with Checklist.open(data) as checklist:
         steps = checklist.steps(card, config)
     still_open = set(open_steps(steps))
-    open_manual = [s for s in steps if s.kind is StepKind.MANUAL and s.id in still_open]
-    for step in open_manual:
-        answer = request_confirmation(
-            step.id, step.text, timeout_seconds=settings().approval_timeout
+    return [s for s in steps if s.kind is StepKind.MANUAL and s.id in still_open]
+
+
+def ask_for_confirmations(
+    config: MunicipalityConfig, card: TaskCard, data: Path, *, intro: str = ""
+) -> list[ChecklistStep]:
+    """One pause form with a checkbox per open manual step, a name and a note; records each
+    ticked step as typed (by, note) and returns the steps recorded. `data` is the run's
+    `data_dir`. A form nobody answers in time records nothing: confirmations can come later
+    (the confirm-steps deployment, `fbsflow done`)."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    steps = open_manual_steps(config, card, data)
+    if not steps:
+        return []
+    try:
+        answers = request_confirmations(
+            [(s.id, s.text) for s in steps],
+            intro=intro,
+            timeout_seconds=settings().approval_timeout,
         )
-        if answer.done:
-            confirmed.append(step.id)
-    return confirmed
+    except FlowPauseTimeout:
+        get_run_logger().warning("Ingen bekræftede trinnene i tide; de forbliver åbne")
+        return []
+    if not answers:
+        return []
+    by, note = answers[0].by, answers[0].note
+    return record_confirmations(
+        config, card, data, [a.step for a in answers], by=by, note=note, how="prefect-form"
+    )
+
+
+def record_confirmations(
+    config: MunicipalityConfig,
+    card: TaskCard,
+    data: Path,
+    step_ids: Sequence[str],
+    *,
+    by: str,
+    note: str | None,
+    how: str,
+    skip: bool = False,
+) -> list[ChecklistStep]:
+    """Record `step_ids` done (or skipped) by `by` with `note`, as typed; marks the card
+    complete when nothing else is open. Raises ConfigError for an unknown step or no name."""
+    state = StepState.SKIPPED if skip else StepState.DONE
+    with Checklist.open(data) as checklist:
+        recorded = [
+            checklist.set_state(config, card, step_id, state, by=by, how=how, note=note)
+            for step_id in step_ids
+        ]
+        complete, _open = checklist.complete(card, config)
+        if complete:
+            checklist.set_state(config, card, COMPLETE_STEP, StepState.DONE, by=by.strip(), how=how)
+    return recorded
+
+
+def completion_reasons(channels: dict[str, dict[str, Any]], awaiting: Sequence[str]) -> list[str]:
+    """Why a card is not complete: each channel not done, each step still open."""
+    return [
+        f"{name}: {c['status']}" + (f" ({c['detail']})" if c.get("detail") else "")
+        for name, c in channels.items()
+        if c["status"] != ChannelStatus.DONE.value
+    ] + [f"trin {s} er ikke bekræftet: afventer bekræftelse" for s in awaiting]
+
+
+def steps_record(checklist: Sequence[ChecklistStep]) -> dict[str, dict[str, Any]]:
+    return {
+        s.id: {"state": s.state.value, "by": s.by, "at": s.at, "how": s.how, "note": s.note}
+        for s in checklist
+    }
+
+
+def refresh_completion(
+    config: MunicipalityConfig, card: TaskCard, output_root: str | Path, data: Path
+) -> dict[str, Any] | None:
+    """Bring `completion.json` up to date with the checklist after confirmations, without a new
+    card run: the steps as recorded, what is still open, complete or not. None when the card has
+    not run yet for this output root (nothing to update; the checklist has the confirmations)."""
+    path = Path(output_root) / config.municipality.slug / "completion.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    with Checklist.open(data) as checklist:
+        steps = checklist.steps(card, config)
+    awaiting = open_steps(steps)
+    reasons = completion_reasons(record.get("channels", {}), awaiting)
+    record.update(
+        status="complete" if not reasons else "incomplete",
+        reasons=reasons,
+        awaiting_confirmation=awaiting,
+        steps=steps_record(steps),
+        updated_at=datetime.now(UTC).isoformat(),
+    )
+    # Written beside it and renamed: a reader never sees half a record.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return record
 
 
 @task(name="checklist", cache_policy=NO_CACHE)
@@ -320,6 +477,7 @@ def record_checklist(
     confirmations: Sequence[str],
     confirmed_by: str,
     data: Path,
+    note: str | None = None,
 ) -> list[ChecklistStep]:
     """Store what this run did: automated steps from outcomes, manual ones from confirmations.
 
@@ -355,7 +513,7 @@ def record_checklist(
             )
         for step_id in confirmations:
             checklist.set_state(
-                config, card, step_id, StepState.DONE, by=confirmed_by, how="parameter"
+                config, card, step_id, StepState.DONE, by=confirmed_by, how="parameter", note=note
             )
         complete, _open = checklist.complete(card, config)
         if complete:
@@ -386,12 +544,9 @@ def mark_complete(
     checklist: Sequence[ChecklistStep],
 ) -> dict[str, Any]:
     """The card's last step: complete only when every channel is done and every step settled."""
-    unfinished = [o for o in outcomes if o.status is not ChannelStatus.DONE]
     awaiting = open_steps(checklist)
-    reasons = [
-        f"{o.channel.value}: {o.status}" + (f" ({o.detail})" if o.detail else "")
-        for o in unfinished
-    ] + [f"step {s} is not done: awaiting confirmation" for s in awaiting]
+    channels = {o.channel.value: o.as_dict() for o in outcomes}
+    reasons = completion_reasons(channels, awaiting)
     record = {
         "card_id": card.id,
         "card_title": card.title,
@@ -401,11 +556,8 @@ def mark_complete(
         "status": "complete" if not reasons else "incomplete",
         "reasons": reasons,
         "awaiting_confirmation": awaiting,
-        "steps": {
-            s.id: {"state": s.state.value, "by": s.by, "at": s.at, "how": s.how, "note": s.note}
-            for s in checklist
-        },
-        "channels": {o.channel.value: o.as_dict() for o in outcomes},
+        "steps": steps_record(checklist),
+        "channels": channels,
         "approval": approval.record(),
         "triggered_by": triggered,
         "flow_run_id": flow_run_id,
@@ -436,3 +588,9 @@ def require_file(path: str | None, what: str) -> None:
     """Fail before any work starts when a named input file is missing."""
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"{path}: {what} not found (fix: check the path)")
+
+
+def open_steps_of(config: MunicipalityConfig, card: TaskCard, data: Path) -> list[str]:
+    """The ids of the card's steps still open for this municipality (`open_steps`)."""
+    with Checklist.open(data) as checklist:
+        return open_steps(checklist.steps(card, config))

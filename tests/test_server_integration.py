@@ -668,6 +668,7 @@ def test_prefect_yaml_has_the_card_every_channel_and_the_notice() -> None:
     """Cheap check of prefect.yaml's shape, without a server: the same names, Danish
     descriptions and notice trigger as `fbsflow serve` makes."""
     from flows.communicate_externally import communicate_externally
+    from flows.confirm_steps import confirm_steps
     from flows.deployments import NOTICE_EVENTS, NOTICE_TAG, build_deployments
     from flows.inform_channel import inform_channel
     from flows.notify_leader import notify_leader
@@ -679,6 +680,7 @@ def test_prefect_yaml_has_the_card_every_channel_and_the_notice() -> None:
         "communicate_externally": communicate_externally,
         "inform_channel": inform_channel,
         "notify_leader": notify_leader,
+        "confirm_steps": confirm_steps,
     }
     by_name = {}
     for d in data["deployments"]:
