@@ -32,7 +32,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.deployments import card_deployment, channel_deployment
+from flows.deployments import card_deployment, channel_deployment, confirm_deployment
 from tasks.models import Channel
 from tests.conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG, ROOT
 from tests.support.axe import chromium_path, screenshot
@@ -52,7 +52,8 @@ PULL_STEPS = [
 EXAMPLE_CONFIG_PATH = "config/municipalities/eksempel-kommune.yaml"
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 ARTIFACTS = {
-    f"{SLUG}-{k}" for k in ("plan", "previews", "checklist", "delivery", "sms", "import-report")
+    f"{SLUG}-{k}"
+    for k in ("plan", "previews", "review", "checklist", "delivery", "sms", "import-report")
 }
 
 
@@ -255,6 +256,10 @@ def served(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         FBSFLOW_DATA_DIR=str(workdir / "data"),
         FBSFLOW_APPROVAL_TIMEOUT="300",
         FBSFLOW_TRIGGERED_BY="integration-test",
+        # The notice deployment writes its e-mails as .eml files (no provider is configured)
+        # with a link to the run; the approval form links to the review artifact.
+        FBSFLOW_NOTIFY_EMAIL="projektleder@example.org",
+        PREFECT_UI_URL=server.url,
         # The runner looks for new runs every 10 s by default; 2 s keeps the test short.
         PREFECT_RUNNER_POLL_FREQUENCY="2",
     )
@@ -485,7 +490,8 @@ def test_card_run_pauses_for_approval_and_sends_once_approved(
     assert props["decision"]["enum"] == ["approve", "reject"]
     # The form opens on "reject": resuming without choosing never sends anything.
     assert props["decision"]["default"] == "reject"
-    assert "approved_by" in schema["required"]
+    # The name is checked by the flow (a Danish line, the form again), not by the schema.
+    assert props["approved_by"]["title"].startswith("Dit navn")
     with served.server.client() as client:
         assert artifact_keys(client, run_id) >= ARTIFACTS
     record = served.completion()
@@ -516,7 +522,9 @@ def test_rejected_card_run_sends_nothing(served: Served, approved_run: object) -
         )
         assert answer.status.value == "ACCEPT", answer
         state = wait_for_end(client, run_id, served.proc)
-        assert state.is_completed(), f"{state.name}: {state.message}\n{served.proc.tail()}"
+        # Not a green "Completed": the Danish rejection, with the reason as its message.
+        assert state.name == "Afvist", f"{state.name}: {state.message}\n{served.proc.tail()}"
+        assert not state.is_completed()
     record = served.completion()
     assert record["flow_run_id"] == str(run_id)
     assert record["approval"]["approved"] is False and record["approval"]["decision"] == "reject"
@@ -548,6 +556,177 @@ def test_screenshot_of_the_approved_run_in_the_ui(
     screenshot(url, target, width=1400, height=900, wait_ms=8000)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert target.stat().st_size > 20_000
+
+
+def open_resume_form(page: Any, base: str, run_id: UUID) -> Any:
+    """The run's page -> Resume: the pause form's dialog."""
+    page.goto(f"{base}/runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Resume", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator(".schema-form-property").first.wait_for()
+    return dialog
+
+
+def fill(scope: Any, title: str, text: str) -> None:
+    form_field(scope, title).locator("textarea, input[type=text]").first.fill(text)
+
+
+def submit_form(dialog: Any) -> None:
+    dialog.get_by_role("button", name="Submit", exact=True).click()
+    dialog.wait_for(state="detached")
+
+
+def expected_sms(config: Path) -> str:
+    """The Danish SMS as the run renders it from the served config."""
+    from tasks.channels import render_channel
+    from tasks.config import load_municipality
+    from tasks.models import Language
+
+    content = render_channel(Channel.SMS, load_municipality(config))
+    return content.messages[Language.DA].text
+
+
+def notices_about(served: Served, run_id: UUID) -> list[str]:
+    """The .eml notices (no provider: written to outbox/_notices) that link to `run_id`."""
+    from email import message_from_bytes, policy
+
+    found = []
+    for path in sorted((served.workdir / "outbox" / "_notices").glob("*.eml")):
+        mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+        body = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        if f"/runs/flow-run/{run_id}" in body:
+            found.append(f"{mail['Subject']}\n{body}")
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(
+    chromium_path() is None, reason="Chromium is not installed (apt-get install -y chromium)"
+)
+def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) -> None:
+    """In Chromium, as the project leader: start the card from the Danish run form choosing the
+    municipality, read the SMS in the review the approval form links to, approve with a name,
+    confirm two manual steps with a name and a note in one form, and read them back; a rejected
+    run ends "Afvist" and sends nothing. The notice deployment e-mails each wait with a link."""
+    from flows.run_states import REJECTED
+    from tasks.card_slot import limit_name
+
+    base = served.server.url
+
+    def target(name: str) -> Path:
+        return shot_path(name, tmp_path)
+
+    with ui_page() as page, served.server.client() as client:
+        # 1. The Deployments page and the card's run form, in Danish; the municipality from a list.
+        run_id = start_custom_run(page, base, str(served.config), target)
+        card = client.read_deployment_by_name(CARD)
+        props = card.parameter_openapi_schema["properties"]
+        assert props["config_path"]["title"] == "Kommune"
+        assert str(served.config) in props["config_path"]["enum"]
+        assert props["at_least_once"]["title"].startswith("Avanceret: ")
+        assert "Dit navn" not in page.content()  # the run form, not the approval form
+        run = client.read_flow_run(run_id)
+        assert run.parameters["config_path"] == str(served.config)
+
+        # 2. It waits for approval, holding the municipality's one card slot, and the leader
+        #    gets an e-mail with the link to the run.
+        schema = wait_for_pause(client, run_id, served.proc)
+        (gcl,) = [
+            limit
+            for limit in client.read_global_concurrency_limits()
+            if limit.name == limit_name(SLUG)
+        ]
+        assert (gcl.limit, gcl.active_slots) == (1, 1)
+        notices = wait_for(
+            "the notice e-mail about the paused run",
+            lambda: notices_about(served, run_id) or None,
+            timeout=90,
+            proc=served.proc,
+        )
+        assert "venter på dig" in notices[0]
+
+        # 3. The approval form links to the review: every message as it goes out.
+        dialog = open_resume_form(page, base, run_id)
+        page.screenshot(path=target("ui-approval-form.png"))
+        link = dialog.get_by_role("link", name="Læs alle beskeder i gennemsynet")
+        review_url = link.get_attribute("href")
+        assert review_url and review_url.startswith(f"{base}/artifacts/artifact/")
+        page.goto(review_url)
+        sms = expected_sms(served.config)
+        first_line = sms.splitlines()[0]
+        page.get_by_text(first_line[:40]).first.wait_for()
+        page.screenshot(path=target("ui-review-artifact.png"), full_page=True)
+
+        # 4. Approve with a name.
+        dialog = open_resume_form(page, base, run_id)
+        choose(page, dialog, title_of(schema, "decision"), "approve")
+        fill(dialog, title_of(schema, "approved_by"), LEADER)
+        fill(dialog, title_of(schema, "comment"), "Godkendt i testen")
+        submit_form(dialog)
+        state = wait_for_end(client, run_id, served.proc, timeout=120)
+        assert state.name != "Completed", state
+        record = served.completion()
+        assert record["flow_run_id"] == str(run_id)
+        assert (record["approval"]["by"], record["approval"]["approved"]) == (LEADER, True)
+        assert record["channels"]["sms"]["counts"]["sent"] > 0
+        page.goto(f"{base}/runs/flow-run/{run_id}")
+        page.get_by_text(state.name, exact=True).first.wait_for()
+        page.screenshot(path=target("ui-run-after-approval.png"))
+
+        # 5. Two manual steps confirmed in one form (the confirm-steps deployment).
+        confirm = client.read_deployment_by_name(f"confirm-steps/{confirm_deployment(SLUG)}")
+        confirm_run = client.create_flow_run_from_deployment(confirm.id).id
+        steps_schema = wait_for_pause(client, confirm_run, served.proc)
+        step_fields = [k for k in steps_schema["properties"] if k not in ("confirmed_by", "note")]
+        assert len(step_fields) >= 2, steps_schema
+        dialog = open_resume_form(page, base, confirm_run)
+        ticked = step_fields[:2]
+        for key in ticked:
+            form_field(dialog, title_of(steps_schema, key)).locator("input[type=checkbox]").check()
+        fill(dialog, title_of(steps_schema, "confirmed_by"), "Bo Bibliotekar")
+        fill(dialog, title_of(steps_schema, "note"), "Plakaterne hænger ved udlånet")
+        page.screenshot(path=target("ui-confirm-steps.png"))
+        submit_form(dialog)
+        wait_for_end(client, confirm_run, served.proc, timeout=90)
+
+    # 6. The checklist says who confirmed what, with the note, as typed.
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    shown = subprocess.run(
+        [*command, "checklist", str(served.config)],
+        env=served.server.env(FBSFLOW_DATA_DIR=str(served.workdir / "data")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Bo Bibliotekar" in shown.stdout, shown.stdout + shown.stderr
+    assert "Plakaterne hænger ved udlånet" in shown.stdout
+    steps = served.completion()["steps"]
+    confirmed = [s for s in steps.values() if s["by"] == "Bo Bibliotekar"]
+    assert len(confirmed) == 2, confirmed
+    assert all(s["note"] == "Plakaterne hænger ved udlånet" for s in confirmed)
+
+    # 7. A rejected run: Danish state, nothing sent.
+    with ui_page() as page, served.server.client() as client:
+        run_id = start_custom_run(page, base, str(served.config), target)
+        schema = wait_for_pause(client, run_id, served.proc)
+        dialog = open_resume_form(page, base, run_id)
+        choose(page, dialog, title_of(schema, "decision"), "reject")
+        fill(dialog, title_of(schema, "approved_by"), LEADER)
+        submit_form(dialog)
+        state = wait_for_end(client, run_id, served.proc, timeout=120)
+        assert state.name == REJECTED, (state.name, state.message)
+        page.goto(f"{base}/runs/flow-run/{run_id}")
+        page.get_by_text(REJECTED, exact=True).first.wait_for()
+        page.screenshot(path=target("ui-rejected-run.png"))
+    record = served.completion()
+    assert record["flow_run_id"] == str(run_id)
+    for channel in ("newsletter", "sms", "poster"):
+        outcome = record["channels"][channel]
+        assert not outcome["counts"].get("sent"), outcome
+        assert not (served.outbox / channel / "requests").exists(), channel
 
 
 @pytest.mark.integration
