@@ -463,21 +463,30 @@ def test_rescheduling_after_go_live_moves_leaves_one_run_per_channel(served: Ser
 
     from flows.deployments import schedule_channel_runs
 
-    moved = served.workdir / "moved"
-    moved.mkdir()
-    config, _ = write_config(moved, served.go_live + timedelta(days=7))
-    with served.server.client() as client:  # also points schedule_channel_runs at the server
-        runs = schedule_channel_runs(str(config))
-        assert all(r.flow_run_id for r in runs)
-        scheduled = [
-            r
-            for r in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
-            )
-            if r.state is not None and r.state.is_scheduled()
-        ]
+    # The leader edits the served file (the deployments offer only the configs they know);
+    # it goes back afterwards, for the tests after this one.
+    original = served.config.read_bytes()
+    write_config(served.workdir, served.go_live + timedelta(days=7))
+    try:
+        with served.server.client() as client:  # also points schedule_channel_runs at the server
+            runs = schedule_channel_runs(str(served.config))
+            assert all(r.flow_run_id for r in runs)
+            scheduled = [
+                r
+                for r in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+                )
+                if r.state is not None and r.state.is_scheduled()
+            ]
+    finally:
+        served.config.write_bytes(original)
     per_channel = sorted(r.parameters["channel"] for r in scheduled)
     assert per_channel == sorted(served.channels()), per_channel
+    moved = {r.parameters["channel"]: r.expected_start_time for r in scheduled}
+    for channel, at in moved.items():
+        offset = served.config_data["channels"][channel]["offset_days"]
+        day = served.go_live + timedelta(days=7 + offset)
+        assert at == datetime.combine(day, clock(9, 0), tzinfo=COPENHAGEN), (channel, at)
 
 
 @pytest.mark.integration
