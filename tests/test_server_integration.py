@@ -388,8 +388,10 @@ def ui_page() -> Iterator[Any]:
 
 def form_field(scope: Any, title: str) -> Any:
     """One field of a Prefect schema form, found by the title the form shows for it."""
-    label = scope.locator(".schema-form-property__label").filter(
-        has_text=re.compile(rf"^{re.escape(title)}( \(Optional\))?$")
+    # `has=` looks inside each property, so the label's locator starts from the page.
+    page = getattr(scope, "page", scope)
+    label = page.locator(".schema-form-property__label").filter(
+        has_text=re.compile(rf"^\s*{re.escape(title)}(\s*\(Optional\))?\s*$")
     )
     return scope.locator(".schema-form-property").filter(has=label).first
 
@@ -664,8 +666,10 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         page.goto(review_url)
         sms = expected_sms(served.config)
         first_line = sms.splitlines()[0]
-        page.get_by_text(first_line[:40]).first.wait_for()
-        page.screenshot(path=target("ui-review-artifact.png"), full_page=True)
+        shown = page.get_by_text(first_line[:40]).first
+        shown.wait_for()
+        shown.scroll_into_view_if_needed()  # the picture shows the SMS, not the article above it
+        page.screenshot(path=target("ui-review-artifact.png"))
 
         # 4. Approve with a name.
         dialog = open_resume_form(page, base, run_id)
@@ -692,7 +696,9 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         dialog = open_resume_form(page, base, confirm_run)
         ticked = step_fields[:2]
         for key in ticked:
-            form_field(dialog, title_of(steps_schema, key)).locator("input[type=checkbox]").check()
+            switch = form_field(dialog, title_of(steps_schema, key)).get_by_role("switch")
+            switch.click()
+            assert switch.get_attribute("aria-checked") == "true", key
         fill(dialog, title_of(steps_schema, "confirmed_by"), "Bo Bibliotekar")
         fill(dialog, title_of(steps_schema, "note"), "Plakaterne hænger ved udlånet")
         page.screenshot(path=target("ui-confirm-steps.png"))
@@ -711,7 +717,15 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         stdin=subprocess.DEVNULL,
     )
     assert "Bo Bibliotekar" in shown.stdout, shown.stdout + shown.stderr
-    assert "Plakaterne hænger ved udlånet" in shown.stdout
+    from tasks.checklist import Checklist
+    from tasks.config import load_card, load_municipality
+
+    config = load_municipality(served.config)
+    with Checklist.open(served.workdir / "data") as checklist:
+        recorded = {s.id: s for s in checklist.steps(load_card(config.card), config)}
+    confirmed_ids = {s.id for s in recorded.values() if s.by == "Bo Bibliotekar"}
+    assert len(confirmed_ids) == 2, recorded
+    assert {recorded[i].note for i in confirmed_ids} == {"Plakaterne hænger ved udlånet"}
     steps = served.completion()["steps"]
     confirmed = [s for s in steps.values() if s["by"] == "Bo Bibliotekar"]
     assert len(confirmed) == 2, confirmed
