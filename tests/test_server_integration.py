@@ -398,8 +398,11 @@ def form_field(scope: Any, title: str) -> Any:
 
 def choose(page: Any, scope: Any, title: str, option: str) -> None:
     """Pick `option` in the form's drop-down list titled `title`."""
+    button = form_field(scope, title).locator("button.p-select-button__control")
+    if button.inner_text().strip() == option:
+        return  # picking the chosen option again would clear the field
     # The list opens from the keyboard; a mouse click on the button opens and closes it at once.
-    form_field(scope, title).locator("button.p-select-button__control").press("ArrowDown")
+    button.press("ArrowDown")
     page.get_by_role("option").filter(
         has=page.locator(".p-select-option__text", has_text=re.compile(rf"^{re.escape(option)}$"))
     ).click()
@@ -584,7 +587,11 @@ def fill(scope: Any, title: str, text: str) -> None:
 
 def submit_form(dialog: Any) -> None:
     dialog.get_by_role("button", name="Submit", exact=True).click()
-    dialog.wait_for(state="detached")
+    try:
+        dialog.wait_for(state="detached")
+    except Exception:
+        # The form refused the answer: its own message says why.
+        pytest.fail(f"the form was not accepted:\n{dialog.inner_text()[:2000]}")
 
 
 def expected_sms(config: Path) -> str:
@@ -814,6 +821,24 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
     record = json.loads((out / SLUG / "completion.json").read_text(encoding="utf-8"))
     assert record["channels"]["website"]["status"] == "done"
     assert (out / SLUG / "website").is_dir()
+
+    # Serving the same municipality now would take the workers' runs: `serve` refuses, naming
+    # the deployment and the pool, before it registers anything.
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    refused = subprocess.run(
+        [*command, "serve", str(served.config)],
+        cwd=served.workdir,
+        env=server.env(FBSFLOW_DATA_DIR=str(served.workdir / "data")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"belongs to work pool '{POOL}'" in refused.stderr + refused.stdout
+    with server.client() as client:
+        assert client.read_deployment_by_name(CARD).work_pool_name == POOL
 
 
 def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
