@@ -581,6 +581,12 @@ def open_resume_form(page: Any, base: str, run_id: UUID) -> Any:
     return dialog
 
 
+def settle(page: Any) -> None:
+    """Let the page finish loading its data (the UI dims a page until its logs have come)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(2000)
+
+
 def fill(scope: Any, title: str, text: str) -> None:
     form_field(scope, title).locator("textarea, input[type=text]").first.fill(text)
 
@@ -692,6 +698,7 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         assert record["channels"]["sms"]["counts"]["sent"] > 0
         page.goto(f"{base}/runs/flow-run/{run_id}")
         page.get_by_text(state.name, exact=True).first.wait_for()
+        settle(page)
         page.screenshot(path=target("ui-run-after-approval.png"))
 
         # 5. Two manual steps confirmed in one form (the confirm-steps deployment).
@@ -750,6 +757,7 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         assert state.name == REJECTED, (state.name, state.message)
         page.goto(f"{base}/runs/flow-run/{run_id}")
         page.get_by_text(REJECTED, exact=True).first.wait_for()
+        settle(page)
         page.screenshot(path=target("ui-rejected-run.png"))
     record = served.completion()
     assert record["flow_run_id"] == str(run_id)
