@@ -408,7 +408,9 @@ def choose(page: Any, scope: Any, title: str, option: str) -> None:
     ).click()
 
 
-def start_custom_run(page: Any, base: str, config: str, target: Callable[[str], Path]) -> UUID:
+def start_custom_run(
+    page: Any, base: str, config: str, target: Callable[[str], Path], client: Any
+) -> UUID:
     """Deployments page -> the card -> Run -> Custom run -> choose the municipality -> Submit."""
     page.goto(f"{base}/deployments")
     page.get_by_role("link", name=card_deployment(SLUG)).first.wait_for()
@@ -421,12 +423,26 @@ def start_custom_run(page: Any, base: str, config: str, target: Callable[[str], 
     form_field(page, "Kommune").wait_for()
     choose(page, page, "Kommune", config)
     page.screenshot(path=target("ui-run-form.png"), full_page=True)
+    deployment = client.read_deployment_by_name(CARD)
+    before = {r.id for r in card_runs(client, deployment.id)}
     page.get_by_role("button", name="Submit").click()
-    toast = page.get_by_role("button", name="View run").last
-    toast.wait_for()
-    toast.click()
-    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"))
-    return UUID(page.url.rstrip("/").rsplit("/", 1)[-1])
+    # The UI goes back to the deployment, with a toast that soon fades: the API says which run.
+    page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
+    (run_id,) = wait_for(
+        "the run the form started",
+        lambda: ({r.id for r in card_runs(client, deployment.id)} - before) or None,
+        timeout=30,
+    )
+    page.goto(f"{base}/runs/flow-run/{run_id}")
+    return run_id
+
+
+def card_runs(client: Any, deployment_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
 
 
 def title_of(schema: dict[str, Any], key: str) -> str:
@@ -643,7 +659,7 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
 
     with ui_page() as page, served.server.client() as client:
         # 1. The Deployments page and the card's run form, in Danish; the municipality from a list.
-        run_id = start_custom_run(page, base, str(served.config), target)
+        run_id = start_custom_run(page, base, str(served.config), target, client)
         card = client.read_deployment_by_name(CARD)
         props = card.parameter_openapi_schema["properties"]
         assert props["config_path"]["title"] == "Kommune"
@@ -747,7 +763,7 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
 
     # 7. A rejected run: Danish state, nothing sent.
     with ui_page() as page, served.server.client() as client:
-        run_id = start_custom_run(page, base, str(served.config), target)
+        run_id = start_custom_run(page, base, str(served.config), target, client)
         schema = wait_for_pause(client, run_id, served.proc)
         dialog = open_resume_form(page, base, run_id)
         choose(page, dialog, title_of(schema, "decision"), "reject")
