@@ -220,7 +220,12 @@ async def _schedule(config_path: str, now: datetime) -> list[ScheduledRun]:
                 continue
             flow_run: FlowRun = await client.create_flow_run_from_deployment(
                 deployment.id,
-                parameters={"config_path": config_path, "channel": channel.value},
+                # The deployment's own config_path (relative, in prefect.yaml's case): the form
+                # offers only the configs the deployment knows, and this is the same file.
+                parameters={
+                    "channel": channel.value,
+                    "config_path": deployment.parameters.get("config_path", config_path),
+                },
                 state=Scheduled(scheduled_time=at),
                 idempotency_key=key,
                 tags=[slug, channel.value],

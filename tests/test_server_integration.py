@@ -399,13 +399,19 @@ def form_field(scope: Any, title: str) -> Any:
 def choose(page: Any, scope: Any, title: str, option: str) -> None:
     """Pick `option` in the form's drop-down list titled `title`."""
     button = form_field(scope, title).locator("button.p-select-button__control")
+
+    def pick(text: str, *, other: bool = False) -> None:
+        # The list opens from the keyboard; a mouse click on the button opens and closes it.
+        button.press("ArrowDown")
+        exact = page.locator(".p-select-option__text", has_text=re.compile(rf"^{re.escape(text)}$"))
+        options = page.get_by_role("option")
+        (options.filter(has_not=exact) if other else options.filter(has=exact)).first.click()
+
     if button.inner_text().strip() == option:
-        return  # picking the chosen option again would clear the field
-    # The list opens from the keyboard; a mouse click on the button opens and closes it at once.
-    button.press("ArrowDown")
-    page.get_by_role("option").filter(
-        has=page.locator(".p-select-option__text", has_text=re.compile(rf"^{re.escape(option)}$"))
-    ).click()
+        # Shown as the form's start value, but not yet the form's answer (Submit does nothing),
+        # and picking it again clears it: pick another option, then this one.
+        pick(option, other=True)
+    pick(option)
 
 
 def start_custom_run(
@@ -832,6 +838,27 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
             assert deployment.work_pool_name == POOL, name
             assert deployment.pull_steps == PULL_STEPS
             assert deployment.parameters["config_path"] == EXAMPLE_CONFIG_PATH
+
+        # `fbsflow schedule` after the deploy: the runs `serve` made (no work queue: no worker
+        # would ever see them) give way to runs on the pool's queue, with the deployment's own
+        # relative config_path (the only one its form accepts).
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        from flows.deployments import schedule_channel_runs
+
+        planned = schedule_channel_runs(str(ROOT / EXAMPLE_CONFIG_PATH))
+        future = sorted(r.channel.value for r in planned if r.flow_run_id)
+        waiting = [
+            r
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+            )
+            if r.state is not None and r.state.is_scheduled()
+        ]
+        assert sorted(r.parameters["channel"] for r in waiting) == future
+        for run in waiting:
+            assert (run.work_pool_name, run.work_queue_name) == (POOL, "default"), run.name
+            assert run.parameters["config_path"] == EXAMPLE_CONFIG_PATH
 
         # One real run through the worker: the pull step must land in the project folder.
         out = tmp_path / "pool-outbox"
