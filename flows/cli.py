@@ -348,6 +348,11 @@ def _done(args: argparse.Namespace) -> int:
     print("Kortet er fuldført." if not still_open else f"Stadig åbne: {', '.join(still_open)}")
     if record is not None:
         print(f"Opdateret: {Path(args.output) / config.municipality.slug / 'completion.json'}")
+    if record is not None and not still_open and _server():
+        from flows.run_states import settle_card_run
+
+        if settle_card_run(record, args.by.strip()):
+            print(f"Kortkørslen {record['flow_run_id']} står nu som Fuldført i Prefect.")
     return 0
 
 

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.form import CHANNELS_OR_ALL, LIST_OR_EMPTY, MUNICIPALITY, TEXT_OR_EMPTY, field, given
-from flows.run_states import card_run_name, final_state, input_error
+from flows.run_states import card_run_name, final_state, input_error, publish_status
 from tasks.card_slot import card_slot
 from tasks.channels import spec
 from tasks.delivery.channel import check_ledger_key, deliver_channel
@@ -28,6 +28,7 @@ from tasks.speed.heartbeat import flow_heartbeats
 from tasks.steps import (
     DELIVERED,
     ask_for_confirmations,
+    check_inputs,
     data_dir,
     import_borrowers,
     load_config,
@@ -157,6 +158,7 @@ def communicate_externally(
         # The user's mistake: its one line is what the UI shows for the run, not a traceback.
         get_run_logger().error("Fejl i opsætningen: %s", exc)
         return input_error(exc)
+    publish_status(record)
     return final_state(record)
 
 
@@ -177,6 +179,9 @@ def _card(
     started = datetime.now(UTC)
     run_id = str(get_run_context().flow_run.id)
     record_owner()  # so that a sweep can mark this run crashed if its process dies
+    # A mistake in the config or the audience path is found here, in the flow, before any task:
+    # a task that raised it would have Prefect log its traceback above the one-line message.
+    check_inputs(config_path, audience)
     config, card = load_config(config_path)
     selected = [c for c in config.channels.enabled() if channels is None or c in channels]
     data = data_dir(config_path)

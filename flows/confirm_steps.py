@@ -19,6 +19,8 @@ from flows.run_states import (
     confirm_run_name,
     final_state,
     input_error,
+    publish_status,
+    settle_card_run,
 )
 from tasks.errors import ConfigError
 from tasks.steps import ask_for_confirmations, data_dir, load_config, open_steps_of
@@ -46,6 +48,9 @@ def confirm_steps(config_path: str, output_root: str = "outbox") -> State[Any]:
     done = ", ".join(s.id for s in recorded) or "ingen"
     get_run_logger().info("Bekræftet: %s; stadig åbne: %d", done, len(still_open))
     if record is not None:
+        publish_status(record)
+        if recorded:
+            settle_card_run(record, recorded[0].by or "")
         return final_state(record)
     # The card has not run into this output root yet: the checklist alone says what is open.
     if still_open:

@@ -78,6 +78,52 @@ def final_state(record: dict[str, Any]) -> State[dict[str, Any]]:
     return Completed(name=name, message=message, data=record)
 
 
+def publish_status(record: dict[str, Any]) -> None:
+    """The run's outcome as an artifact: the state's name and every reason, unshortened."""
+    from prefect.artifacts import create_markdown_artifact
+
+    name = state_name(record)
+    lines = [f"# {record['card_title']}: {name}\n", f"{record['municipality']}\n"]
+    lines += [f"- {reason}" for reason in record.get("reasons", [])]
+    if record.get("awaiting_confirmation"):
+        lines.append(
+            "\nBekræft de åbne trin i deploymentet *confirm-steps* (én formular) eller med "
+            "`fbsflow done CONFIG TRIN... --by NAVN --note TEKST`."
+        )
+    create_markdown_artifact(
+        key=f"{record['municipality_slug']}-status",
+        markdown="\n".join(lines) + "\n",
+        description=f"Kortets status: {name}",
+    )
+
+
+def settle_card_run(record: dict[str, Any], confirmed_by: str) -> bool:
+    """Once later confirmations complete the card, its card run, which ended waiting for them,
+    reads "Fuldført" too (forced: the run has ended). Best effort: True when it was set."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_logger
+
+    run_id = record.get("flow_run_id")
+    if record.get("status") != "complete" or not run_id:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+            if state is None or state.name != AWAITING_CONFIRMATIONS:
+                return False  # rejected, failed or already settled: not this function's to change
+            client.set_flow_run_state(
+                run_id,
+                Completed(
+                    name=COMPLETE, message=f"Fuldført: de sidste trin bekræftet af {confirmed_by}."
+                ),
+                force=True,
+            )
+    except Exception:  # the record is updated either way; the UI's state is a courtesy
+        get_logger("fbsflow").warning("Kortkørslen %s kunne ikke sættes til Fuldført", run_id)
+        return False
+    return True
+
+
 def input_error(exc: Exception) -> State[Any]:
     """The failed state of a run stopped by the user's mistake: its one line is the message.
 

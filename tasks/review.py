@@ -16,9 +16,10 @@ from tasks.channels import spec
 from tasks.models import Channel, Language, MunicipalityConfig
 from tasks.render import ChannelContent
 
-# The poster's picture in the artifact: small enough for the artifact (about 50 kB per
-# language), large enough to read its headline. Prefect's UI shows a data: URI image in a
-# markdown artifact as it shows any image; the artifact needs no file server.
+# The poster's picture in the artifact: small enough for the artifact (tens of kB per
+# language), large enough to read its headline. A data: URI, so no file server is needed:
+# Prefect's UI (3.x) draws a markdown image token as <img src=...> with the href as written
+# (checked in its bundled markdown renderer), and a remote URL would not reach the server's files.
 POSTER_PREVIEW_DPI = 30
 _FENCE = "```"
 

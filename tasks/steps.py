@@ -413,6 +413,13 @@ def record_confirmations(
     """Record `step_ids` done (or skipped) by `by` with `note`, as typed; marks the card
     complete when nothing else is open. Raises ConfigError for an unknown step or no name."""
     state = StepState.SKIPPED if skip else StepState.DONE
+    known = {d.id for d in checklist_definitions(card, config)}
+    if unknown := [s for s in step_ids if s not in known]:
+        # Checked before any is recorded: a typo in the third id leaves the first two as they were.
+        raise ConfigError(
+            f"card '{card.id}' for {config.municipality.slug} has no step "
+            f"{', '.join(repr(s) for s in unknown)} (fix: use the ids `fbsflow checklist` shows)"
+        )
     with Checklist.open(data) as checklist:
         recorded = [
             checklist.set_state(config, card, step_id, state, by=by, how=how, note=note)
@@ -594,3 +601,15 @@ def open_steps_of(config: MunicipalityConfig, card: TaskCard, data: Path) -> lis
     """The ids of the card's steps still open for this municipality (`open_steps`)."""
     with Checklist.open(data) as checklist:
         return open_steps(checklist.steps(card, config))
+
+
+def check_inputs(config_path: str, audience_path: str | None) -> None:
+    """Raise ConfigError, naming the file and the fix, for a config that does not load or a
+    borrower file that is not there; what a run would find first, found before its tasks."""
+    from tasks.speed.prefetch import audience_source
+
+    config = load_municipality(config_path)
+    load_card(config.card)
+    source = audience_source(config, config_path, audience_path)
+    if source is not None:
+        require_file(str(source[0]), "audience file")

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -503,3 +504,272 @@ def test_prefetch_leaves_a_broken_file_to_the_import_step(isolated: Path) -> Non
     empty.write_text("", encoding="utf-8")
     assert prefetch_audience(config, str(EXAMPLE_CONFIG), str(empty)) is False
     assert not prefetch._prefetched
+
+
+# --- Runs that tell the truth: Danish final states, a rejection that sends nothing ---------------
+
+
+def _paused_form(client: Any, flow_run_id: Any, after: str | None = None) -> tuple[str, str]:
+    """Wait until the run pauses with a form saved (other than `after`); returns its
+    description's key and the description."""
+    deadline = time.monotonic() + 180
+    while True:
+        state = client.read_flow_run(flow_run_id).state
+        assert state is None or not state.is_final(), f"ended as {state.name}: {state.message}"
+        keyset = state.state_details.run_input_keyset if state and state.is_paused() else None
+        if keyset and keyset["description"] != after:
+            try:
+                saved = client.read_flow_run_input(flow_run_id, keyset["description"])
+                return keyset["description"], json.loads(saved)
+            except Exception:
+                pass  # paused, but the form is not saved yet
+        assert time.monotonic() < deadline, "the run never paused"
+        time.sleep(0.2)
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+    return thread, results
+
+
+def _latest_run_id(client: Any, flow_name: str) -> Any:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    deadline = time.monotonic() + 120
+    while True:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        )
+        running = [r for r in runs if r.state and not r.state.is_final()]
+        if running:
+            return running[0].id
+        assert time.monotonic() < deadline, f"no {flow_name} run started"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def server_mode(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness's server named in PREFECT_API_URL: runs pause for approval there."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    monkeypatch.setenv("FBSFLOW_APPROVAL_POLL_SECONDS", "1")
+    monkeypatch.setenv("FBSFLOW_APPROVAL_TIMEOUT", "300")
+
+
+def test_a_rejected_run_ends_afvist_and_the_sink_receives_nothing_poster_emails_included(
+    isolated: Path, server_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from tests.servers.gatewayapi_server import GatewayApiServer
+
+    with SendGridServer(keep_bodies=False) as sendgrid, GatewayApiServer() as gateway:
+        monkeypatch.setenv("SENDGRID_API_KEY", sendgrid.api_key)
+        monkeypatch.setenv("SENDGRID_HOST", sendgrid.url)
+        monkeypatch.setenv("GATEWAYAPI_TOKEN", gateway.token)
+        monkeypatch.setenv("GATEWAYAPI_URL", gateway.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        # approve on, but no name: against a server that is no approval, the form is shown.
+        thread, results = _in_thread(
+            lambda: _run(isolated, approve=True, confirm=MANUAL, return_state=True)
+        )
+        with get_client(sync_client=True) as client:
+            run_id = _latest_run_id(client, "communicate-externally")
+            _, description = _paused_form(client, run_id)
+            # The form states the numbers and links to the review artifact.
+            assert "SMS: 348 låntagere" in description
+            assert "Nyhedsbrev: 645 låntagere" in description
+            assert "/artifacts/artifact/" in description
+            [review] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["eksempel-kommune-review"])
+                )
+            )
+            assert str(review.id) in description
+            answer = client.resume_flow_run(
+                run_id,
+                run_input={"decision": "reject", "approved_by": "Åse", "comment": "Ret datoen"},
+            )
+            assert answer.status.value == "ACCEPT"
+            thread.join(timeout=300)
+            flow_run = client.read_flow_run(run_id)
+        stats, sms_requests = sendgrid.stats(), gateway.requests
+    [state] = results
+    assert state.name == "Afvist" and state.is_cancelled() and not state.is_completed()
+    assert state.message.startswith("Afvist af Åse: Ret datoen. Intet er sendt")
+    assert flow_run.state.name == "Afvist"
+    assert flow_run.name.startswith("Eksempel Kommune · hele kortet · ")
+    assert stats["requests"] == 0 and sms_requests == 0  # the sink received nothing
+    out = isolated / "outbox" / "eksempel-kommune"
+    completion = json.loads((out / "completion.json").read_text(encoding="utf-8"))
+    for channel in ("newsletter", "sms", "poster"):
+        assert completion["channels"][channel]["status"] == "rejected", channel
+    # Every message as it goes out: the SMS in full, the poster as a picture.
+    sms_text = (out / "sms" / "sms.da.txt").read_text(encoding="utf-8").strip()
+    assert sms_text in review.data
+    assert "![Plakat, dansk](data:image/png;base64," in review.data
+
+
+def test_an_incomplete_card_ends_waiting_and_done_records_name_and_note_in_completion(
+    isolated: Path, server_mode: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Against a server, approve sends without the form only with a name.
+    state = _run(isolated, approve=True, approved_by="Åse Sørensen", return_state=True)
+    assert state.name == "Afventer bekræftelser" and state.name != "Completed"
+    assert "inform.website" in state.message
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        [status] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["eksempel-kommune-status"])),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+        )
+    assert status.data.startswith("# Forbered og kommunikér eksternt: Afventer bekræftelser")
+    assert all(f"- trin {step} er ikke bekræftet" in status.data for step in MANUAL)
+    out = isolated / "outbox"
+    done = ["done", str(EXAMPLE_CONFIG), "--output", str(out), "--by", "Åse Sørensen"]
+    assert fbsflow([*done, *MANUAL[:2], "--note", "Publiceret kl. 9"]) == 0
+    printed = capsys.readouterr().out
+    assert "inform.website: done, Åse Sørensen (Publiceret kl. 9)" in printed
+    completion = json.loads((out / "eksempel-kommune" / "completion.json").read_text("utf-8"))
+    for step in MANUAL[:2]:
+        recorded = completion["steps"][step]
+        assert (recorded["by"], recorded["note"], recorded["how"]) == (
+            "Åse Sørensen",
+            "Publiceret kl. 9",
+            "cli",
+        )
+    assert completion["status"] == "incomplete"
+    assert set(completion["awaiting_confirmation"]) == set(MANUAL[2:])
+    assert fbsflow([*done, *MANUAL[2:], "--note", "Alt er gjort"]) == 0
+    completion = json.loads((out / "eksempel-kommune" / "completion.json").read_text("utf-8"))
+    assert completion["status"] == "complete" and not completion["reasons"]
+    assert completion["steps"]["mark-complete"]["state"] == "done"
+    printed = capsys.readouterr().out
+    assert "Kortet er fuldført." in printed
+    # The card run, which ended waiting for these confirmations, now reads Fuldført too.
+    assert "står nu som Fuldført i Prefect" in printed
+    with get_client(sync_client=True) as client:
+        settled = client.read_flow_run(state.state_details.flow_run_id).state
+    assert settled.name == "Fuldført" and settled.is_completed()
+    # An unknown step is the user's mistake: exit 2, nothing changed.
+    assert fbsflow([*done, "inform.telefax"]) == 2
+
+
+def _confirm_in_form(isolated: Path, run_input: dict[str, Any]) -> tuple[Any, str]:
+    """A confirm-steps run, its form answered with `run_input`: (its final state, the form)."""
+    from prefect.client.orchestration import get_client
+
+    from flows.confirm_steps import confirm_steps
+
+    thread, results = _in_thread(
+        lambda: confirm_steps(
+            config_path=str(EXAMPLE_CONFIG),
+            output_root=str(isolated / "outbox"),
+            return_state=True,
+        )
+    )
+    with get_client(sync_client=True) as client:
+        run_id = _latest_run_id(client, "confirm-steps")
+        _, description = _paused_form(client, run_id)
+        answer = client.resume_flow_run(run_id, run_input=run_input)
+        assert answer.status.value == "ACCEPT"
+        thread.join(timeout=120)
+    [state] = results
+    return state, description
+
+
+def test_the_confirm_steps_form_records_who_did_what_and_completes_the_card_later(
+    isolated: Path, server_mode: None
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks.approval import step_field
+
+    card = _run(isolated, approve=True, approved_by="Åse Sørensen", return_state=True)
+    assert card.name == "Afventer bekræftelser"  # ended, not paused for weeks
+    first = {"inform.website", "inform.poster.soeby-bibliotek"}
+    state, description = _confirm_in_form(
+        isolated,
+        {
+            **{step_field(s): True for s in first},
+            "confirmed_by": "Filialleder Bo",
+            "note": "To plakater ved indgangen",
+        },
+    )
+    assert "Bekræft manuelle trin" in description
+    assert state.name == "Afventer bekræftelser"
+    path = isolated / "outbox" / "eksempel-kommune" / "completion.json"
+    completion = json.loads(path.read_text(encoding="utf-8"))
+    for step in first:
+        recorded = completion["steps"][step]
+        assert (recorded["state"], recorded["by"], recorded["note"], recorded["how"]) == (
+            "done",
+            "Filialleder Bo",
+            "To plakater ved indgangen",
+            "prefect-form",
+        )
+    assert set(completion["awaiting_confirmation"]) == set(MANUAL) - first
+
+    # The rest, weeks later: the card is complete, and so is its card run in the UI.
+    rest = {step_field(s): True for s in set(MANUAL) - first}
+    state, _ = _confirm_in_form(isolated, {**rest, "confirmed_by": "Åse Sørensen"})
+    assert state.name == "Fuldført" and state.is_completed()
+    completion = json.loads(path.read_text(encoding="utf-8"))
+    assert completion["status"] == "complete" and not completion["awaiting_confirmation"]
+    assert completion["steps"]["inform.website"]["by"] == "Filialleder Bo"  # kept as typed
+    with get_client(sync_client=True) as client:
+        settled = client.read_flow_run(card.state_details.flow_run_id).state
+    assert settled.name == "Fuldført" and settled.is_completed()
+
+
+def test_a_users_mistake_is_the_failed_states_one_line_message(
+    prefect_harness: None, isolated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = isolated / "nope.csv"
+    state = communicate_externally(
+        config_path=str(EXAMPLE_CONFIG),
+        audience=str(missing),
+        output_root=str(isolated / "outbox"),
+        approve=True,
+        return_state=True,
+    )
+    assert state.is_failed() and state.name == "Fejl i opsætningen"
+    assert str(missing) in state.message and "\n" not in state.message
+    assert "Traceback" not in state.message and "encountered an exception" not in state.message
+    # Found before any task ran: no task's traceback in the run's log either.
+    assert "Traceback" not in caplog.text and str(missing) in caplog.text
+
+
+def test_a_channel_run_ends_in_the_card_runs_state_with_a_readable_name(
+    prefect_harness: None, isolated: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.inform_channel import inform_channel
+
+    state = inform_channel(
+        config_path=str(EXAMPLE_CONFIG),
+        channel=Channel.WEBSITE,
+        output_root=str(isolated / "outbox"),
+        return_state=True,
+    )
+    assert state.name == "Afventer bekræftelser" and "inform.website" in state.message
+    record = state.result()
+    assert record["channels"]["website"]["status"] == "done"
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.name.startswith("Eksempel Kommune · website · ")
+    assert flow_run.state.name == "Afventer bekræftelser"

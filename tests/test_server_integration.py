@@ -526,8 +526,10 @@ def test_card_run_pauses_for_approval_and_sends_once_approved(
     assert props["decision"]["enum"] == ["approve", "reject"]
     # The form opens on "reject": resuming without choosing never sends anything.
     assert props["decision"]["default"] == "reject"
-    # The name is checked by the flow (a Danish line, the form again), not by the schema.
-    assert props["approved_by"]["title"].startswith("Dit navn")
+    # The name is asked again in Danish when missing (tasks/approval.py), not required by the
+    # schema, whose error would be jsonschema's English "'approved_by' is a required property".
+    assert schema["required"] == ["decision"]
+    assert schema["properties"]["approved_by"]["title"] == "Dit navn (skal udfyldes)"
     with served.server.client() as client:
         assert artifact_keys(client, run_id) >= ARTIFACTS
     record = served.completion()
@@ -558,9 +560,11 @@ def test_rejected_card_run_sends_nothing(served: Served, approved_run: object) -
         )
         assert answer.status.value == "ACCEPT", answer
         state = wait_for_end(client, run_id, served.proc)
-        # Not a green "Completed": the Danish rejection, with the reason as its message.
-        assert state.name == "Afvist", f"{state.name}: {state.message}\n{served.proc.tail()}"
-        assert not state.is_completed()
+        # Rejected is not "Completed": a Cancelled state named in Danish, with the reason.
+        assert state.name == "Afvist" and state.is_cancelled(), (
+            f"{state.name}\n{served.proc.tail()}"
+        )
+        assert "Afvist af Test Leder: nej" in (state.message or "")
     record = served.completion()
     assert record["flow_run_id"] == str(run_id)
     assert record["approval"]["approved"] is False and record["approval"]["decision"] == "reject"
