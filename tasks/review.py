@@ -19,7 +19,8 @@ from tasks.render import ChannelContent
 # The poster's picture in the artifact: small enough for the artifact (tens of kB per
 # language), large enough to read its headline. A data: URI, so no file server is needed:
 # Prefect's UI (3.x) draws a markdown image token as <img src=...> with the href as written
-# (checked in its bundled markdown renderer), and a remote URL would not reach the server's files.
+# (its bundled markdown renderer; seen in Chromium on `prefect server start`, Prefect 3.9.1, at
+# <ui>/artifacts/artifact/<id>), and a remote URL could not reach the output folder anyway.
 POSTER_PREVIEW_DPI = 30
 _FENCE = "```"
 

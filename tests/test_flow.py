@@ -563,7 +563,12 @@ def test_a_rejected_run_ends_afvist_and_the_sink_receives_nothing_poster_emails_
     isolated: Path, server_mode: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     from tests.servers.gatewayapi_server import GatewayApiServer
 
@@ -587,7 +592,8 @@ def test_a_rejected_run_ends_afvist_and_the_sink_receives_nothing_poster_emails_
             [review] = client.read_artifacts(
                 artifact_filter=ArtifactFilter(
                     key=ArtifactFilterKey(any_=["eksempel-kommune-review"])
-                )
+                ),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
             )
             assert str(review.id) in description
             answer = client.resume_flow_run(
