@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
@@ -12,7 +12,9 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.form import CHANNELS_OR_ALL, LIST_OR_EMPTY, MUNICIPALITY, TEXT_OR_EMPTY, field, given
 from flows.run_states import card_run_name, final_state, input_error, publish_status
+from tasks.card_slot import card_slot
 from tasks.channels import spec
 from tasks.delivery.channel import check_ledger_key, deliver_channel
 from tasks.delivery.chunks import MAX_WORKERS
@@ -53,17 +55,77 @@ from tasks.translation import translated
     on_crashed=[failure_notice],
 )
 def communicate_externally(
-    config_path: str,
-    audience: str | None = None,
-    approve: bool = False,
-    output_root: str = "outbox",
-    at_least_once: bool = False,
-    channels: list[Channel] | None = None,
-    confirm: list[str] | None = None,
-    confirmed_by: str | None = None,
-    wait_for_confirmations: bool = False,
-    approved_by: str | None = None,
-    confirm_note: str | None = None,
+    config_path: Annotated[str, MUNICIPALITY] = field(
+        ..., "Kommune", "Kommunens konfiguration: vælg din kommune på listen."
+    ),
+    audience: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "Låneroplysninger (CSV)",
+        "Udtrækket af lånere fra FBS. Tomt: den fil, kommunens konfiguration peger på.",
+        empty="",
+    ),
+    approve: bool = field(
+        False,
+        "godkend på forhånd",
+        "Kun til kommandolinjen. I Prefect godkender du teksterne i godkendelsesformularen, "
+        "når kørslen venter på dig.",
+        advanced=True,
+    ),
+    output_root: str = field(
+        "outbox",
+        "outputmappe",
+        "Mappen, hvor kørslen lægger tekster, plakater og status (én undermappe pr. kommune). "
+        "En relativ sti er i forhold til arbejdsmappen på den maskine, der kører flowet.",
+        advanced=True,
+    ),
+    at_least_once: bool = field(
+        False,
+        "send igen ved ukendt levering",
+        "Send igen til modtagere, hvor det er uvist, om udbyderen modtog beskeden. "
+        "Nogle kan da få den to gange. Brug det kun efter at have tjekket udbyderens log.",
+        advanced=True,
+    ),
+    channels: Annotated[list[Channel] | None, CHANNELS_OR_ALL] = field(
+        None,
+        "kun disse kanaler",
+        "Tom: alle kanaler i kommunens konfiguration.",
+        advanced=True,
+        empty=[],
+    ),
+    confirm: Annotated[list[str] | None, LIST_OR_EMPTY] = field(
+        None,
+        "bekræftede trin",
+        "Id'er på manuelle trin, der er udført (fx inform.poster.hovedbiblioteket).",
+        advanced=True,
+        empty=[],
+    ),
+    confirmed_by: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "bekræftet af",
+        "Navnet på den, der bekræfter trinene ovenfor.",
+        advanced=True,
+        empty="",
+    ),
+    wait_for_confirmations: bool = field(
+        False,
+        "vent på bekræftelser",
+        "Kørslen venter i Prefect på, at de manuelle trin bekræftes.",
+        advanced=True,
+    ),
+    approved_by: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "godkendt af",
+        "Kun sammen med 'godkend på forhånd': navnet på den, der har godkendt teksterne.",
+        advanced=True,
+        empty="",
+    ),
+    confirm_note: Annotated[str | None, TEXT_OR_EMPTY] = field(
+        None,
+        "note til bekræftelsen",
+        "En note til de bekræftede trin (ingen oplysninger om lånere).",
+        advanced=True,
+        empty="",
+    ),
 ) -> State[Any]:
     """Run the card for one municipality; a direct call returns the completion record.
 
@@ -75,6 +137,9 @@ def communicate_externally(
     The run ends in a Danish-named state saying what it waits on (flows/run_states.py); a
     mistake in the input ends it Failed with the mistake's one line as the message.
     """
+    # The run form sends "" and [] for fields left empty; the flow's "not given" is None.
+    audience, channels, confirmed_by = given(audience), given(channels), given(confirmed_by)
+    approved_by, confirm_note = given(approved_by), given(confirm_note)
     try:
         record = _card(
             config_path,
@@ -125,6 +190,7 @@ def _card(
     places = (data, Path(output_root))
     with (
         translated(places),
+        card_slot(config.municipality.slug),  # one card run at a time per municipality
         flow_heartbeats(),
         OutputFolder(Path(output_root), config.municipality.slug) as out,
     ):

@@ -239,3 +239,34 @@ def failure_notice(
             scrub_personal_data(str(exc))[:500],
         )
         return None
+
+
+def deliver_notice(
+    flow_run: Any, subject: str, body: str, *, env: Mapping[str, str] | None = None
+) -> str | None:
+    """Send any notice about `flow_run` to the project leader the way a failure notice goes
+    (provider, else a .eml file in `<output root>/_notices/`). Returns how it went out, or None
+    when FBSFLOW_NOTIFY_EMAIL is unset. Raises on a fault: the caller is a flow, not a hook."""
+    from tasks.models import Channel
+    from tasks.providers.registry import OUTBOX, provider_name
+
+    to = _read(NoticeSettings, env).notify_email
+    if not to:
+        _logger().warning(
+            "%s is not set: no notice sent (fix: export %s=<project leader's e-mail>)",
+            NOTIFY_EMAIL_ENV,
+            NOTIFY_EMAIL_ENV,
+        )
+        return None
+    sender = _sender(flow_run, env)
+    name = provider_name(Channel.NEWSLETTER, env)
+    if name != OUTBOX and sender is not None:
+        _send_with_provider(
+            name, to, sender, subject, body, env, str(getattr(flow_run, "id", "unknown"))
+        )
+        return name
+    root = (getattr(flow_run, "parameters", None) or {}).get("output_root") or "outbox"
+    path = _write_eml(
+        Path(root) / NOTICES_FOLDER, to, sender or (FALLBACK_FROM, "fbsflow"), subject, body
+    )
+    return str(path)

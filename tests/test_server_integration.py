@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,8 @@ import httpx
 import pytest
 import yaml
 
+from flows.deployments import card_deployment, channel_deployment, confirm_deployment
+from tasks.models import Channel
 from tests.conftest import EXAMPLE_AUDIENCE, EXAMPLE_CONFIG, ROOT
 from tests.support.axe import chromium_path, screenshot
 from tests.support.e2e import clean_env
@@ -40,7 +43,7 @@ T = TypeVar("T")
 PREFECT_YAML = ROOT / "prefect.yaml"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "flow-run.png"
 SLUG = "eksempel-kommune"
-CARD = "communicate-externally/card"
+CARD = f"communicate-externally/{card_deployment(SLUG)}"
 POOL = "fbsflow"
 # Resolved by the worker when a run starts, so the template itself is what the server stores.
 PULL_STEPS = [
@@ -49,8 +52,14 @@ PULL_STEPS = [
 EXAMPLE_CONFIG_PATH = "config/municipalities/eksempel-kommune.yaml"
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 ARTIFACTS = {
-    f"{SLUG}-{k}" for k in ("plan", "previews", "checklist", "delivery", "sms", "import-report")
+    f"{SLUG}-{k}"
+    for k in ("plan", "previews", "review", "checklist", "delivery", "sms", "import-report")
 }
+
+
+def channel_name(channel: str) -> str:
+    """A channel's deployment as the client looks it up, e.g. inform-channel/sms-eksempel-kommune."""
+    return f"inform-channel/{channel_deployment(SLUG, Channel(channel))}"
 
 
 def _bin(name: str) -> str | None:
@@ -175,12 +184,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         PREFECT_HOME=str(tmp / "server"),
         # The UI asks this URL for data; left unset it says port 4200, whatever --port says.
         PREFECT_UI_API_URL=srv.api,
-        # Services these tests do not use (cron schedules, late runs, worker health,
-        # automations): off, so the server leaves the two cores to the runs.
+        # Services these tests do not use (cron schedules, late runs, worker health): off, so
+        # the server leaves the two cores to the runs. Triggers stay on: the notice deployment.
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
         PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
-        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
     )
     proc = start(
         "prefect-server",
@@ -248,6 +256,10 @@ def served(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         FBSFLOW_DATA_DIR=str(workdir / "data"),
         FBSFLOW_APPROVAL_TIMEOUT="300",
         FBSFLOW_TRIGGERED_BY="integration-test",
+        # The notice deployment writes its e-mails as .eml files (no provider is configured)
+        # with a link to the run; the approval form links to the review artifact.
+        FBSFLOW_NOTIFY_EMAIL="projektleder@example.org",
+        PREFECT_UI_URL=server.url,
         # The runner looks for new runs every 10 s by default; 2 s keeps the test short.
         PREFECT_RUNNER_POLL_FREQUENCY="2",
     )
@@ -337,6 +349,112 @@ def approved_run(served: Served) -> tuple[UUID, dict[str, Any]]:
     return run_id, schema
 
 
+# --- The Prefect UI in Chromium (Playwright) ----------------------------------------------------
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+LEADER = "Test Leder (UI)"
+
+
+def shot_path(name: str, tmp: Path) -> Path:
+    """Where a screenshot goes: docs/screenshots/ on request, so a test run leaves the tree clean."""
+    return (SCREENSHOTS if os.environ.get("FBSFLOW_UPDATE_SCREENSHOT") else tmp) / name
+
+
+@contextmanager
+def ui_page() -> Iterator[Any]:
+    """A Chromium page (Debian's Chromium: nothing downloaded) that reaches only 127.0.0.1, in
+    Danish time as the project leader sees the UI."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            # Anything not on this machine goes to a dead proxy and fails at once.
+            proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1,localhost"},
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 900},
+                locale="da-DK",
+                timezone_id="Europe/Copenhagen",
+            )
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def form_field(scope: Any, title: str) -> Any:
+    """One field of a Prefect schema form, found by the title the form shows for it."""
+    # `has=` looks inside each property, so the label's locator starts from the page.
+    page = getattr(scope, "page", scope)
+    label = page.locator(".schema-form-property__label").filter(
+        has_text=re.compile(rf"^\s*{re.escape(title)}(\s*\(Optional\))?\s*$")
+    )
+    return scope.locator(".schema-form-property").filter(has=label).first
+
+
+def choose(page: Any, scope: Any, title: str, option: str, choices: int = 1) -> None:
+    """Pick `option` in the form's drop-down list titled `title`."""
+    button = form_field(scope, title).locator("button.p-select-button__control")
+
+    def pick(text: str, *, other: bool = False) -> None:
+        # The list opens from the keyboard; a mouse click on the button opens and closes it.
+        button.press("ArrowDown")
+        exact = page.locator(".p-select-option__text", has_text=re.compile(rf"^{re.escape(text)}$"))
+        options = page.get_by_role("option")
+        (options.filter(has_not=exact) if other else options.filter(has=exact)).first.click()
+
+    if button.inner_text().strip() == option and choices > 1:
+        # Shown as the pause form's start value, but not yet its answer (Submit does nothing):
+        # pick another option, then this one.
+        pick(option, other=True)
+    pick(option)
+
+
+def start_custom_run(
+    page: Any, base: str, config: str, target: Callable[[str], Path], client: Any
+) -> UUID:
+    """Deployments page -> the card -> Run -> Custom run -> choose the municipality -> Submit."""
+    page.goto(f"{base}/deployments")
+    page.get_by_role("link", name=card_deployment(SLUG)).first.wait_for()
+    page.screenshot(path=target("ui-deployments.png"))
+    page.get_by_role("link", name=card_deployment(SLUG)).first.click()
+    page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+$"))
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    page.wait_for_url(re.compile(r"/run(\?.*)?$"))
+    form_field(page, "Kommune").wait_for()
+    choose(page, page, "Kommune", config)
+    page.screenshot(path=target("ui-run-form.png"), full_page=True)
+    deployment = client.read_deployment_by_name(CARD)
+    before = {r.id for r in card_runs(client, deployment.id)}
+    page.get_by_role("button", name="Submit").click()
+    # The UI goes back to the deployment, with a toast that soon fades: the API says which run.
+    page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
+    (run_id,) = wait_for(
+        "the run the form started",
+        lambda: ({r.id for r in card_runs(client, deployment.id)} - before) or None,
+        timeout=30,
+    )
+    page.goto(f"{base}/runs/flow-run/{run_id}")
+    return run_id
+
+
+def card_runs(client: Any, deployment_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+
+
+def title_of(schema: dict[str, Any], key: str) -> str:
+    return schema["properties"][key].get("title") or key
+
+
 # --- Tests ---------------------------------------------------------------------------------------
 
 
@@ -348,7 +466,7 @@ def test_serve_registers_deployments_and_schedules_each_channel(served: Served) 
         assert card.parameters["config_path"] == str(served.config)
         by_id = {}
         for channel in channels:
-            deployment = client.read_deployment_by_name(f"inform-channel/{channel}")
+            deployment = client.read_deployment_by_name(channel_name(channel))
             assert deployment.parameters["channel"] == channel
             by_id[deployment.id] = channel
         runs = client.read_flow_runs()
@@ -372,21 +490,30 @@ def test_rescheduling_after_go_live_moves_leaves_one_run_per_channel(served: Ser
 
     from flows.deployments import schedule_channel_runs
 
-    moved = served.workdir / "moved"
-    moved.mkdir()
-    config, _ = write_config(moved, served.go_live + timedelta(days=7))
-    with served.server.client() as client:  # also points schedule_channel_runs at the server
-        runs = schedule_channel_runs(str(config))
-        assert all(r.flow_run_id for r in runs)
-        scheduled = [
-            r
-            for r in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
-            )
-            if r.state is not None and r.state.is_scheduled()
-        ]
+    # The leader edits the served file (the deployments offer only the configs they know);
+    # it goes back afterwards, for the tests after this one.
+    original = served.config.read_bytes()
+    write_config(served.workdir, served.go_live + timedelta(days=7))
+    try:
+        with served.server.client() as client:  # also points schedule_channel_runs at the server
+            runs = schedule_channel_runs(str(served.config))
+            assert all(r.flow_run_id for r in runs)
+            scheduled = [
+                r
+                for r in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+                )
+                if r.state is not None and r.state.is_scheduled()
+            ]
+    finally:
+        served.config.write_bytes(original)
     per_channel = sorted(r.parameters["channel"] for r in scheduled)
     assert per_channel == sorted(served.channels()), per_channel
+    moved = {r.parameters["channel"]: r.expected_start_time for r in scheduled}
+    for channel, at in moved.items():
+        offset = served.config_data["channels"][channel]["offset_days"]
+        day = served.go_live + timedelta(days=7 + offset)
+        assert at == datetime.combine(day, clock(9, 0), tzinfo=COPENHAGEN), (channel, at)
 
 
 @pytest.mark.integration
@@ -472,6 +599,201 @@ def test_screenshot_of_the_approved_run_in_the_ui(
     assert target.stat().st_size > 20_000
 
 
+def open_resume_form(page: Any, base: str, run_id: UUID) -> Any:
+    """The run's page -> Resume: the pause form's dialog."""
+    page.goto(f"{base}/runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Resume", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator(".schema-form-property").first.wait_for()
+    return dialog
+
+
+def settle(page: Any) -> None:
+    """Let the page finish loading its data (the UI dims a page until its logs have come)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(2000)
+
+
+def fill(scope: Any, title: str, text: str) -> None:
+    form_field(scope, title).locator("textarea, input[type=text]").first.fill(text)
+
+
+def submit_form(dialog: Any) -> None:
+    dialog.get_by_role("button", name="Submit", exact=True).click()
+    try:
+        dialog.wait_for(state="detached")
+    except Exception:
+        # The form refused the answer: its own message says why.
+        pytest.fail(f"the form was not accepted:\n{dialog.inner_text()[:2000]}")
+
+
+def expected_sms(config: Path) -> str:
+    """The Danish SMS as the run renders it from the served config."""
+    from tasks.channels import render_channel
+    from tasks.config import load_municipality
+    from tasks.models import Language
+
+    content = render_channel(Channel.SMS, load_municipality(config))
+    return content.messages[Language.DA].text
+
+
+def notices_about(served: Served, run_id: UUID) -> list[str]:
+    """The .eml notices (no provider: written to outbox/_notices) that link to `run_id`."""
+    from email import message_from_bytes, policy
+
+    found = []
+    for path in sorted((served.workdir / "outbox" / "_notices").glob("*.eml")):
+        mail = message_from_bytes(path.read_bytes(), policy=policy.default)
+        body = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        if f"/runs/flow-run/{run_id}" in body:
+            found.append(f"{mail['Subject']}\n{body}")
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(
+    chromium_path() is None, reason="Chromium is not installed (apt-get install -y chromium)"
+)
+def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) -> None:
+    """In Chromium, as the project leader: start the card from the Danish run form choosing the
+    municipality, read the SMS in the review the approval form links to, approve with a name,
+    confirm two manual steps with a name and a note in one form, and read them back; a rejected
+    run ends "Afvist" and sends nothing. The notice deployment e-mails each wait with a link."""
+    from flows.run_states import REJECTED
+    from tasks.card_slot import limit_name
+
+    base = served.server.url
+
+    def target(name: str) -> Path:
+        return shot_path(name, tmp_path)
+
+    with ui_page() as page, served.server.client() as client:
+        # 1. The Deployments page and the card's run form, in Danish; the municipality from a list.
+        run_id = start_custom_run(page, base, str(served.config), target, client)
+        card = client.read_deployment_by_name(CARD)
+        props = card.parameter_openapi_schema["properties"]
+        assert props["config_path"]["title"] == "Kommune"
+        assert str(served.config) in props["config_path"]["enum"]
+        assert props["at_least_once"]["title"].startswith("Avanceret: ")
+        assert "Dit navn" not in page.content()  # the run form, not the approval form
+        run = client.read_flow_run(run_id)
+        assert run.parameters["config_path"] == str(served.config)
+
+        # 2. It waits for approval, holding the municipality's one card slot, and the leader
+        #    gets an e-mail with the link to the run.
+        schema = wait_for_pause(client, run_id, served.proc)
+        (gcl,) = [
+            limit
+            for limit in client.read_global_concurrency_limits()
+            if limit.name == limit_name(SLUG)
+        ]
+        assert (gcl.limit, gcl.active_slots) == (1, 1)
+        notices = wait_for(
+            "the notice e-mail about the paused run",
+            lambda: notices_about(served, run_id) or None,
+            timeout=90,
+            proc=served.proc,
+        )
+        assert "venter på dig" in notices[0]
+
+        # 3. The approval form links to the review: every message as it goes out.
+        dialog = open_resume_form(page, base, run_id)
+        page.screenshot(path=target("ui-approval-form.png"))
+        link = dialog.get_by_role("link", name="Læs alle beskeder i gennemsynet")
+        review_url = link.get_attribute("href")
+        assert review_url and review_url.startswith(f"{base}/artifacts/artifact/")
+        page.goto(review_url)
+        sms = expected_sms(served.config)
+        first_line = sms.splitlines()[0]
+        shown = page.get_by_text(first_line[:40]).first
+        shown.wait_for()
+        shown.scroll_into_view_if_needed()  # the picture shows the SMS, not the article above it
+        page.screenshot(path=target("ui-review-artifact.png"))
+
+        # 4. Approve with a name.
+        dialog = open_resume_form(page, base, run_id)
+        choose(page, dialog, title_of(schema, "decision"), "approve", choices=2)
+        fill(dialog, title_of(schema, "approved_by"), LEADER)
+        fill(dialog, title_of(schema, "comment"), "Godkendt i testen")
+        submit_form(dialog)
+        state = wait_for_end(client, run_id, served.proc, timeout=120)
+        assert state.name != "Completed", state
+        record = served.completion()
+        assert record["flow_run_id"] == str(run_id)
+        assert (record["approval"]["by"], record["approval"]["approved"]) == (LEADER, True)
+        assert record["channels"]["sms"]["counts"]["sent"] > 0
+        page.goto(f"{base}/runs/flow-run/{run_id}")
+        page.get_by_text(state.name, exact=True).first.wait_for()
+        settle(page)
+        page.screenshot(path=target("ui-run-after-approval.png"))
+
+        # 5. Two manual steps confirmed in one form (the confirm-steps deployment).
+        confirm = client.read_deployment_by_name(f"confirm-steps/{confirm_deployment(SLUG)}")
+        confirm_run = client.create_flow_run_from_deployment(confirm.id).id
+        steps_schema = wait_for_pause(client, confirm_run, served.proc)
+        step_fields = [k for k in steps_schema["properties"] if k not in ("confirmed_by", "note")]
+        assert len(step_fields) >= 2, steps_schema
+        dialog = open_resume_form(page, base, confirm_run)
+        ticked = step_fields[:2]
+        for key in ticked:
+            switch = form_field(dialog, title_of(steps_schema, key)).get_by_role("switch")
+            switch.click()
+            assert switch.get_attribute("aria-checked") == "true", key
+        fill(dialog, title_of(steps_schema, "confirmed_by"), "Bo Bibliotekar")
+        fill(dialog, title_of(steps_schema, "note"), "Plakaterne hænger ved udlånet")
+        page.screenshot(path=target("ui-confirm-steps.png"))
+        submit_form(dialog)
+        wait_for_end(client, confirm_run, served.proc, timeout=90)
+
+    # 6. The checklist says who confirmed what, with the note, as typed.
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    shown = subprocess.run(
+        [*command, "checklist", str(served.config)],
+        env=served.server.env(FBSFLOW_DATA_DIR=str(served.workdir / "data")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Bo Bibliotekar" in shown.stdout, shown.stdout + shown.stderr
+    from tasks.checklist import Checklist
+    from tasks.config import load_card, load_municipality
+
+    config = load_municipality(served.config)
+    with Checklist.open(served.workdir / "data") as checklist:
+        recorded = {s.id: s for s in checklist.steps(load_card(config.card), config)}
+    confirmed_ids = {s.id for s in recorded.values() if s.by == "Bo Bibliotekar"}
+    assert len(confirmed_ids) == 2, recorded
+    assert {recorded[i].note for i in confirmed_ids} == {"Plakaterne hænger ved udlånet"}
+    steps = served.completion()["steps"]
+    confirmed = [s for s in steps.values() if s["by"] == "Bo Bibliotekar"]
+    assert len(confirmed) == 2, confirmed
+    assert all(s["note"] == "Plakaterne hænger ved udlånet" for s in confirmed)
+
+    # 7. A rejected run: Danish state, nothing sent.
+    with ui_page() as page, served.server.client() as client:
+        run_id = start_custom_run(page, base, str(served.config), target, client)
+        schema = wait_for_pause(client, run_id, served.proc)
+        dialog = open_resume_form(page, base, run_id)
+        choose(page, dialog, title_of(schema, "decision"), "reject", choices=2)
+        fill(dialog, title_of(schema, "approved_by"), LEADER)
+        submit_form(dialog)
+        state = wait_for_end(client, run_id, served.proc, timeout=120)
+        assert state.name == REJECTED, (state.name, state.message)
+        page.goto(f"{base}/runs/flow-run/{run_id}")
+        page.get_by_text(REJECTED, exact=True).first.wait_for()
+        settle(page)
+        page.screenshot(path=target("ui-rejected-run.png"))
+    record = served.completion()
+    assert record["flow_run_id"] == str(run_id)
+    for channel in ("newsletter", "sms", "poster"):
+        outcome = record["channels"][channel]
+        assert not outcome["counts"].get("sent"), outcome
+        assert not (served.outbox / channel / "requests").exists(), channel
+
+
 @pytest.mark.integration
 def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: Path) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -516,15 +838,36 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
     )
     assert done.returncode == 0, f"prefect deploy:\n{done.stdout}\n{done.stderr}"
     with server.client() as client:
-        for name in [CARD] + [f"inform-channel/{c}" for c in served.channels()]:
+        for name in [CARD] + [channel_name(c) for c in served.channels()]:
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_pool_name == POOL, name
             assert deployment.pull_steps == PULL_STEPS
             assert deployment.parameters["config_path"] == EXAMPLE_CONFIG_PATH
 
+        # `fbsflow schedule` after the deploy: the runs `serve` made (no work queue: no worker
+        # would ever see them) give way to runs on the pool's queue, with the deployment's own
+        # relative config_path (the only one its form accepts).
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        from flows.deployments import schedule_channel_runs
+
+        planned = schedule_channel_runs(str(ROOT / EXAMPLE_CONFIG_PATH))
+        future = sorted(r.channel.value for r in planned if r.flow_run_id)
+        waiting = [
+            r
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[SLUG]))
+            )
+            if r.state is not None and r.state.is_scheduled()
+        ]
+        assert sorted(r.parameters["channel"] for r in waiting) == future
+        for run in waiting:
+            assert (run.work_pool_name, run.work_queue_name) == (POOL, "default"), run.name
+            assert run.parameters["config_path"] == EXAMPLE_CONFIG_PATH
+
         # One real run through the worker: the pull step must land in the project folder.
         out = tmp_path / "pool-outbox"
-        deployment = client.read_deployment_by_name("inform-channel/website")
+        deployment = client.read_deployment_by_name(channel_name("website"))
         run = client.create_flow_run_from_deployment(
             deployment.id, parameters={"output_root": str(out)}
         )
@@ -534,6 +877,24 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(served: Served, tmp_path: P
     record = json.loads((out / SLUG / "completion.json").read_text(encoding="utf-8"))
     assert record["channels"]["website"]["status"] == "done"
     assert (out / SLUG / "website").is_dir()
+
+    # Serving the same municipality now would take the workers' runs: `serve` refuses, naming
+    # the deployment and the pool, before it registers anything.
+    fbsflow = _bin("fbsflow")
+    command = [fbsflow] if fbsflow else [sys.executable, "-m", "flows.cli"]
+    refused = subprocess.run(
+        [*command, "serve", str(served.config)],
+        cwd=served.workdir,
+        env=server.env(FBSFLOW_DATA_DIR=str(served.workdir / "data")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"belongs to work pool '{POOL}'" in refused.stderr + refused.stdout
+    with server.client() as client:
+        assert client.read_deployment_by_name(CARD).work_pool_name == POOL
 
 
 def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
@@ -586,27 +947,48 @@ def test_cli_run_against_the_server_reads_a_large_export_in_two_processes(
     assert sent == [e.lstrip("+") for e in expected]  # type: ignore[union-attr]
 
 
-def test_prefect_yaml_has_the_card_and_every_channel() -> None:
-    """Cheap check of prefect.yaml's shape, without a server."""
+def test_prefect_yaml_has_the_card_every_channel_and_the_notice() -> None:
+    """Cheap check of prefect.yaml's shape, without a server: the same names, Danish
+    descriptions and notice trigger as `fbsflow serve` makes."""
     from flows.communicate_externally import communicate_externally
+    from flows.confirm_steps import confirm_steps
+    from flows.deployments import NOTICE_EVENTS, NOTICE_TAG, build_deployments
     from flows.inform_channel import inform_channel
+    from flows.notify_leader import notify_leader
 
     data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     assert data["build"] is None and data["push"] is None
     assert data["pull"] == PULL_STEPS
-    flows = {"communicate_externally": communicate_externally, "inform_channel": inform_channel}
+    flows = {
+        "communicate_externally": communicate_externally,
+        "inform_channel": inform_channel,
+        "notify_leader": notify_leader,
+        "confirm_steps": confirm_steps,
+    }
     by_name = {}
     for d in data["deployments"]:
         path, func = d["entrypoint"].split(":")
         assert (ROOT / path).is_file() and func in flows, d["entrypoint"]
         assert d["work_pool"]["name"] == POOL
-        assert (ROOT / d["parameters"]["config_path"]).is_file()
+        if "config_path" in d.get("parameters", {}):
+            assert (ROOT / d["parameters"]["config_path"]).is_file()
         by_name[(flows[func].name, d["name"])] = d
-    assert by_name[("communicate-externally", "card")]["parameters"] == {
-        "config_path": EXAMPLE_CONFIG_PATH
-    }
+    # What `fbsflow serve` registers for the same config: the same flows and names.
+    served = {(d.flow_name, d.name) for d in build_deployments(str(EXAMPLE_CONFIG))}
+    assert set(by_name) == served
+    card = by_name[("communicate-externally", card_deployment(SLUG))]
+    assert card["parameters"] == {"config_path": EXAMPLE_CONFIG_PATH}
+    assert "Forbered og kommunikér eksternt" in card["description"]
     example = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["channels"]
-    channel_deployments = {n for f, n in by_name if f == "inform-channel"}
-    assert channel_deployments == {c for c, s in example.items() if s is not None}
-    for name in channel_deployments:
-        assert by_name[("inform-channel", name)]["parameters"]["channel"] == name
+    for channel, settings in example.items():
+        if settings is None:
+            continue
+        d = by_name[("inform-channel", channel_deployment(SLUG, Channel(channel)))]
+        assert d["parameters"]["channel"] == channel
+        assert "planlagte dato" in d["description"]
+    (notice,) = [d for (f, _), d in by_name.items() if f == "fbsflow-besked"]
+    assert notice["tags"] == [NOTICE_TAG]  # not the municipality's tag: its own crash is no trigger
+    (trigger,) = notice["triggers"]
+    assert set(trigger["expect"]) == NOTICE_EVENTS
+    assert trigger["match_related"] == {"prefect.resource.id": f"prefect.tag.{SLUG}"}
+    assert trigger["parameters"] == {"flow_run_id": "{{ event.resource.id }}"}
