@@ -234,7 +234,11 @@ def _ends_sentence(token: str, next_token: str | None) -> bool:
 def _word_lengths(token: str) -> list[int]:
     """Letter counts of the words in a whitespace-separated token (hyphens are not letters)."""
     bare = token.strip(_CLOSERS + ".,;:!?(\"'«“")
-    if _ADDRESS_RE.match(bare) or bare.lower() in ABBREVIATIONS:
+    if _ADDRESS_RE.match(bare):
+        # A link is tapped or copied, not read as a word: it counts as a word, never as a long
+        # one (in a 20-word SMS, one address alone would add five points of LIX).
+        return [min(sum(c.isalpha() for c in bare), 6)]
+    if bare.lower() in ABBREVIATIONS:
         return [sum(c.isalpha() for c in bare)]
     return [len(w.replace("-", "")) for w in _WORD_RE.findall(token)]
 
@@ -245,7 +249,7 @@ def lix_info(text: str) -> LixInfo:
     Rules, kept simple on purpose:
     - A word is a run of letters; hyphenated words ("e-mail", "MitID-login") are one word;
       tokens of digits only ("250", "24-72") are no words; a web or e-mail address and a known
-      abbreviation ("f.eks.") are one word each.
+      abbreviation ("f.eks.") are one word each, and an address is never a long word.
     - A long word has more than 6 letters.
     - A sentence ends at "!", "?" or ":" followed by white space or the end of the line, and
       at a "." followed by white space and then a word not starting with a lower-case letter

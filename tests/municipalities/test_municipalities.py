@@ -144,3 +144,27 @@ def test_a_payment_methods_restriction_follows_the_method(
     # Faxe lists MobilePay last, after the giro slip and the netbank: its restriction ("send to
     # 447369 with your borrower number") is about MobilePay and must read so.
     assert adjacent in _texts("faxe", Channel.WEBSITE, language)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_quality_gates_hold_for_every_real_municipality(name: str) -> None:
+    """Easy to read (LIX <= 35) for the SMS, the poster and the article; the SMS in GSM-7, in at
+    most two parts and without amounts: for each real municipality's facts, not only the
+    example's."""
+    from tasks.channels.poster import poster_html
+    from tasks.textmetrics import html_to_text, is_gsm7, lix
+
+    config = load_municipality(HERE / f"{name}.yaml")
+    contents = _contents(name)
+    for lang in config.languages:
+        if Channel.SMS in contents:
+            sms = contents[Channel.SMS]
+            text = sms.messages[lang].text
+            assert is_gsm7(text) and sms.metrics[lang]["parts"] <= 2, (lang, text)
+            assert not re.search(r"\d+ ?kr\.|DKK", text), (lang, text)
+            assert lix(text) <= 35, (lang, text)
+        if Channel.POSTER in contents:
+            poster, _, _ = poster_html(config, lang)
+            assert lix(html_to_text(poster)) <= 35, lang
+        if Channel.WEBSITE in contents:
+            assert contents[Channel.WEBSITE].metrics[lang]["lix"] <= 35, lang
