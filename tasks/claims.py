@@ -8,6 +8,7 @@ review as markdown (for the approval artifact) and as an HTML section (for the g
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from markupsafe import escape
 
@@ -17,7 +18,8 @@ from tasks.render import ChannelContent
 
 _WORDS = {
     Language.DA: {
-        "title": "Gennemgang af udsagn (dansk)",
+        "title": "Gennemgang af udsagn ({language})",
+        "languages": {Language.DA: "dansk", Language.EN: "engelsk"},
         "intro": "Hver sætning, borgerne læser, og de felter i konfigurationen, den bygger på. "
         "Tjek værdierne: de er fakta, teksten siger.",
         "sentence": "Sætning",
@@ -27,7 +29,8 @@ _WORDS = {
         "none": "Ingen tekst på dette sprog.",
     },
     Language.EN: {
-        "title": "Claims review (English)",
+        "title": "Claims review ({language})",
+        "languages": {Language.DA: "Danish", Language.EN: "English"},
         "intro": "Every sentence citizens read and the config fields it rests on. "
         "Check the values: they are the facts the text states.",
         "sentence": "Sentence",
@@ -54,18 +57,29 @@ def _md(text: str) -> str:
     return " ".join(text.split()).translate(_MD_SPECIAL)
 
 
-def _fields(claim: Claim, language: Language) -> tuple[str, str]:
+def _words(language: Language) -> tuple[Language, dict[str, Any]]:
+    """The review's own words are the operator's (tasks/operator_text.py); its sentences are the
+    citizens' texts in `language`."""
+    from tasks.operator_text import language as operator_language
+
+    operator = Language(operator_language())
+    words = dict(_WORDS[operator])
+    words["title"] = words["title"].format(language=words["languages"][language])
+    return operator, words
+
+
+def _fields(claim: Claim, words: dict[str, Any]) -> tuple[str, str]:
     if not claim.fields:
-        return _WORDS[language]["fixed"], ""
+        return words["fixed"], ""
     return ", ".join(claim.fields), "; ".join(claim.values)
 
 
 def claims_review(contents: Mapping[Channel, ChannelContent], language: Language) -> str:
     """Markdown: per channel, a table of every sentence in `language`, its fields and values."""
-    words = _WORDS[language]
+    operator, words = _words(language)
     out = [f"# {words['title']}\n", f"{words['intro']}\n"]
     for content in _ordered(contents):
-        out.append(f"## {_md(_channel_name(content.channel, language))}\n")
+        out.append(f"## {_md(_channel_name(content.channel, operator))}\n")
         claims = content.claims.get(language, [])
         if not claims:
             out.append(f"{words['none']}\n")
@@ -73,7 +87,7 @@ def claims_review(contents: Mapping[Channel, ChannelContent], language: Language
         out.append(f"| {words['sentence']} | {words['fields']} | {words['values']} |")
         out.append("|---|---|---|")
         for claim in claims:
-            fields, values = _fields(claim, language)
+            fields, values = _fields(claim, words)
             out.append(f"| {_md(claim.text)} | {_md(fields)} | {_md(values)} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
@@ -81,22 +95,23 @@ def claims_review(contents: Mapping[Channel, ChannelContent], language: Language
 
 def claims_review_html(contents: Mapping[Channel, ChannelContent], language: Language) -> str:
     """The same review as an HTML section (its own id per language), for the gallery."""
-    words = _WORDS[language]
+    operator, words = _words(language)
     section_id = f"claims-{language.value}"
     parts = [
-        f'<section aria-labelledby="{section_id}" lang="{language.value}">'
+        f'<section aria-labelledby="{section_id}" lang="{operator.value}">'
         f'<h2 id="{section_id}">{escape(words["title"])}</h2><p>{escape(words["intro"])}</p>'
     ]
     for content in _ordered(contents):
         claims = content.claims.get(language, [])
         if not claims:
             continue
-        name = escape(_channel_name(content.channel, language))
+        name = escape(_channel_name(content.channel, operator))
         rows = []
         for claim in claims:
-            fields, values = _fields(claim, language)
+            fields, values = _fields(claim, words)
             rows.append(
-                f"<tr><td>{escape(claim.text)}</td><td>{escape(fields)}</td>"
+                f'<tr><td lang="{language.value}">{escape(claim.text)}</td>'
+                f"<td>{escape(fields)}</td>"
                 f"<td>{escape(values)}</td></tr>"
             )
         parts.append(

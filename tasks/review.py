@@ -23,6 +23,8 @@ from tasks.render import ChannelContent
 # <ui>/artifacts/artifact/<id>), and a remote URL could not reach the output folder anyway.
 POSTER_PREVIEW_DPI = 30
 _FENCE = "```"
+# A one-line message longer than this is quoted, not put in a code block (see _code).
+_WIDTH = 90
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,35 @@ def _text(data: str | bytes) -> str:
 
 def _code(text: str) -> str:
     # A code block shows the exact characters that will go out; nothing in them is rendered.
+    # The UI does not wrap a code block, so a message on one long line (an SMS) is quoted as a
+    # paragraph instead: config texts hold no markup (tasks/modeltypes.py), so it reads as sent.
+    text = text.rstrip()
+    if "\n" not in text and len(text) > _WIDTH:
+        return f"> {text}\n"
     fence = _FENCE + "`" if _FENCE in text else _FENCE
-    return f"{fence}text\n{text.rstrip()}\n{fence}\n"
+    return f"{fence}text\n{text}\n{fence}\n"
+
+
+_TEXT_FILES = (".md", ".txt", ".yml", ".json")
+
+
+def _language_of(name: str) -> Language | None:
+    """The language in a file's name ("poster.da.pdf", "da/body.txt", "language/en/x.yml")."""
+    for lang in Language:
+        code = lang.value
+        if f".{code}." in name or name.startswith(f"{code}/") or f"/{code}/" in name:
+            return lang
+    return None
 
 
 def _texts_of_files(content: ChannelContent, lang: Language) -> list[tuple[str, str]]:
-    """A channel's published texts in `lang` (markdown and plain text, not HTML or binaries)."""
+    """A channel's published texts in `lang` (markdown, plain text and the CMS settings; not HTML
+    or binaries). A file without a language in its name (the CMS settings in their main
+    language) is shown under Danish."""
     files = []
     for name, data in sorted(content.files.items()):
-        in_lang = f".{lang.value}." in name or name.startswith(f"{lang.value}/")
-        if in_lang and name.endswith((".md", ".txt")) and isinstance(data, str | bytes):
+        in_lang = (_language_of(name) or Language.DA) is lang
+        if in_lang and name.endswith(_TEXT_FILES) and isinstance(data, str | bytes):
             files.append((name, _text(data)))
     return files
 
@@ -136,7 +157,7 @@ def review_markdown(
                 out.append(f"`{channel.value}/{name}`\n")
                 out.append(_code(text))
     if claims is not None:
-        out.append("## Gennemgang af påstande\n")
+        out.append("## Gennemgang af udsagn\n")
         for lang in config.languages:
             out.append(claims(contents, lang).rstrip() + "\n")
     return "\n".join(out).rstrip() + "\n"

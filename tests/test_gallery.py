@@ -257,13 +257,15 @@ def test_markdown_escapes_text_that_would_be_markup() -> None:
 def test_the_claims_review_lists_every_sentence_with_its_fields(lang: Language) -> None:
     """The project leader checks facts: each sentence in a table with its fields and values."""
     page = gallery()
-    title = "Gennemgang af udsagn (dansk)" if lang is Language.DA else "Claims review (English)"
+    # Its own words in the operator's language (Danish), the sentences in the texts' language.
+    title = "Gennemgang af udsagn (" + {Language.DA: "dansk", Language.EN: "engelsk"}[lang] + ")"
     assert f'<h2 id="claims-{lang.value}">{title}</h2>' in page
     deadline = (
         "Du har 30 dage til at betale." if lang is Language.DA else "You have 30 days to pay."
     )
     assert (
-        f"<tr><td>{deadline}</td><td>decisions.new_debts.payment_days</td><td>30</td></tr>" in page
+        f'<tr><td lang="{lang.value}">{deadline}</td><td>decisions.new_debts.payment_days</td>'
+        "<td>30</td></tr>" in page
     )
     for content in contents().values():
         for claim in content.claims[lang]:

@@ -60,8 +60,10 @@ def test_the_artifact_holds_every_message_in_full_per_language(rendered: tuple) 
     assert "Plakat, dansk" in markdown and "Plakat, engelsk" in markdown
     # No borrower's address or number: counts only.
     assert "@example.com" not in markdown and "+45" not in markdown
-    if claims_review() is None:  # the claims review plugs in when the true-texts work lands
-        assert "Gennemgang af påstande" not in markdown
+    # The claims review: each sentence with the decision fields it rests on, per language.
+    assert claims_review() is not None
+    assert "# Gennemgang af udsagn (dansk)" in markdown
+    assert "decisions.new\\_debts.payment\\_days" in markdown
 
 
 def test_the_terminal_review_has_the_sms_whole_the_subjects_and_the_counts(
