@@ -50,16 +50,18 @@ lint: $(VENV)/.dev-installed
 serve: $(VENV)/.run-installed system-deps
 	$(BIN)/fbsflow serve $(EXAMPLE)
 
+# pip -qq: errors only. A machine's pip config may list package folders that are not there,
+# and pip warns about each of them for every package it installs.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -qq --upgrade pip
 
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -qq -e .
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -qq -e '.[dev]'
 	touch $@ $(VENV)/.run-installed
 
 # Installs the Debian packages only when one of their commands is missing (needs root, as here).

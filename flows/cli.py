@@ -169,7 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     status = operator_text.word("card", record["status"]).upper()
     print("\n" + say("cli.card_status", title=record["card_title"], status=status))
     for name, channel in record["channels"].items():
-        counts = ", ".join(f"{k} {v}" for k, v in channel["counts"].items() if v)
+        counts = ", ".join(
+            f"{operator_text.word('delivery', k)} {v}" for k, v in channel["counts"].items() if v
+        )
         said = operator_text.word("status", channel["status"])
         print(f"  {name:<13} {said:<20} {channel['provider']:<10} {counts}")
     for name, unused in record.get("channels_not_used", {}).items():
