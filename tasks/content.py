@@ -75,8 +75,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "From {go_live} you pay library fees in a new way.",
     },
     "moves": {
-        Language.DA: "Når du får et nyt gebyr, sender {municipality} dig regningen.",
-        Language.EN: "When you get a new fee, {municipality} sends you the bill.",
+        Language.DA: "Når du får et nyt gebyr, skal du betale det til {municipality}.",
+        Language.EN: "When you get a new fee, you pay it to {municipality}.",
     },
     "moves_short": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
@@ -92,8 +92,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "This covers fees for late returns and charges for items you have lost.",
     },
     "staff_no_payment": {
-        Language.DA: "Vi kan ikke tage imod betaling for nye gebyrer.",
-        Language.EN: "We cannot take payment for new fees.",
+        Language.DA: "Du kan ikke betale nye gebyrer til biblioteket.",
+        Language.EN: "You cannot pay new fees to the library.",
     },
     "ask_library": {
         Language.DA: "Har du spørgsmål til et gebyr, så spørg biblioteket.",
@@ -128,8 +128,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "What if I have lost something I borrowed?",
     },
     "q.no_mitid": {
-        Language.DA: "Jeg har ikke MitID eller Digital Post. Hvad gør jeg?",
-        Language.EN: "I do not have MitID or Digital Post. What do I do?",
+        Language.DA: "Jeg har ikke Digital Post. Hvad gør jeg?",
+        Language.EN: "I do not use Digital Post. What do I do?",
     },
     "q.children": {
         Language.DA: "Mit barn har et gebyr. Hvad sker der?",
@@ -261,7 +261,7 @@ _METHOD_NAMES = {
     },
     Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a giro slip"},
     Method.CASH_BORGERSERVICE: {
-        Language.DA: "kontant i Borgerservice",
+        Language.DA: "kontant hos Borgerservice",
         Language.EN: "in cash at Borgerservice",
     },
     Method.CASH_BANK: {Language.DA: "kontant i en bank", Language.EN: "in cash at a bank"},

@@ -119,8 +119,47 @@ def test_children_from_15_no_channel_says_under_18(fixed_point: MunicipalityConf
 
 def test_children_under_18_by_default_reading(folder: Path) -> None:
     text, _ = channel_texts(example())[("faq", "da")]
-    assert "Er dit barn under 18 år, får du som forælder regningen." in text
+    assert "Er dit barn under 18 år, får du som forælder eller værge regningen." in text
     assert "selv regningen" not in text
+
+
+def test_an_unset_login_names_no_login(folder: Path) -> None:
+    # The portal without `login`: no default may put "MitID" in a citizen's text.
+    config = variant(folder, {"decisions.new_debts.portal": PORTAL}, "no-login")
+    assert config.decisions.new_debts.portal.login is None
+    for (channel, lang), (text, _) in channel_texts(config).items():
+        for word in ("MitID", "NemID", "log ind", "logger ind", "log in"):
+            assert word not in text, (channel, lang, word)
+
+
+def test_paper_invoice_is_for_those_exempt_from_digital_post() -> None:
+    texts = channel_texts(example())
+    assert (
+        "Er du fritaget for Digital Post, får du fakturaen som brev med et girokort."
+        in texts[("faq", "da")][0]
+    )
+    for (channel, lang), (text, _) in texts.items():
+        # Lacking MitID alone does not bring a paper invoice: no text says so.
+        assert "ikke MitID" not in text and "not have MitID" not in text, (channel, lang)
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_old_debts_not_payable_say_where_they_go_or_only_not_to_the_library(
+    folder: Path, moved: bool
+) -> None:
+    portal = {**PORTAL, "shows_old_debts": moved}
+    changes = {"decisions.old_debts": {"payable": "no"}, "decisions.new_debts.portal": portal}
+    config = variant(folder, changes, f"old-no-{moved}")
+    day = format_day(config.go_live, Language.DA)
+    for (channel, lang), (text, _) in channel_texts(config).items():
+        # Nothing before says "not to the library", so nothing may say "heller"/"either".
+        assert "heller" not in text and "either" not in text, (channel, lang)
+    faq = channel_texts(config)[("faq", "da")][0]
+    assert "Du kan ikke længere betale gebyrer til biblioteket." in faq
+    if moved:
+        assert f"Gebyrer fra før {day} betaler du også i Mit Betalingsoverblik." in faq
+    else:
+        assert f"Det gælder også gebyrer fra før {day}." in faq
 
 
 # --- Every sentence rests on a claim -------------------------------------------------------------
@@ -194,7 +233,7 @@ def test_danish_wording() -> None:
     assert article.startswith("Ny måde at betale gebyrer på fra 14. december 2026")
     assert "gebyrer for sen aflevering" in article
     assert "Nye gebyrer ser og betaler du i Mit betalingsoverblik." in article
-    assert "Betal fakturaen fra Digital Post i din netbank." in article
+    assert "Du kan betale fakturaen i din netbank." in article
     short = " ".join(texts[("self_service", "da")][0].split())
     assert (
         "Har du spørgsmål til et gebyr, så spørg biblioteket. Har du spørgsmål om betaling, så "

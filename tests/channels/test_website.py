@@ -25,7 +25,7 @@ def test_markup_in_free_text_is_refused(tmp_path: Path) -> None:
 
 def test_quotes_in_a_name_are_html_escaped(tmp_path: Path) -> None:
     name = 'Kim\'s "Læsehus"'
-    # The article names the municipality ("... sender <name> regningen"); the newsletter signs
+    # The article names the municipality ("... betale det til <name>"); the newsletter signs
     # with the library's name.
     config = variant(
         tmp_path, {"library.name": name, "municipality.name": name, "contacts.library.name": name}

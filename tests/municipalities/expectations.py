@@ -175,7 +175,7 @@ EXPECTATIONS: dict[str, Expect] = {
     "alleroed": Expect(
         must={
             "da": ["7. juni 2023", "til og med 30. juni 2023", "på biblioteket", "Digital Post",
-                   "netbank", "kontant i Borgerservice", "MobilePay"],
+                   "netbank", "kontant hos Borgerservice", "MobilePay"],
             "en": ["7 June 2023", "until 30 June 2023 inclusive", "at the library",
                    "Digital Post", "Borgerservice", "MobilePay"],
         },
