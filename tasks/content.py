@@ -71,8 +71,9 @@ FIXED: dict[str, dict[Language, str]] = {
     "button_read": {Language.DA: "Læs om betaling", Language.EN: "Read about paying"},
     # The card's facts, true wherever the debtor integration is switched on
     "intro": {
-        Language.DA: "Fra {go_live} skal du betale gebyrer på en ny måde.",
-        Language.EN: "From {go_live} you pay library fees in a new way.",
+        # The news itself, short words only: the article's LIX stays under 35 (issue 17's gate).
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality, not to the library.",
     },
     "moves": {
         Language.DA: "Når du får et nyt gebyr, skal du betale det til {municipality}.",
@@ -80,12 +81,12 @@ FIXED: dict[str, dict[Language, str]] = {
     },
     "moves_short": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
-        Language.EN: "From {go_live} you pay new fees to the municipality, not to us.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality, not to the library.",
     },
     # The SMS's own, when the longer one would cost a part (tasks/channels/sms.py picks).
     "moves_sms": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen.",
-        Language.EN: "From {go_live} you pay new fees to the municipality.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality.",
     },
     "covers": {
         Language.DA: "Det gælder gebyrer for sen aflevering og erstatning for ting, du har mistet.",
@@ -289,6 +290,7 @@ class Facts:
     until: str | None
     old_places: str | None  # where old debts are paid, as a phrase
     old_places_short: str | None  # the same, shorter
+    old_places_here: str | None  # the same on the library's own fee page: the website is "her"
     old_methods: str | None
     reminder_fee: str | None
     above_kr: str | None
@@ -300,14 +302,22 @@ class Facts:
 
 
 def _old_places(
-    config: MunicipalityConfig, language: Language, site: str, *, compact: bool = False
+    config: MunicipalityConfig,
+    language: Language,
+    site: str,
+    *,
+    compact: bool = False,
+    here: bool = False,
 ) -> str | None:
     # compact (short texts): the site without the account page's name, which the site shows.
+    # here (the library's own fee page): the website is the page the reader is on.
     page = None if compact else config.decisions.routing.account_page
     names = []
     for place in config.decisions.old_debts.where:
         if place is OldDebtPlace.LIBRARY_COUNTER:
             names.append("på biblioteket" if language is Language.DA else "at the library")
+        elif place is OldDebtPlace.LIBRARY_WEBSITE and here:
+            names.append("her" if language is Language.DA else "here")
         elif place is OldDebtPlace.LIBRARY_WEBSITE:
             # "på bibliotekets hjemmeside" would read as "på biblioteket": name the site instead.
             if language is Language.DA:
@@ -337,6 +347,7 @@ def facts(config: MunicipalityConfig, language: Language) -> Facts:
         until=format_day(old.until, language) if old.until else None,
         old_places=_old_places(config, language, site),
         old_places_short=_old_places(config, language, site, compact=True),
+        old_places_here=_old_places(config, language, site, compact=True, here=True),
         old_methods=join([method_name(m, language) for m in old.methods], language, _OR) or None,
         reminder_fee=format_kr(new.reminder_fee_kr, language)
         if new.reminder_fee_kr is not None

@@ -162,6 +162,38 @@ def test_old_debts_not_payable_say_where_they_go_or_only_not_to_the_library(
         assert f"Det gælder også gebyrer fra før {day}." in faq
 
 
+def test_the_fee_page_says_here_and_names_the_cut_off_once() -> None:
+    texts = channel_texts(example())
+    page = " ".join(texts[("self_service", "da")][0].split())
+    # The reader is on the library's fee page: "her", never a link to that same site.
+    assert "Dem kan du betale til og med 31. marts 2027 på biblioteket eller her." in page
+    assert "https://bibliotek.eksempel.dk" not in page
+    assert page.count("14. december 2026") == 1
+    english = " ".join(texts[("self_service", "en")][0].split())
+    assert "https://bibliotek.eksempel.dk" not in english
+    assert english.count("14 December 2026") == 1
+
+
+def test_the_deadline_comes_before_the_places_it_covers() -> None:
+    faq = channel_texts(example())[("faq", "da")][0]
+    assert (
+        "Dem kan du betale til og med 31. marts 2027 på biblioteket eller under Mine sider på "
+        "https://bibliotek.eksempel.dk." in " ".join(faq.split())
+    )
+
+
+def test_no_answer_repeats_the_one_before_and_the_lead_is_news() -> None:
+    texts = channel_texts(example())
+    faq = texts[("faq", "da")][0]
+    assert faq.count("Nye gebyrer ser og betaler du i") == 1
+    assert "Et nyt gebyr kan du se i Mit betalingsoverblik dagen efter." in faq
+    for channel in ("website", "newsletter"):
+        text = texts[(channel, "da")][0]
+        # The title says there is a new way to pay; the text goes on with what the way is.
+        assert "på en ny måde" not in text, channel
+        assert "Fra 14. december 2026 skal du betale nye gebyrer til kommunen" in text, channel
+
+
 # --- Every sentence rests on a claim -------------------------------------------------------------
 
 
