@@ -260,7 +260,7 @@ _METHOD_NAMES = {
         Language.DA: "med Betalingsservice",
         Language.EN: "by Betalingsservice (direct debit)",
     },
-    Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a giro slip"},
+    Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a payment slip (girokort)"},
     Method.CASH_BORGERSERVICE: {
         Language.DA: "kontant hos Borgerservice",
         Language.EN: "in cash at Borgerservice",

@@ -114,7 +114,7 @@ def test_children_from_15_no_channel_says_under_18(fixed_point: MunicipalityConf
     for (channel, lang), (text, _) in texts.items():
         assert "18" not in text, (channel, lang)
     assert "Fra 15 år får barnet selv regningen." in texts[("faq", "da")][0]
-    assert "From 15, the child gets the bill." in texts[("faq", "en")][0]
+    assert "From the age of 15, children get the bill themselves." in texts[("faq", "en")][0]
 
 
 def test_children_under_18_by_default_reading(folder: Path) -> None:
@@ -282,11 +282,11 @@ def test_danish_wording() -> None:
 def test_reminder_fee_is_a_new_cost_in_both_languages() -> None:
     texts = channel_texts(example())
     assert (
-        "Men der er en ny udgift: Betaler du for sent, får du en rykker. Den koster 250 kr."
+        "Men der er en ny udgift: Betaler du for sent, får du et rykkergebyr på 250 kr."
         in (texts[("faq", "da")][0])
     )
     assert (
-        "But there is a new cost: if you pay late, you get a reminder. It costs DKK 250."
+        "But there is a new cost: if you pay late, you get a reminder fee of DKK 250."
         in (texts[("faq", "en")][0])
     )
 

@@ -166,7 +166,7 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["betalingsoverblik", "MobilePay", "betalingskort", "netbank", "girokort",
                    "Betalingsservice", "Digital Post", "logger ind med", "til og med",
                    "Gældsstyrelsen", "under 18", "dage til at betale"],
-            "en": ["betalingsoverblik", "MobilePay", "payment card", "online bank", "giro slip",
+            "en": ["betalingsoverblik", "MobilePay", "payment card", "online bank", "payment slip",
                    "Betalingsservice", "Digital Post", "log in with", "up to and including",
                    "Gældsstyrelsen", "under 18", "days to pay"],
         },
