@@ -120,6 +120,11 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "I have paid. Why is the fee still there?",
     },
     "q.fees": {Language.DA: "Bliver gebyrerne dyrere?", Language.EN: "Are the fees going up?"},
+    # The same point where the config gives only the rates: the question they answer.
+    "q.fee_rates": {
+        Language.DA: "Hvad koster gebyrerne?",
+        Language.EN: "What are the fees?",
+    },
     "q.not_paying": {
         Language.DA: "Hvad sker der, hvis jeg ikke betaler?",
         Language.EN: "What happens if I do not pay?",

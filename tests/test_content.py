@@ -194,6 +194,15 @@ def test_no_answer_repeats_the_one_before_and_the_lead_is_news() -> None:
         assert "Fra 14. december 2026 skal du betale nye gebyrer til kommunen" in text, channel
 
 
+def test_the_fee_question_is_one_the_config_answers(folder: Path) -> None:
+    rates = {"rates": [{"what": {"da": "Voksne", "en": "Adults"}, "amount_kr": 20}]}
+    changes = {"decisions.fees": rates, "decisions.new_debts.reminder_fee_kr": DROP}
+    faq = channel_texts(variant(folder, changes, "rates-only"))[("faq", "da")][0]
+    # Nothing says whether the fees go up: the heading does not ask it.
+    assert "Bliver gebyrerne dyrere?" not in faq and "Hvad koster gebyrerne?" in faq
+    assert "Bliver gebyrerne dyrere?" in channel_texts(example())[("faq", "da")][0]
+
+
 # --- Every sentence rests on a claim -------------------------------------------------------------
 
 
