@@ -328,7 +328,7 @@ def _old_places(
             if language is Language.DA:
                 names.append(f"under {page} på {site}" if page else f"på {site}")
             else:
-                names.append(f"under {page} on {site}" if page else f"on {site}")
+                names.append(f"under {page} at {site}" if page else f"at {site}")
         else:
             names.append("til kommunen" if language is Language.DA else "to the municipality")
     return join(names, language, _OR) if names else None
