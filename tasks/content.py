@@ -71,29 +71,30 @@ FIXED: dict[str, dict[Language, str]] = {
     "button_read": {Language.DA: "Læs om betaling", Language.EN: "Read about paying"},
     # The card's facts, true wherever the debtor integration is switched on
     "intro": {
-        Language.DA: "Fra {go_live} skal du betale gebyrer på en ny måde.",
-        Language.EN: "From {go_live} you pay library fees in a new way.",
+        # The news itself, short words only: the article's LIX stays under 35 (issue 17's gate).
+        Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality, not to the library.",
     },
     "moves": {
-        Language.DA: "Når du får et nyt gebyr, sender {municipality} dig regningen.",
-        Language.EN: "When you get a new fee, {municipality} sends you the bill.",
+        Language.DA: "Når du får et nyt gebyr, skal du betale det til {municipality}.",
+        Language.EN: "When you get a new fee, you pay it to {municipality}.",
     },
     "moves_short": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen og ikke til os.",
-        Language.EN: "From {go_live} you pay new fees to the municipality, not to us.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality, not to the library.",
     },
     # The SMS's own, when the longer one would cost a part (tasks/channels/sms.py picks).
     "moves_sms": {
         Language.DA: "Fra {go_live} skal du betale nye gebyrer til kommunen.",
-        Language.EN: "From {go_live} you pay new fees to the municipality.",
+        Language.EN: "From {go_live}, you will pay new fees to the municipality.",
     },
     "covers": {
         Language.DA: "Det gælder gebyrer for sen aflevering og erstatning for ting, du har mistet.",
         Language.EN: "This covers fees for late returns and charges for items you have lost.",
     },
     "staff_no_payment": {
-        Language.DA: "Vi kan ikke tage imod betaling for nye gebyrer.",
-        Language.EN: "We cannot take payment for new fees.",
+        Language.DA: "Du kan ikke betale nye gebyrer til biblioteket.",
+        Language.EN: "You cannot pay new fees to the library.",
     },
     "ask_library": {
         Language.DA: "Har du spørgsmål til et gebyr, så spørg biblioteket.",
@@ -119,6 +120,11 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "I have paid. Why is the fee still there?",
     },
     "q.fees": {Language.DA: "Bliver gebyrerne dyrere?", Language.EN: "Are the fees going up?"},
+    # The same point where the config gives only the rates: the question they answer.
+    "q.fee_rates": {
+        Language.DA: "Hvad koster gebyrerne?",
+        Language.EN: "What are the fees?",
+    },
     "q.not_paying": {
         Language.DA: "Hvad sker der, hvis jeg ikke betaler?",
         Language.EN: "What happens if I do not pay?",
@@ -128,8 +134,8 @@ FIXED: dict[str, dict[Language, str]] = {
         Language.EN: "What if I have lost something I borrowed?",
     },
     "q.no_mitid": {
-        Language.DA: "Jeg har ikke MitID eller Digital Post. Hvad gør jeg?",
-        Language.EN: "I do not have MitID or Digital Post. What do I do?",
+        Language.DA: "Jeg har ikke Digital Post. Hvad gør jeg?",
+        Language.EN: "I do not use Digital Post. What do I do?",
     },
     "q.children": {
         Language.DA: "Mit barn har et gebyr. Hvad sker der?",
@@ -259,9 +265,9 @@ _METHOD_NAMES = {
         Language.DA: "med Betalingsservice",
         Language.EN: "by Betalingsservice (direct debit)",
     },
-    Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a giro slip"},
+    Method.GIRO_SLIP: {Language.DA: "med girokort", Language.EN: "with a payment slip (girokort)"},
     Method.CASH_BORGERSERVICE: {
-        Language.DA: "kontant i Borgerservice",
+        Language.DA: "kontant hos Borgerservice",
         Language.EN: "in cash at Borgerservice",
     },
     Method.CASH_BANK: {Language.DA: "kontant i en bank", Language.EN: "in cash at a bank"},
@@ -289,6 +295,7 @@ class Facts:
     until: str | None
     old_places: str | None  # where old debts are paid, as a phrase
     old_places_short: str | None  # the same, shorter
+    old_places_here: str | None  # the same on the library's own fee page: the website is "her"
     old_methods: str | None
     reminder_fee: str | None
     above_kr: str | None
@@ -300,20 +307,28 @@ class Facts:
 
 
 def _old_places(
-    config: MunicipalityConfig, language: Language, site: str, *, compact: bool = False
+    config: MunicipalityConfig,
+    language: Language,
+    site: str,
+    *,
+    compact: bool = False,
+    here: bool = False,
 ) -> str | None:
     # compact (short texts): the site without the account page's name, which the site shows.
+    # here (the library's own fee page): the website is the page the reader is on.
     page = None if compact else config.decisions.routing.account_page
     names = []
     for place in config.decisions.old_debts.where:
         if place is OldDebtPlace.LIBRARY_COUNTER:
             names.append("på biblioteket" if language is Language.DA else "at the library")
+        elif place is OldDebtPlace.LIBRARY_WEBSITE and here:
+            names.append("her" if language is Language.DA else "here")
         elif place is OldDebtPlace.LIBRARY_WEBSITE:
             # "på bibliotekets hjemmeside" would read as "på biblioteket": name the site instead.
             if language is Language.DA:
                 names.append(f"under {page} på {site}" if page else f"på {site}")
             else:
-                names.append(f"under {page} on {site}" if page else f"on {site}")
+                names.append(f"under {page} at {site}" if page else f"at {site}")
         else:
             names.append("til kommunen" if language is Language.DA else "to the municipality")
     return join(names, language, _OR) if names else None
@@ -337,6 +352,7 @@ def facts(config: MunicipalityConfig, language: Language) -> Facts:
         until=format_day(old.until, language) if old.until else None,
         old_places=_old_places(config, language, site),
         old_places_short=_old_places(config, language, site, compact=True),
+        old_places_here=_old_places(config, language, site, compact=True, here=True),
         old_methods=join([method_name(m, language) for m in old.methods], language, _OR) or None,
         reminder_fee=format_kr(new.reminder_fee_kr, language)
         if new.reminder_fee_kr is not None

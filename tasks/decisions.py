@@ -100,7 +100,8 @@ class Portal(Strict):
 
     name: PlainText = "Mit betalingsoverblik"
     url: HttpsUrl
-    login: Login = Login.MITID
+    # Unset: the texts name no login (a default would state a fact the municipality never gave).
+    login: Login | None = None
     # True only where old debts moved there too: then the portal shows every debt.
     shows_old_debts: bool = False
 
@@ -152,7 +153,9 @@ class PaymentMethod(Strict):
 class WithoutMitid(Strict):
     """Citizens without MitID or exempt from Digital Post."""
 
-    paper_invoice: bool | None = None  # they get the invoice by post, with a giro slip
+    # Citizens exempt from Digital Post get the invoice as a letter by post, with a giro slip.
+    # It says nothing about citizens who merely lack MitID (they may still have Digital Post).
+    paper_invoice: bool | None = None
     # Exemption from Digital Post is applied for in person at Borgerservice.
     exemption_at_borgerservice: bool | None = None
 

@@ -118,6 +118,9 @@ def context(
         "faq_url": str(faq_url) if faq_url else None,
         "more_url": more_url(config),
         "tight": False,  # the SMS's shorter wording (tasks/channels/sms.py)
+        # The text is shown on the library's own fee page (tasks/channels/self_service.py): that
+        # page is "her", never a link to itself.
+        "here": False,
         "claims": log,
         "claim": log.claim,
         "fixed": log.fixed,

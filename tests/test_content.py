@@ -114,13 +114,93 @@ def test_children_from_15_no_channel_says_under_18(fixed_point: MunicipalityConf
     for (channel, lang), (text, _) in texts.items():
         assert "18" not in text, (channel, lang)
     assert "Fra 15 år får barnet selv regningen." in texts[("faq", "da")][0]
-    assert "From 15, the child gets the bill." in texts[("faq", "en")][0]
+    assert "From the age of 15, children get the bill themselves." in texts[("faq", "en")][0]
 
 
 def test_children_under_18_by_default_reading(folder: Path) -> None:
     text, _ = channel_texts(example())[("faq", "da")]
-    assert "Er dit barn under 18 år, får du som forælder regningen." in text
+    assert "Er dit barn under 18 år, får du som forælder eller værge regningen." in text
     assert "selv regningen" not in text
+
+
+def test_an_unset_login_names_no_login(folder: Path) -> None:
+    # The portal without `login`: no default may put "MitID" in a citizen's text.
+    config = variant(folder, {"decisions.new_debts.portal": PORTAL}, "no-login")
+    assert config.decisions.new_debts.portal.login is None
+    for (channel, lang), (text, _) in channel_texts(config).items():
+        for word in ("MitID", "NemID", "log ind", "logger ind", "log in"):
+            assert word not in text, (channel, lang, word)
+
+
+def test_paper_invoice_is_for_those_exempt_from_digital_post() -> None:
+    texts = channel_texts(example())
+    assert (
+        "Er du fritaget for Digital Post, får du fakturaen som brev med et girokort."
+        in texts[("faq", "da")][0]
+    )
+    for (channel, lang), (text, _) in texts.items():
+        # Lacking MitID alone does not bring a paper invoice: no text says so.
+        assert "ikke MitID" not in text and "not have MitID" not in text, (channel, lang)
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_old_debts_not_payable_say_where_they_go_or_only_not_to_the_library(
+    folder: Path, moved: bool
+) -> None:
+    portal = {**PORTAL, "shows_old_debts": moved}
+    changes = {"decisions.old_debts": {"payable": "no"}, "decisions.new_debts.portal": portal}
+    config = variant(folder, changes, f"old-no-{moved}")
+    day = format_day(config.go_live, Language.DA)
+    for (channel, lang), (text, _) in channel_texts(config).items():
+        # Nothing before says "not to the library", so nothing may say "heller"/"either".
+        assert "heller" not in text and "either" not in text, (channel, lang)
+    faq = channel_texts(config)[("faq", "da")][0]
+    assert "Du kan ikke længere betale gebyrer til biblioteket." in faq
+    if moved:
+        assert f"Gebyrer fra før {day} betaler du også i Mit Betalingsoverblik." in faq
+    else:
+        assert f"Det gælder også gebyrer fra før {day}." in faq
+
+
+def test_the_fee_page_says_here_and_names_the_cut_off_once() -> None:
+    texts = channel_texts(example())
+    page = " ".join(texts[("self_service", "da")][0].split())
+    # The reader is on the library's fee page: "her", never a link to that same site.
+    assert "Dem kan du betale til og med 31. marts 2027 på biblioteket eller her." in page
+    assert "https://bibliotek.eksempel.dk" not in page
+    assert page.count("14. december 2026") == 1
+    english = " ".join(texts[("self_service", "en")][0].split())
+    assert "https://bibliotek.eksempel.dk" not in english
+    assert english.count("14 December 2026") == 1
+
+
+def test_the_deadline_comes_before_the_places_it_covers() -> None:
+    faq = channel_texts(example())[("faq", "da")][0]
+    assert (
+        "Dem kan du betale til og med 31. marts 2027 på biblioteket eller under Mine sider på "
+        "https://bibliotek.eksempel.dk." in " ".join(faq.split())
+    )
+
+
+def test_no_answer_repeats_the_one_before_and_the_lead_is_news() -> None:
+    texts = channel_texts(example())
+    faq = texts[("faq", "da")][0]
+    assert faq.count("Nye gebyrer ser og betaler du i") == 1
+    assert "Et nyt gebyr kan du se i Mit betalingsoverblik dagen efter." in faq
+    for channel in ("website", "newsletter"):
+        text = texts[(channel, "da")][0]
+        # The title says there is a new way to pay; the text goes on with what the way is.
+        assert "på en ny måde" not in text, channel
+        assert "Fra 14. december 2026 skal du betale nye gebyrer til kommunen" in text, channel
+
+
+def test_the_fee_question_is_one_the_config_answers(folder: Path) -> None:
+    rates = {"rates": [{"what": {"da": "Voksne", "en": "Adults"}, "amount_kr": 20}]}
+    changes = {"decisions.fees": rates, "decisions.new_debts.reminder_fee_kr": DROP}
+    faq = channel_texts(variant(folder, changes, "rates-only"))[("faq", "da")][0]
+    # Nothing says whether the fees go up: the heading does not ask it.
+    assert "Bliver gebyrerne dyrere?" not in faq and "Hvad koster gebyrerne?" in faq
+    assert "Bliver gebyrerne dyrere?" in channel_texts(example())[("faq", "da")][0]
 
 
 # --- Every sentence rests on a claim -------------------------------------------------------------
@@ -194,7 +274,7 @@ def test_danish_wording() -> None:
     assert article.startswith("Ny måde at betale gebyrer på fra 14. december 2026")
     assert "gebyrer for sen aflevering" in article
     assert "Nye gebyrer ser og betaler du i Mit betalingsoverblik." in article
-    assert "Betal fakturaen fra Digital Post i din netbank." in article
+    assert "Du kan betale fakturaen i din netbank." in article
     short = " ".join(texts[("self_service", "da")][0].split())
     assert (
         "Har du spørgsmål til et gebyr, så spørg biblioteket. Har du spørgsmål om betaling, så "
@@ -211,11 +291,11 @@ def test_danish_wording() -> None:
 def test_reminder_fee_is_a_new_cost_in_both_languages() -> None:
     texts = channel_texts(example())
     assert (
-        "Men der er en ny udgift: Betaler du for sent, får du en rykker. Den koster 250 kr."
+        "Men der er en ny udgift: Betaler du for sent, får du et rykkergebyr på 250 kr."
         in (texts[("faq", "da")][0])
     )
     assert (
-        "But there is a new cost: if you pay late, you get a reminder. It costs DKK 250."
+        "But there is a new cost: if you pay late, you get a reminder fee of DKK 250."
         in (texts[("faq", "en")][0])
     )
 

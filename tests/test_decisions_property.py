@@ -58,7 +58,7 @@ def new_debts(draw: st.DrawFn) -> dict[str, Any]:
         out["portal"] = {
             "name": draw(st.sampled_from(["Mit betalingsoverblik", "Betalingsoverblik"])),
             "url": "https://www.kommune.dk/betal",
-            "login": draw(st.sampled_from(["mitid", "nemid", "none"])),
+            "login": draw(_maybe(st.sampled_from(["mitid", "nemid", "none"]))),
             "shows_old_debts": draw(st.booleans()),
         }
     if draw(st.booleans()):
@@ -186,6 +186,8 @@ def _places(config: MunicipalityConfig) -> dict[str, bool]:
     d = config.decisions
     methods = {m.method.value for m in d.payment_methods} | {m.value for m in d.old_debts.methods}
     where = {w.value for w in d.old_debts.where}
+    portal = d.new_debts.portal
+    login = portal.login.value if portal is not None and portal.login is not None else None
     return {
         "Borgerservice": "cash_borgerservice" in methods
         or bool(d.without_mitid.exemption_at_borgerservice),
@@ -193,7 +195,9 @@ def _places(config: MunicipalityConfig) -> dict[str, bool]:
         "MobilePay": "mobilepay" in methods,
         "Betalingsservice": "betalingsservice" in methods,
         "netbank": "netbank" in methods,
-        "NemID": d.new_debts.portal is not None and d.new_debts.portal.login.value == "nemid",
+        "NemID": login == "nemid",
+        # Unset, the login is named nowhere: no default MitID (and no heading says it).
+        "MitID": login == "mitid",
         "betale på biblioteket": "library_counter" in where,
         "pay them at the library": "library_counter" in where,
         "skat": bool(d.not_paying.offsetting),

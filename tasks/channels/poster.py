@@ -70,7 +70,7 @@ def poster_html(
 class Poster(ChannelSpec):
     channel = Channel.POSTER
     settings = PosterSettings
-    # The short form of HOW_TO_PAY already says "with MitID" where login is needed.
+    # The short form of HOW_TO_PAY already names the login where the config sets one.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
     audience = Labels(da="Besøgende på bibliotekerne", en="Visitors at the branches")
     labels = Labels(da="Plakat", en="Poster")

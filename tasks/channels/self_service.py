@@ -38,6 +38,10 @@ class SelfService(ChannelSpec):
     delivers = None
     step_order = 60
 
+    def context(self, config: MunicipalityConfig, language: Language) -> dict[str, Any]:
+        """The shared context, said on the library's own fee page: the website is "her"."""
+        return {**super().context(config, language), "here": True}
+
     def render(self, config: MunicipalityConfig) -> ChannelContent:
         """DPL CMS config-sync YAML (Danish, with an English config translation) and DDB CMS variables."""
         settings = config.channels.self_service

@@ -27,7 +27,7 @@ _LIX_LIMIT = 35  # easy to read (tests/test_content.py holds every SMS to it)
 class Sms(ChannelSpec):
     channel = Channel.SMS
     settings = SmsSettings
-    # The short form of HOW_TO_PAY already says "with MitID" where login is needed; old debts
+    # HOW_TO_PAY in the SMS names the portal and leaves the login to the page it links to; old debts
     # (with their cut-off date) because a borrower may owe both kinds.
     points = (Point.WHAT_CHANGES, Point.HOW_TO_PAY, Point.OLD_DEBTS)
     audience = Labels(

@@ -62,7 +62,9 @@ def test_without_decisions_only_the_cards_questions_are_answered(
     assert html_h2 == asked
 
 
-def test_extra_entries_come_after_the_generated_ones(variants: Path) -> None:
+def test_extra_entries_come_after_the_generated_ones_and_before_whom_to_ask(
+    variants: Path,
+) -> None:
     entry = {
         "question": {"da": "Kan jeg låne en pc?", "en": "Can I use a PC?"},
         "answer": {"da": "Ja, på alle filialer.", "en": "Yes, at every branch."},
@@ -70,7 +72,9 @@ def test_extra_entries_come_after_the_generated_ones(variants: Path) -> None:
     config = variant(variants, {"decisions.extra.faq": [entry]}, "extra-faq")
     for lang in Language:
         html_h2, _ = _headings(config, lang)
-        assert html_h2[-1] == entry["question"][lang.value]
+        # Whom to ask closes the page, after the municipality's own questions.
+        assert html_h2[-2] == entry["question"][lang.value]
+        assert html_h2[-1] == FIXED["q.who_to_ask"][lang]
         out = FAQ.render(config)
         assert entry["answer"][lang.value] in str(out.files[f"faq.{lang.value}.md"])
         claim = next(c for c in out.claims[lang] if c.text == entry["answer"][lang.value])

@@ -65,8 +65,8 @@ def test_slide_says_the_change_in_danish_first() -> None:
         "Nyt om gebyrer",
         "Fra 14. december 2026 skal du betale nye gebyrer til kommunen og ikke til os.",
         "Se og betal dem i Mit betalingsoverblik. Log ind med MitID.",
-        "Har du gebyrer fra før 14. december 2026? Dem kan du betale på biblioteket eller på "
-        "https://bibliotek.eksempel.dk til og med 31. marts 2027.",
+        "Har du gebyrer fra før 14. december 2026? Dem kan du betale til og med 31. marts 2027 "
+        "på biblioteket eller på https://bibliotek.eksempel.dk.",
         "Scan koden og betal",
         "https://www.eksempel.dk/betalingsoverblik",
         "Eksempel Bibliotekerne",

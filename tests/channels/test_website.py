@@ -25,11 +25,10 @@ def test_markup_in_free_text_is_refused(tmp_path: Path) -> None:
 
 def test_quotes_in_a_name_are_html_escaped(tmp_path: Path) -> None:
     name = 'Kim\'s "Læsehus"'
-    # The article names the municipality ("... sender <name> regningen"); the newsletter signs
+    # The article names the collection office ("... så kontakt <name>"); the newsletter signs
     # with the library's name.
-    config = variant(
-        tmp_path, {"library.name": name, "municipality.name": name, "contacts.library.name": name}
-    )
+    names = ("library.name", "municipality.name", "contacts.library.name", "contacts.billing.name")
+    config = variant(tmp_path, dict.fromkeys(names, name))
     article = spec(Channel.WEBSITE).render(config).files["article.da.html"]
     assert "Kim&#39;s &#34;Læsehus&#34;" in article
     assert name not in article

@@ -41,7 +41,7 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["Gældsstyrelsen", "under 18", "rykker", "NemID", "Betalingsservice",
                    "til og med"],
             "en": ["Gældsstyrelsen", "under 18", "reminder", "NemID", "Betalingsservice",
-                   "inclusive"],
+                   "up to and including"],
         },
     ),
     "kolding": Expect(
@@ -56,7 +56,7 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["betalingsoverblik", "logger ind med", "MobilePay", "betalingskort", "NemID",
                    "til og med", "modregn", "fra 15"],
             "en": ["betalingsoverblik", "log in with", "MobilePay", "payment card", "NemID",
-                   "inclusive", "offset"],
+                   "up to and including", "offset"],
         },
     ),
     "faxe": Expect(
@@ -70,7 +70,7 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["betalingsoverblik", "logger ind med", "Gældsstyrelsen", "under 18",
                    "til og med", "rykker", "Betalingsservice"],
             "en": ["betalingsoverblik", "log in with", "Gældsstyrelsen", "under 18",
-                   "inclusive", "reminder", "Betalingsservice"],
+                   "up to and including", "reminder", "Betalingsservice"],
         },
     ),
     "middelfart": Expect(
@@ -84,7 +84,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["betalingsoverblik", "MobilePay", "betalingskort", "logger ind med",
                    "til og med", "Gældsstyrelsen", "under 18", "Mine sider"],
-            "en": ["betalingsoverblik", "MobilePay", "payment card", "log in with", "inclusive",
+            "en": ["betalingsoverblik", "MobilePay", "payment card", "log in with", "up to and including",
                    "Gældsstyrelsen", "under 18", "Mine sider"],
         },
     ),
@@ -97,7 +97,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["NemID", "til og med", "Gældsstyrelsen", "under 18", "rykker", "Digital Post",
                    "Betalingsservice", "de samme som før"],
-            "en": ["NemID", "inclusive", "Gældsstyrelsen", "under 18", "reminder",
+            "en": ["NemID", "up to and including", "Gældsstyrelsen", "under 18", "reminder",
                    "Digital Post", "Betalingsservice", "same as before"],
         },
     ),
@@ -111,7 +111,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["logger ind med MitID", "til og med", "Gældsstyrelsen", "under 18",
                    "MobilePay", "betalingskort", "rykker"],
-            "en": ["log in with MitID", "inclusive", "Gældsstyrelsen", "under 18", "MobilePay",
+            "en": ["log in with MitID", "up to and including", "Gældsstyrelsen", "under 18", "MobilePay",
                    "payment card", "reminder"],
         },
     ),
@@ -125,7 +125,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["betalingsoverblik", "MobilePay", "logger ind med", "til og med",
                    "Gældsstyrelsen", "under 18", "220", "200 kr."],
-            "en": ["betalingsoverblik", "MobilePay", "log in with", "inclusive",
+            "en": ["betalingsoverblik", "MobilePay", "log in with", "up to and including",
                    "Gældsstyrelsen", "under 18", "220", "DKK 200"],
         },
     ),
@@ -137,7 +137,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["til og med", "Gældsstyrelsen", "under 18", "NemID", "Digital Post",
                    "dage til at betale", "rykker"],
-            "en": ["inclusive", "Gældsstyrelsen", "under 18", "NemID", "Digital Post",
+            "en": ["up to and including", "Gældsstyrelsen", "under 18", "NemID", "Digital Post",
                    "days to pay", "reminder"],
         },
     ),
@@ -151,7 +151,7 @@ EXPECTATIONS: dict[str, Expect] = {
         must_not={
             "da": ["betalingsoverblik", "MobilePay", "logger ind med", "til og med",
                    "Gældsstyrelsen", "under 18", "rykker", "100 kr.", "250 kr."],
-            "en": ["betalingsoverblik", "MobilePay", "log in with", "inclusive",
+            "en": ["betalingsoverblik", "MobilePay", "log in with", "up to and including",
                    "Gældsstyrelsen", "under 18", "reminder", "DKK 100", "DKK 250"],
         },
     ),
@@ -166,8 +166,8 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["betalingsoverblik", "MobilePay", "betalingskort", "netbank", "girokort",
                    "Betalingsservice", "Digital Post", "logger ind med", "til og med",
                    "Gældsstyrelsen", "under 18", "dage til at betale"],
-            "en": ["betalingsoverblik", "MobilePay", "payment card", "online bank", "giro slip",
-                   "Betalingsservice", "Digital Post", "log in with", "inclusive",
+            "en": ["betalingsoverblik", "MobilePay", "payment card", "online bank", "payment slip",
+                   "Betalingsservice", "Digital Post", "log in with", "up to and including",
                    "Gældsstyrelsen", "under 18", "days to pay"],
         },
     ),
@@ -175,8 +175,8 @@ EXPECTATIONS: dict[str, Expect] = {
     "alleroed": Expect(
         must={
             "da": ["7. juni 2023", "til og med 30. juni 2023", "på biblioteket", "Digital Post",
-                   "netbank", "kontant i Borgerservice", "MobilePay"],
-            "en": ["7 June 2023", "until 30 June 2023 inclusive", "at the library",
+                   "netbank", "kontant hos Borgerservice", "MobilePay"],
+            "en": ["7 June 2023", "up to and including 30 June 2023", "at the library",
                    "Digital Post", "Borgerservice", "MobilePay"],
         },
         everywhere={"da": ["7. juni 2023"], "en": ["7 June 2023"]},
@@ -202,7 +202,7 @@ EXPECTATIONS: dict[str, Expect] = {
             "da": ["til og med", "på biblioteket eller", "betale dem på biblioteket",
                    "under 18", "alle dine gebyrer, også de gamle", "logger ind med MitID",
                    "Gældsstyrelsen", "rykker"],
-            "en": ["inclusive", "at the library or", "pay them at the library", "under 18",
+            "en": ["up to and including", "at the library or", "pay them at the library", "under 18",
                    "all your fees, including", "log in with MitID", "Gældsstyrelsen",
                    "reminder"],
         },
