@@ -23,8 +23,6 @@ from tasks.render import ChannelContent
 # <ui>/artifacts/artifact/<id>), and a remote URL could not reach the output folder anyway.
 POSTER_PREVIEW_DPI = 30
 _FENCE = "```"
-# A one-line message longer than this is quoted, not put in a code block (see _code).
-_WIDTH = 90
 
 
 @dataclass(frozen=True)
@@ -67,14 +65,20 @@ def _text(data: str | bytes) -> str:
 
 
 def _code(text: str) -> str:
-    # A code block shows the exact characters that will go out; nothing in them is rendered.
-    # The UI does not wrap a code block, so a message on one long line (an SMS) is quoted as a
-    # paragraph instead: config texts hold no markup (tasks/modeltypes.py), so it reads as sent.
-    text = text.rstrip()
-    if "\n" not in text and len(text) > _WIDTH:
-        return f"> {text}\n"
+    # CMS settings (YAML, JSON) in a code block: their exact characters are what gets imported.
     fence = _FENCE + "`" if _FENCE in text else _FENCE
-    return f"{fence}text\n{text}\n{fence}\n"
+    return f"{fence}text\n{text.rstrip()}\n{fence}\n"
+
+
+def _quoted(text: str) -> str:
+    # A message or page as citizens will read it, quoted line by line: the UI wraps it (a code
+    # block would run off the screen) and shows its headings and links as the page will. Texts
+    # hold no markup but the markdown the templates write (config text is refused with markup).
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in text.rstrip().splitlines())
+
+
+def _shown(name: str, text: str) -> str:
+    return _code(text) if name.endswith((".yml", ".json")) else _quoted(text) + "\n"
 
 
 _TEXT_FILES = (".md", ".txt", ".yml", ".json")
@@ -151,11 +155,11 @@ def review_markdown(
             if message is not None:
                 if message.subject:
                     out.append(f"**Emne:** {message.subject}\n")
-                out.append(_code(message.text))
+                out.append(_quoted(message.text) + "\n")
                 continue
             for name, text in _texts_of_files(content, lang):
                 out.append(f"`{channel.value}/{name}`\n")
-                out.append(_code(text))
+                out.append(_shown(name, text))
     if claims is not None:
         out.append("## Gennemgang af udsagn\n")
         for lang in config.languages:

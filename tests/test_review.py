@@ -48,12 +48,14 @@ def test_the_artifact_holds_every_message_in_full_per_language(rendered: tuple) 
     assert "- SMS: 348 låntagere" in markdown and "- Nyhedsbrev: 645 låntagere" in markdown
     for lang in config.languages:
         sms = contents[Channel.SMS].messages[lang].text
-        assert sms.rstrip() in markdown, lang
+        assert f"> {sms.rstrip()}" in markdown, lang
         newsletter = contents[Channel.NEWSLETTER].messages[lang]
         assert f"**Emne:** {newsletter.subject}" in markdown
-        assert newsletter.text.rstrip() in markdown
         article = contents[Channel.WEBSITE].files[f"article.{lang.value}.md"]
-        assert str(article).rstrip() in markdown
+        # Quoted line by line, every line whole: what the reader sees is what goes out.
+        for text in (newsletter.text, str(article)):
+            quoted = "\n".join(f"> {line}" if line.strip() else ">" for line in text.splitlines())
+            assert quoted.rstrip() in markdown, lang
     # The poster as a picture, one per language, from its own PDF.
     assert len(pictures) == len(config.languages)
     assert markdown.count("](data:image/png;base64,") == len(config.languages)
