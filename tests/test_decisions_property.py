@@ -205,8 +205,11 @@ def _places(config: MunicipalityConfig) -> dict[str, bool]:
     }
 
 
+# Derandomized: the same 150 draws on every run, so CI cannot turn red by chance; widen the search
+# by hand with HYPOTHESIS settings (e.g. max_examples=2000) when changing the texts.
 @settings(
-    max_examples=60,
+    max_examples=150,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
