@@ -660,6 +660,8 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
     municipality, read the SMS in the review the approval form links to, approve with a name,
     confirm two manual steps with a name and a note in one form, and read them back; a rejected
     run ends "Afvist" and sends nothing. The notice deployment e-mails each wait with a link."""
+    from playwright.sync_api import expect
+
     from flows.run_states import REJECTED
     from tasks.card_slot import limit_name
 
@@ -739,7 +741,9 @@ def test_project_leader_runs_the_card_in_the_ui(served: Served, tmp_path: Path) 
         for key in ticked:
             switch = form_field(dialog, title_of(steps_schema, key)).get_by_role("switch")
             switch.click()
-            assert switch.get_attribute("aria-checked") == "true", key
+            # The UI flips aria-checked after its own state update: wait for it (Playwright's
+            # expect retries for 5 s) instead of reading it at once (failed once in CI).
+            expect(switch).to_have_attribute("aria-checked", "true")
         fill(dialog, title_of(steps_schema, "confirmed_by"), "Bo Bibliotekar")
         fill(dialog, title_of(steps_schema, "note"), "Plakaterne hænger ved udlånet")
         page.screenshot(path=target("ui-confirm-steps.png"))
